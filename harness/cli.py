@@ -1,0 +1,215 @@
+"""The ``connchaos`` command.
+
+Exit codes: 0 every expectation met; 1 an expectation failed; 2 bad input; 3 this machine
+cannot run it (with the reason); 130 interrupted (Ctrl-C or SIGTERM), after tearing down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any
+
+from rich.console import Console
+
+from harness import __version__
+from harness.errors import ConnchaosError, MachineError, ScenarioError
+
+INTERRUPTED = 130
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """First Ctrl-C or SIGTERM: unwind through every ``finally`` (teardown). Later ones are
+    ignored so that they cannot cut the teardown short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="connchaos", description=(
+        "Chaos tests for services that hold long-lived connections: clients die silently, "
+        "connchaos measures when the server reclaims each session and compares it with what "
+        "the settings predict."))
+    p.add_argument("--version", action="version", version=f"connchaos {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run scenario files or folders")
+    r.add_argument("paths", nargs="+", metavar="PATH")
+    r.add_argument("--backend", choices=["auto", "local", "docker"],
+                   help="override every scenario's target.backend")
+    r.add_argument("--report-dir", default="reports", help="reports go to REPORT_DIR/<run id>/ (default: reports)")
+    r.add_argument("--json", metavar="PATH", help="also write results.json to PATH ('-' for stdout)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+    c = sub.add_parser("check", help="validate scenario files, run nothing")
+    c.add_argument("paths", nargs="+", metavar="PATH")
+
+    e = sub.add_parser("explain", help="the prediction for each scenario, without running")
+    e.add_argument("paths", nargs="+", metavar="PATH")
+
+    u = sub.add_parser("up", help="build the lab and keep it up for manual reproduction")
+    u.add_argument("path", metavar="PATH")
+    u.add_argument("--fault", action="store_true", help="also inject the scenario's fault after hold")
+
+    sub.add_parser("doctor", help="what this machine can do")
+    sub.add_parser("clean", help="remove anything an earlier run left behind")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    # A CI log is not a terminal: give the table room instead of rich's 80-column default.
+    out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 180)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    try:
+        code: int = globals()[f"cmd_{args.command}"](args, out, err)
+        return code
+    except ScenarioError as exc:
+        err.print(str(exc), markup=False)
+        err.print(f"[red]{len(exc.problems)} problem(s); nothing was started.[/]")
+        return exc.exit_code
+    except ConnchaosError as exc:
+        err.print(f"connchaos: {exc}", markup=False)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("connchaos: interrupted; the lab was torn down")
+        return INTERRUPTED
+
+
+def cmd_check(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from harness.runner import prepare
+
+    loaded = prepare(args.paths)
+    for ls in loaded:
+        out.print(f"ok  {ls.path}: {ls.scenario.name}", markup=False)
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from harness.core.prediction import KernelDefaults, effective, format_seconds
+    from harness.faults import FAULTS
+    from harness.runner import make_target, prepare, scenario_prediction
+
+    for ls in prepare(args.paths):
+        spec = ls.scenario
+        target = make_target(ls)
+        eff = effective(target.socket_settings(), KernelDefaults())
+        pred = scenario_prediction(ls)
+        out.print(f"[bold]{spec.name}[/] ({ls.path})")
+        settings = ", ".join(f"{k}={v}" for k, v in target.describe_settings().items())
+        out.print(f"  target    {spec.target.service}: {settings}", markup=False)
+        os_note = f" (OS default: {', '.join(eff.defaults_used)})" if eff.defaults_used else ""
+        user_timeout = (f"{format_seconds(eff.user_timeout_s)} s" if eff.user_timeout_s else "off")
+        out.print(f"  socket    keepalive {'on' if eff.keepalive else 'off'}, idle {format_seconds(eff.idle_s)} s,"
+                  f" interval {format_seconds(eff.interval_s)} s, count {eff.count}{os_note};"
+                  f" user timeout {user_timeout}; tcp_retries2 {eff.retries2}", markup=False)
+        out.print(f"  fault     {spec.fault.type} at the {spec.fault.layer} layer"
+                  f" (the peer is {FAULTS[spec.fault.type].peer}); sessions {spec.sessions.activity}", markup=False)
+        when = "never" if pred.reclaim_s is None else f"{format_seconds(pred.reclaim_s)} s after the fault"
+        out.print(f"  predicted {when} by {pred.mechanism}: {pred.formula}", markup=False)
+        out.print(f"  expects   {_expect_text(spec, pred.reclaim_s)}", markup=False)
+    return 0
+
+
+def _expect_text(spec: Any, predicted: float | None) -> str:
+    from harness.core.prediction import format_seconds
+
+    parts = []
+    exp = spec.expect
+    if exp.reclaimed_within is not None:
+        ok = predicted is not None and predicted <= exp.reclaimed_within
+        parts.append(f"reclaimed within {format_seconds(exp.reclaimed_within)} s"
+                     f" ({'consistent with' if ok else 'NOT expected by'} the prediction)")
+    if exp.still_held_after is not None:
+        ok = predicted is None or predicted > exp.still_held_after
+        parts.append(f"still held after {format_seconds(exp.still_held_after)} s"
+                     f" ({'consistent with' if ok else 'NOT expected by'} the prediction)")
+    if exp.survivors_untouched:
+        parts.append("survivors untouched")
+    if exp.mechanism:
+        parts.append(f"by {exp.mechanism}")
+    return "; ".join(parts)
+
+
+def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from harness import runner
+    from harness.report import console, results as results_file
+
+    loaded = runner.prepare(args.paths, backend=args.backend)
+    runner.require_machine(loaded)
+    res = runner.new_results()
+    folder = results_file.run_folder(args.report_dir, res.run_id)
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {line}", highlight=False)
+
+    try:
+        runner.run(loaded, results=res, progress=progress)
+    except KeyboardInterrupt:
+        results_file.write(res.as_json(), folder)  # what finished before the interrupt
+        raise
+    data = res.as_json()
+    path = results_file.write(data, folder)
+    console.render(data, out)
+    out.print(f"results: {path}", markup=False)
+    if args.json:
+        text = json.dumps(data, indent=1)
+        if args.json == "-":
+            sys.stdout.write(text + "\n")
+        else:
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+    return res.exit_code
+
+
+def cmd_up(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from harness import runner
+
+    loaded = runner.prepare([args.path])
+    runner.require_machine(loaded)
+    return runner.hold_open(loaded[0], inject=args.fault, show=lambda s: out.print(s, markup=False))
+
+
+def cmd_doctor(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from harness.doctor import checks
+
+    found = checks()
+    for c in found:
+        mark = "[green]ok[/]     " if c.ok else "[red]missing[/]"
+        fix = f"  -> {c.fix}" if (c.fix and not c.ok) else ""
+        out.print(f"{mark} {c.name:20} {c.detail}  [dim]({c.needed_for})[/]{fix}")
+    local_ok = all(c.ok for c in found if c.needed_for == "local")
+    out.print("local backend: " + ("[green]ready[/]" if local_ok else "[red]not ready[/]"))
+    if not local_ok:
+        missing = ", ".join(c.name for c in found if c.needed_for == "local" and not c.ok)
+        raise MachineError(missing)
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace, out: Console, err: Console) -> int:
+    import os
+
+    from harness.lab.cleanup import clean
+
+    if os.geteuid() != 0:
+        raise MachineError("root (to remove network namespaces)", "run as root")
+    removed = clean()
+    total = sum(len(v) for v in removed.values())
+    for kind, items in removed.items():
+        for item in items:
+            out.print(f"removed {kind[:-1].replace('_', ' ')} {item}", markup=False)
+    out.print(f"{total} leftover(s) removed" if total else "nothing to clean")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

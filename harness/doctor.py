@@ -1,0 +1,81 @@
+"""``connchaos doctor``: what this machine can do, each item with what to install when missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from harness.lab import naming
+
+
+@dataclass(frozen=True)
+class Check:
+    """One capability: found or not, what was seen, and the fix."""
+
+    name: str
+    ok: bool
+    detail: str
+    needed_for: str      # "local" (the local backend's packet scenarios) or a later feature
+    fix: str = ""
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str] | None:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _netns_and_nft() -> tuple[Check, Check]:
+    """Create a throwaway namespace and load an nft table in it: the real test of both."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        return (Check("network namespaces", False, "not tried (needs root and ip)", "local"),
+                Check("nftables", False, "not tried (needs root and ip)", "local",
+                      "apt-get install nftables"))
+    name = naming.namespace(naming.new_lab_id(), "doc")
+    made = _run(["ip", "netns", "add", name])
+    if made is None or made.returncode != 0:
+        err = made.stderr.strip() if made else "ip failed"
+        return (Check("network namespaces", False, err, "local"),
+                Check("nftables", False, "not tried", "local", "apt-get install nftables"))
+    try:
+        ns = Check("network namespaces", True, "created and removed one", "local")
+        if shutil.which("nft") is None:
+            return ns, Check("nftables", False, "no nft command", "local", "apt-get install nftables")
+        rules = f"table inet {naming.NFT_TABLE} {{ chain c {{ type filter hook forward priority -10; }} }}"
+        loaded = _run(["ip", "netns", "exec", name, "nft", rules])
+        ok = loaded is not None and loaded.returncode == 0
+        detail = "loaded a table in a lab namespace" if ok else (loaded.stderr.strip() if loaded else "failed")
+        return ns, Check("nftables", ok, detail, "local", "" if ok else "apt-get install nftables")
+    finally:
+        _run(["ip", "netns", "delete", name])
+
+
+def checks() -> list[Check]:
+    """Everything doctor looks at, in order."""
+    from harness.targets.postgres import find_bindir
+
+    found = [Check("root", os.geteuid() == 0, f"euid {os.geteuid()}", "local", "run as root")]
+    for tool, package in (("ip", "iproute2"), ("setpriv", "util-linux")):
+        path = shutil.which(tool)
+        found.append(Check(f"{tool} command", path is not None, path or "missing", "local",
+                           f"apt-get install {package}"))
+    found.extend(_netns_and_nft())
+    bindir = find_bindir()
+    version = ""
+    if bindir:
+        out = _run([os.path.join(bindir, "postgres"), "--version"])
+        version = out.stdout.strip() if out else ""
+    found.append(Check("PostgreSQL server", bindir is not None, version or "postgres/initdb not found",
+                       "local", "apt-get install postgresql"))
+    docker = shutil.which("docker")
+    engine = _run(["docker", "info", "--format", "{{.ServerVersion}}"]) if docker else None
+    found.append(Check("Docker engine", bool(engine and engine.returncode == 0),
+                       (engine.stdout.strip() if engine and engine.returncode == 0 else "not reachable"),
+                       "docker backend (not in this version)", "apt-get install docker.io; start dockerd"))
+    toxi = shutil.which("toxiproxy-server")
+    found.append(Check("Toxiproxy server", toxi is not None, toxi or "not installed",
+                       "proxy layer (not in this version)"))
+    return found

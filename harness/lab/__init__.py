@@ -1,0 +1,1 @@
+"""The lab: the network built for one scenario (client, router and server namespaces)."""

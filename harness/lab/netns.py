@@ -1,0 +1,173 @@
+"""Entering network namespaces from threads, and running commands inside them.
+
+pyroute2's ``pushns``/``popns`` keep a process-global stack and read ``/proc/self`` (the main
+thread's namespace), so they are not safe per thread. ``setns(2)`` itself is per thread:
+a socket keeps the namespace of the thread that created it, which is how sessions are opened
+from the client namespace and the observer reads the server namespace's socket table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import ctypes
+import os
+import subprocess
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TypeVar
+
+from harness.errors import LabError
+
+NETNS_RUN_DIR = "/run/netns"
+CLONE_NEWNET = 0x40000000
+
+_libc = ctypes.CDLL(None, use_errno=True)
+T = TypeVar("T")
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise LabError("entering a network namespace", os.strerror(err))
+
+
+@contextmanager
+def entered(name: str) -> Iterator[None]:
+    """Move the calling thread into namespace ``name`` for the block, then back."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        try:
+            target = os.open(os.path.join(NETNS_RUN_DIR, name), os.O_RDONLY)
+        except OSError as exc:
+            raise LabError(f"entering namespace {name}", str(exc)) from exc
+        try:
+            _setns(target)
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            _setns(own)
+    finally:
+        os.close(own)
+
+
+class LoopInNamespace:
+    """An asyncio event loop on a thread that lives in one network namespace.
+
+    Every socket the loop's coroutines create belongs to that namespace: the client side of a
+    lab runs here, so libpq/asyncio connections come from the client host.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"netns-{name}", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        try:
+            fd = os.open(os.path.join(NETNS_RUN_DIR, self.name), os.O_RDONLY)
+            try:
+                _setns(fd)
+            finally:
+                os.close(fd)
+        except BaseException as exc:  # reported to the constructor's caller
+            self._error = exc if isinstance(exc, LabError) else LabError(
+                f"entering namespace {self.name}", str(exc))
+            self._ready.set()
+            return
+        asyncio.set_event_loop(self.loop)
+        self._ready.set()
+        self.loop.run_forever()
+        self.loop.close()
+
+    def run(self, coro: Awaitable[T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the namespace's loop and wait for its result."""
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run a plain callable on the namespace's thread."""
+        async def wrapper() -> T:
+            return fn()
+        return self.run(wrapper())
+
+    def close(self) -> None:
+        """Stop the loop and join the thread."""
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+
+
+def exec_argv(name: str, argv: Sequence[str]) -> list[str]:
+    """The command line that runs ``argv`` inside namespace ``name``."""
+    return ["ip", "netns", "exec", name, *argv]
+
+
+def run_in(name: str, argv: Sequence[str], *, input: str | None = None,
+           step: str = "") -> subprocess.CompletedProcess[str]:
+    """Run a command inside a namespace; a failure becomes a LabError naming the step."""
+    cmd = exec_argv(name, argv)
+    try:
+        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise LabError(step or " ".join(argv), str(exc)) from exc
+    if proc.returncode != 0:
+        raise LabError(step or " ".join(argv), (proc.stderr or proc.stdout).strip())
+    return proc
+
+
+def read_sysctl(name: str, key: str) -> str:
+    """A sysctl as seen inside namespace ``name`` (``net.ipv4.tcp_keepalive_time``)."""
+    path = "/proc/sys/" + key.replace(".", "/")
+    with entered(name):
+        # /proc/sys/net resolves against the opening thread's namespace.
+        with open(path) as f:
+            return f.read().strip()
+
+
+def write_sysctl(name: str, key: str, value: str) -> None:
+    """Set a sysctl inside namespace ``name``."""
+    path = "/proc/sys/" + key.replace(".", "/")
+    with entered(name):
+        with open(path, "w") as f:
+            f.write(value)
+
+
+def list_namespaces() -> list[str]:
+    """Names of the named network namespaces on this machine."""
+    try:
+        return sorted(os.listdir(NETNS_RUN_DIR))
+    except FileNotFoundError:
+        return []
+
+
+def pids_in(name: str) -> list[int]:
+    """PIDs of the processes whose network namespace is ``name``."""
+    try:
+        target = os.stat(os.path.join(NETNS_RUN_DIR, name))
+    except OSError:
+        return []
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            st = os.stat(f"/proc/{entry}/ns/net")
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+            pids.append(int(entry))
+    return pids

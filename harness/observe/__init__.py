@@ -1,0 +1,1 @@
+"""Watching sessions from the server's side: kernel socket table, process exits."""

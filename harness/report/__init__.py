@@ -1,0 +1,1 @@
+"""Reports: results.json and the console summary."""

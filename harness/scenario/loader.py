@@ -1,0 +1,373 @@
+"""Reading scenario files: YAML with line numbers, validated, every problem reported as file:line.
+
+PyYAML's plain ``safe_load`` forgets where each value came from and silently keeps the last
+of two equal keys, so the file is composed into nodes (which keep their marks) and converted
+here, recording the line of every key on the way.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from harness.errors import Problem, ScenarioError
+from harness.scenario.durations import as_yaml
+from harness.scenario.model import RULE_ERROR, Scenario
+
+__all__ = ["FieldPath", "LoadedScenario", "load_file", "load_paths", "load_text"]
+
+FieldPath = tuple[str | int, ...]
+"""Keys (and list indices) from the top of a scenario file down to one value."""
+
+_SUFFIXES = (".yaml", ".yml")
+_TOP_KEYS = ", ".join(Scenario.model_fields)
+
+
+def _line_in(lines: Mapping[FieldPath, int], field_path: Sequence[str | int]) -> int | None:
+    path = tuple(field_path)
+    for end in range(len(path), -1, -1):
+        line = lines.get(path[:end])
+        if line is not None:
+            return line
+    return None
+
+
+def _dotted(field_path: Sequence[str | int]) -> str:
+    return ".".join(str(part) for part in field_path)
+
+
+@dataclass(frozen=True)
+class LoadedScenario:
+    """A validated scenario, with the file it came from and the line of each of its keys."""
+
+    scenario: Scenario
+    path: str
+    lines: dict[FieldPath, int] = field(repr=False)
+
+    def line_of(self, field_path: Sequence[str | int]) -> int | None:
+        """The line of ``field_path``, or of its nearest written parent (a default has no line)."""
+        return _line_in(self.lines, field_path)
+
+    def problem(self, field_path: Sequence[str | int], message: str) -> Problem:
+        """A problem at ``field_path`` in this file, for checks made after loading (target settings)."""
+        return Problem(self.path, self.line_of(field_path), _dotted(field_path), message)
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML nodes to plain values, with lines
+
+
+class _Converter:
+    """Turns one document's node tree into dicts, lists and scalars, noting lines and problems."""
+
+    def __init__(self, loader: yaml.SafeLoader, path: str) -> None:
+        self._loader = loader
+        self._path = path
+        self._open: set[int] = set()
+        self.lines: dict[FieldPath, int] = {}
+        self.problems: list[Problem] = []
+
+    def _report(self, field_path: FieldPath, node: yaml.Node, message: str) -> None:
+        self.problems.append(Problem(self._path, node.start_mark.line + 1, _dotted(field_path), message))
+
+    def convert(self, node: yaml.Node, field_path: FieldPath) -> object:
+        if id(node) in self._open:
+            self._report(field_path, node, "an alias refers to itself")
+            return None
+        self._open.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, field_path)
+            if isinstance(node, yaml.SequenceNode):
+                return self._sequence(node, field_path)
+            return self._scalar(node, field_path)
+        finally:
+            self._open.discard(id(node))
+
+    def _scalar(self, node: yaml.Node, field_path: FieldPath) -> object:
+        try:
+            return self._loader.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError as exc:
+            self._report(field_path, node, f"cannot read this value: {exc.problem}")
+            return None
+
+    def _sequence(self, node: yaml.SequenceNode, field_path: FieldPath) -> list[object]:
+        items: list[object] = []
+        for index, item in enumerate(node.value):
+            self.lines[(*field_path, index)] = item.start_mark.line + 1
+            items.append(self.convert(item, (*field_path, index)))
+        return items
+
+    def _mapping(self, node: yaml.MappingNode, field_path: FieldPath) -> dict[Any, object]:
+        result: dict[Any, object] = {}
+        first_line: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                self._report(field_path, key_node, "merge keys (<<) are not supported; write the keys out")
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                self._report(field_path, key_node, "a key must be a plain word, not a list or mapping")
+                continue
+            key = self._scalar(key_node, field_path)
+            if key in first_line:
+                # PyYAML would silently keep the last one; whichever the author meant, say so.
+                message = f"duplicate key {as_yaml(key)} (first at line {first_line[key]})"
+                self._report((*field_path, key), key_node, message)
+            else:
+                first_line[key] = line
+            self.lines[(*field_path, key)] = line
+            result[key] = self.convert(value_node, (*field_path, key))
+        return result
+
+
+def _yaml_problem(path: str, text: str, exc: yaml.YAMLError) -> Problem:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        what = exc.problem or "not valid YAML"
+        context = f" ({exc.context})" if exc.context else ""
+        return Problem(path, line, "", f"YAML syntax: {what}{context}")
+    if isinstance(exc, yaml.reader.ReaderError):
+        line = text.count("\n", 0, exc.position) + 1
+        character = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        return Problem(path, line, "", f"YAML syntax: {exc.reason} (character #x{character:04x})")
+    return Problem(path, None, "", f"YAML syntax: {exc}")
+
+
+def _read_yaml(text: str, path: str) -> tuple[dict[Any, object], dict[FieldPath, int], list[Problem]]:
+    """The file's one mapping, the line of each key, and the problems found in the YAML itself.
+
+    Raises ``ScenarioError`` when there is no mapping to validate at all.
+    """
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:  # the reader refuses control characters up front
+        raise ScenarioError([_yaml_problem(path, text, exc)]) from exc
+    problems: list[Problem] = []
+    try:
+        loader.get_event()  # the stream start
+        root = None if loader.check_event(yaml.StreamEndEvent) else loader.compose_document()
+        if not loader.check_event(yaml.StreamEndEvent):
+            second = loader.peek_event().start_mark.line + 1
+            problems.append(Problem(path, second, "", "one scenario per file: a second document starts here"))
+        converter = _Converter(loader, path)
+        data = converter.convert(root, ()) if root is not None else None
+    except yaml.YAMLError as exc:
+        raise ScenarioError([_yaml_problem(path, text, exc)]) from exc
+    finally:
+        loader.dispose()
+    problems[:0] = converter.problems
+    if not isinstance(data, dict):
+        if root is None or root.tag == "tag:yaml.org,2002:null":
+            top = Problem(path, 1, "", f"empty file: expected a scenario ({_TOP_KEYS})")
+        else:
+            message = f"expected a mapping of keys ({_TOP_KEYS}); got {as_yaml(data)}"
+            top = Problem(path, root.start_mark.line + 1, "", message)
+        raise ScenarioError([top, *problems])
+    # Missing top-level keys point at the top of the file.
+    converter.lines[()] = 1
+    return data, converter.lines, problems
+
+
+# ---------------------------------------------------------------------------------------------
+# pydantic errors to problems
+
+
+def _clean_loc(loc: tuple[int | str, ...], data: object, kind: str) -> FieldPath:
+    """Pydantic's loc without its internal parts (union member tags, ``[key]``), following the data."""
+    clean: list[str | int] = []
+    node = data
+    for position, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            clean.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            clean.append(part)
+            node = node[part]
+        elif kind == "missing" and position == len(loc) - 1 and isinstance(node, dict):
+            clean.append(part)
+    return tuple(clean)
+
+
+def _keys_at(field_path: FieldPath) -> list[str]:
+    """The keys the schema allows in the mapping at ``field_path``; empty if it is not a model."""
+    model: type[BaseModel] = Scenario
+    for part in field_path:
+        info = model.model_fields.get(part) if isinstance(part, str) else None
+        annotation = info.annotation if info is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+_KIND_EXPECTS = {
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "finite_number": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "text",
+}
+
+_BOUNDS = {
+    "greater_than_equal": ("ge", "must be at least"),
+    "less_than_equal": ("le", "must be at most"),
+    "greater_than": ("gt", "must be more than"),
+    "less_than": ("lt", "must be less than"),
+}
+
+
+def _message(error: Mapping[str, Any], field_path: FieldPath) -> str:
+    """A sentence saying what was expected at ``field_path`` and what the file holds instead."""
+    kind = error["type"]
+    ctx: Mapping[str, Any] = error.get("ctx") or {}
+    got = as_yaml(error.get("input"))
+    if kind == "extra_forbidden":
+        allowed = ", ".join(_keys_at(field_path[:-1]))
+        return f"unknown key {as_yaml(field_path[-1])} (expected one of: {allowed})"
+    if kind == "missing":
+        return "missing (required)"
+    if kind == "literal_error":
+        choices = ", ".join(re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
+        return f"expected one of: {choices}; got {got}"
+    if kind in ("value_error", "assertion_error"):
+        # Our validators write whole sentences; pydantic would prefix "Value error, ".
+        return str(ctx.get("error", error["msg"]))
+    if kind in _KIND_EXPECTS:
+        return f"expected {_KIND_EXPECTS[kind]}; got {got}"
+    if kind in _BOUNDS:
+        bound, phrase = _BOUNDS[kind]
+        return f"{phrase} {ctx.get(bound)}; got {got}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        keys = _keys_at(field_path)
+        with_keys = f" of keys ({', '.join(keys)})" if keys else ""
+        return f"expected a mapping{with_keys}; got {got}"
+    if kind == "invalid_key":
+        return f"expected a key made of text; got {got}"
+    text = str(error["msg"])
+    return f"{text[:1].lower()}{text[1:]}; got {got}"
+
+
+def _problems_from(
+    exc: ValidationError, data: object, lines: Mapping[FieldPath, int], path: str
+) -> list[Problem]:
+    found: dict[FieldPath, Problem] = {}
+    for error in exc.errors(include_url=False):
+        kind = error["type"]
+        loc = _clean_loc(error["loc"], data, kind)
+        if kind == RULE_ERROR:
+            explained = [((*loc, *rule_field), message) for rule_field, message in error["ctx"]["rules"]]
+        else:
+            explained = [(loc, _message(error, loc))]
+        for field_path, message in explained:
+            # One value failing several union members would otherwise be reported several times.
+            if field_path not in found:
+                found[field_path] = Problem(path, _line_in(lines, field_path), _dotted(field_path), message)
+    return list(found.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# entry points
+
+
+def load_text(text: str, path: str = "<string>") -> LoadedScenario:
+    """Parse and validate one scenario from ``text``; ``path`` names it in problems.
+
+    Raises ``ScenarioError`` with every problem found, each with its line.
+    """
+    data, lines, problems = _read_yaml(text, path)
+    scenario: Scenario | None = None
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        problems.extend(_problems_from(exc, data, lines, path))
+    if problems or scenario is None:
+        raise ScenarioError(sorted(problems, key=lambda p: p.line or 0))
+    return LoadedScenario(scenario=scenario, path=path, lines=lines)
+
+
+def load_file(path: str | os.PathLike[str]) -> LoadedScenario:
+    """Read and validate the scenario file at ``path``; raises ``ScenarioError``."""
+    name = str(path)
+    try:
+        # utf-8-sig: editors on some systems start files with a byte-order mark.
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ScenarioError([Problem(name, None, "", "no such file or folder")]) from None
+    except IsADirectoryError:
+        raise ScenarioError([Problem(name, None, "", "is a folder, not a scenario file")]) from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError([Problem(name, None, "", f"not UTF-8 text ({exc.reason})")]) from None
+    except OSError as exc:
+        raise ScenarioError([Problem(name, None, "", f"cannot read: {exc.strerror or exc}")]) from None
+    return load_text(text, name)
+
+
+def _scenario_files(folder: Path) -> list[Path]:
+    """Every ``*.yaml``/``*.yml`` below ``folder``, sorted; hidden folders (``.git``, ``.github``) skipped."""
+    found: list[Path] = []
+    for current, folders, files in os.walk(folder):
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        for name in files:
+            if name.lower().endswith(_SUFFIXES) and not name.startswith("."):
+                found.append(Path(current, name))
+    return sorted(found, key=lambda file: file.relative_to(folder).parts)
+
+
+def _duplicate_names(loaded: Iterable[LoadedScenario]) -> list[Problem]:
+    problems: list[Problem] = []
+    first: dict[str, LoadedScenario] = {}
+    for item in loaded:
+        name = item.scenario.name
+        earlier = first.setdefault(name, item)
+        if earlier is not item:
+            where = f"{earlier.path}:{earlier.line_of(('name',))}"
+            problems.append(item.problem(("name",), f"name {name!r} is already used by {where}"))
+    return problems
+
+
+def load_paths(paths: Iterable[str | os.PathLike[str]]) -> list[LoadedScenario]:
+    """Load every scenario named by ``paths`` (files, or folders searched recursively).
+
+    Problems in all files are collected and raised together as one ``ScenarioError``; a file
+    reached twice (named and inside a named folder) is loaded once.
+    """
+    loaded: list[LoadedScenario] = []
+    problems: list[Problem] = []
+    seen: set[Path] = set()
+    for given in paths:
+        place = Path(given)
+        if place.is_dir():
+            files = _scenario_files(place)
+            if not files:
+                message = "no scenario files (*.yaml, *.yml) in this folder"
+                problems.append(Problem(str(given), None, "", message))
+        elif place.exists():
+            files = [place]
+        else:
+            problems.append(Problem(str(given), None, "", "no such file or folder"))
+            continue
+        for file in files:
+            if file.resolve() in seen:
+                continue
+            seen.add(file.resolve())
+            try:
+                loaded.append(load_file(file))
+            except ScenarioError as exc:
+                problems.extend(exc.problems)
+    problems.extend(_duplicate_names(loaded))
+    if problems:
+        raise ScenarioError(problems)
+    return loaded

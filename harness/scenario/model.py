@@ -1,0 +1,250 @@
+"""The scenario file's schema: what a scenario may say, checked before anything starts.
+
+Rules that tie two fields together raise a ``scenario_rule`` error whose context names the
+fields (relative to the model that checks them), so the loader can point at the right line
+even though pydantic itself would only know the enclosing model.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from harness.scenario.durations import Duration, as_yaml, format_duration
+
+__all__ = [
+    "Expect",
+    "Fault",
+    "FaultSessions",
+    "Observe",
+    "RULE_ERROR",
+    "Scenario",
+    "Sessions",
+    "SettingValue",
+    "Target",
+]
+
+RULE_ERROR = "scenario_rule"
+"""Error type of cross-field rules; its context holds ``rules``: ``[(field path, message), ...]``."""
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
+_NAME_MAX = 80
+
+
+def _rules_error(rules: list[tuple[tuple[str, ...], str]]) -> PydanticCustomError:
+    """One pydantic error carrying every broken rule, each with the field it belongs to."""
+    text = "; ".join(f"{'.'.join(field)}: {message}" for field, message in rules)
+    return PydanticCustomError(RULE_ERROR, "{text}", {"text": text, "rules": rules})
+
+
+class _Part(BaseModel):
+    """Shared configuration: unknown keys are errors, parsed scenarios never change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _setting_value(value: object) -> object:
+    # Checked by hand so that one bad value gives one message, not one per union member.
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    raise ValueError(f"expected text, a number, true or false; got {as_yaml(value)}")
+
+
+SettingValue = Annotated[str | int | float | bool, BeforeValidator(_setting_value)]
+"""One of a target's own settings, passed through; the target module checks its meaning."""
+
+
+class Target(_Part):
+    """The service under test and where it runs."""
+
+    service: Literal["postgres", "ssh", "websocket", "tcp"]
+    backend: Literal["auto", "local", "docker"] = "auto"
+    settings: dict[str, SettingValue] = {}
+
+
+class Sessions(_Part):
+    """The client sessions held open against the target."""
+
+    count: StrictInt = Field(ge=1, le=10_000)
+    activity: Literal["idle", "in-flight"] = "idle"
+    hold: Duration = 1.0
+
+
+_FAULT_SESSIONS = "expected 'all', a fraction like 0.25 or a count like 5"
+
+
+def _fault_sessions(value: object) -> object:
+    # YAML's own types decide the meaning: 5 is a count, 0.5 a fraction, 1.0 a fraction (all).
+    if value == "all" and isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{_FAULT_SESSIONS}; got {as_yaml(value)}")
+    if isinstance(value, int) and value < 1:
+        raise ValueError(f"{_FAULT_SESSIONS}; got {value} (a count is at least 1)")
+    if isinstance(value, float) and not 0 < value <= 1:
+        raise ValueError(f"{_FAULT_SESSIONS}; got {value} (a fraction is above 0 and at most 1)")
+    return value
+
+
+FaultSessions = Annotated[Literal["all"] | StrictInt | float, BeforeValidator(_fault_sessions)]
+"""Which sessions a fault hits: ``"all"``, a fraction (float in (0, 1]) or a count (int >= 1)."""
+
+
+class Fault(_Part):
+    """What happens to some of the sessions, and where it acts."""
+
+    type: Literal["blackhole", "client-vanish", "one-way-drop", "peer-reboot"]
+    layer: Literal["packet", "proxy"] = "packet"
+    sessions: FaultSessions = "all"
+    direction: Literal["to-server", "to-client"] | None = None
+
+    @model_validator(mode="after")
+    def _direction_fits_type(self) -> Fault:
+        if self.type == "one-way-drop" and self.direction is None:
+            raise _rules_error([(("direction",), "one-way-drop needs direction: to-server or to-client")])
+        if self.type != "one-way-drop" and self.direction is not None:
+            raise _rules_error([(("direction",), f"only one-way-drop takes a direction, not {self.type}")])
+        return self
+
+    def pick_count(self, total: int) -> int:
+        """How many of ``total`` sessions this fault hits."""
+        if self.sessions == "all":
+            return total
+        if isinstance(self.sessions, float):
+            # Half rounds up (Python's round() would make 2.5 into 2), and a fault hits someone.
+            return max(1, math.floor(total * self.sessions + 0.5))
+        return self.sessions
+
+
+def _positive(value: float | None) -> float | None:
+    # A zero wait can never be met nor watched: it is always a typo.
+    if value is not None and value <= 0:
+        raise ValueError(f"must be longer than 0s; got {format_duration(value)}")
+    return value
+
+
+class Expect(_Part):
+    """The scenario's gate: what must be true for it to pass."""
+
+    reclaimed_within: Duration | None = None
+    still_held_after: Duration | None = None
+    survivors_untouched: StrictBool = True
+    mechanism: Literal["keepalive", "retransmission", "user-timeout", "reset"] | None = None
+
+    @field_validator("reclaimed_within", "still_held_after")
+    @classmethod
+    def _longer_than_zero(cls, value: float | None) -> float | None:
+        return _positive(value)
+
+    @model_validator(mode="after")
+    def _has_a_gate(self) -> Expect:
+        if self.reclaimed_within is None and self.still_held_after is None:
+            raise _rules_error([((), "needs reclaimed_within, still_held_after, or both")])
+        if (
+            self.reclaimed_within is not None
+            and self.still_held_after is not None
+            and self.still_held_after >= self.reclaimed_within
+        ):
+            rule = (
+                f"must be shorter than reclaimed_within ({format_duration(self.reclaimed_within)});"
+                f" got {format_duration(self.still_held_after)}"
+            )
+            raise _rules_error([(("still_held_after",), rule)])
+        return self
+
+
+class Observe(_Part):
+    """How the observer watches the sessions."""
+
+    deadline: Duration | None = None
+    interval: Duration = 0.01
+
+    @field_validator("deadline")
+    @classmethod
+    def _deadline_longer_than_zero(cls, value: float | None) -> float | None:
+        return _positive(value)
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_in_range(cls, value: float) -> float:
+        # Below 1ms the sampling itself loads the machine; above 1s it blurs what it measures.
+        if not 0.001 <= value <= 1:
+            raise ValueError(f"must be between 1ms and 1s; got {format_duration(value)}")
+        return value
+
+
+class Scenario(_Part):
+    """One scenario file: a target, its sessions, a fault, and what must follow."""
+
+    name: StrictStr
+    about: StrictStr = ""
+    target: Target
+    sessions: Sessions
+    fault: Fault
+    expect: Expect
+    observe: Observe = Observe()
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_slug(cls, value: str) -> str:
+        # Names become file names and JUnit test ids, so they are kept to a safe alphabet.
+        if not (1 <= len(value) <= _NAME_MAX and _NAME.fullmatch(value)):
+            raise ValueError(
+                "expected lowercase letters, digits, '.', '_' or '-', starting with a letter or digit,"
+                f" at most {_NAME_MAX} characters; got {as_yaml(value)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _parts_agree(self) -> Scenario:
+        rules: list[tuple[tuple[str, ...], str]] = []
+        picked = self.fault.sessions
+        if isinstance(picked, int) and picked > self.sessions.count:
+            message = f"asks for {picked} sessions but sessions.count is {self.sessions.count}"
+            rules.append((("fault", "sessions"), message))
+        deadline = self.observe.deadline
+        if deadline is not None:
+            for name in ("reclaimed_within", "still_held_after"):
+                limit: float | None = getattr(self.expect, name)
+                if limit is not None and deadline < limit:
+                    rules.append(
+                        (
+                            ("observe", "deadline"),
+                            f"must be at least expect.{name} ({format_duration(limit)});"
+                            f" got {format_duration(deadline)}",
+                        )
+                    )
+                    break
+        if rules:
+            raise _rules_error(rules)
+        if deadline is None:
+            # The effective deadline belongs to the validated model; frozen models allow it only here,
+            # while the instance is still being built.
+            filled = self.observe.model_copy(update={"deadline": self._gate_end()})
+            object.__setattr__(self, "observe", filled)
+        return self
+
+    def _gate_end(self) -> float:
+        """The latest moment an expectation is decided at."""
+        limits = [t for t in (self.expect.reclaimed_within, self.expect.still_held_after) if t is not None]
+        return max(limits)
+
+    @property
+    def deadline_s(self) -> float:
+        """Seconds after the fault at which observation stops (``observe.deadline``, filled if not given)."""
+        deadline = self.observe.deadline
+        return deadline if deadline is not None else self._gate_end()

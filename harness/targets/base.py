@@ -1,0 +1,98 @@
+"""What every target provides: start it in a lab, open sessions, find their server side, predict.
+
+A target is a small dataclass built from the scenario's ``target`` section plus the methods
+of ``Target``. Sessions are opened on the client namespace's event loop, so every coroutine
+here runs there; the rest runs on the harness's main thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from harness.core.prediction import SocketSettings
+from harness.errors import Problem
+from harness.faults.base import Flow
+
+Scalar = str | int | float | bool
+
+
+@dataclass
+class Session:
+    """One client connection to the target, held open."""
+
+    id: int
+    flow: Flow                 # the 4-tuple, client first
+    pid: int | None            # the server-side process serving it, if there is one
+    handle: Any                # the client object (a psycopg connection, ...)
+    opened_at: float           # time.time()
+
+
+@dataclass(frozen=True)
+class ServerError:
+    """An error the server itself reported for a session (from its log)."""
+
+    at: float                  # time.time()
+    kind: str                  # "timeout" | "reset" | other short text
+    text: str
+
+
+class LabView(Protocol):
+    """The part of a lab a target needs."""
+
+    lab_id: str
+    tmpdir: str
+    client_ns: str
+    server_ns: str
+    server_addr: str
+
+    def on_close(self, what: str, fn: Any) -> None: ...
+
+
+class Target(Protocol):
+    """The methods of a target; see ``harness/targets/postgres.py`` for the reference one."""
+
+    service: ClassVar[str]
+    port: int
+    needs_process: ClassVar[bool]     # reclaim also waits for the session's server process
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Scalar]) -> list[tuple[str, str]]:
+        """Problems with ``settings`` as (setting name, message); empty when fine."""
+        ...
+
+    def socket_settings(self) -> SocketSettings:
+        """What the server will set on its accepted sockets, from its settings."""
+        ...
+
+    def describe_settings(self) -> dict[str, Scalar]:
+        """The settings that decide reclaim, for reports."""
+        ...
+
+    def start(self, lab: LabView) -> None:
+        """Start the service in the lab's server namespace; register its stop with the lab."""
+        ...
+
+    async def open_session(self, lab: LabView, index: int) -> Session:
+        """Open one session from the client namespace (runs on the client loop)."""
+        ...
+
+    async def close_session(self, session: Session) -> None:
+        """Close the client end without waiting on a dead peer."""
+        ...
+
+    async def alive(self, session: Session) -> tuple[bool, str]:
+        """Does the session still work end to end? (answer, detail)"""
+        ...
+
+    def send_in_flight(self, sessions: Sequence[Session]) -> None:
+        """Make the server send data on these sessions now (for ``activity: in-flight``)."""
+        ...
+
+    def server_errors(self) -> dict[int, ServerError]:
+        """Errors the server reported, by server-side pid."""
+        ...
+
+
+__all__ = ["LabView", "Problem", "Scalar", "ServerError", "Session", "Target"]

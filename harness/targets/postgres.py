@@ -1,0 +1,319 @@
+"""PostgreSQL, started from the machine's server binaries inside the lab's server namespace.
+
+A fresh cluster (initdb) lives in the lab's ``connchaos-`` temporary folder. Every scenario
+setting is passed to the server with ``-c`` after checking it against the server's own list of
+settings (``postgres --describe-config``). Clients are trusted only from the lab's client
+network; the harness itself talks to the server through its Unix socket, a path no network
+fault can cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import functools
+import glob
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+import psycopg
+
+from harness.core.prediction import SocketSettings
+from harness.errors import LabError, MachineError
+from harness.faults.base import Flow
+from harness.lab import naming
+from harness.lab.netns import exec_argv
+from harness.targets.base import LabView, Scalar, ServerError, Session
+
+USER = "connchaos"
+CHANNEL = "connchaos_in_flight"
+# The lab decides these; a scenario setting them would cut the harness off from its target.
+RESERVED = {"listen_addresses", "port", "unix_socket_directories", "unix_socket_group",
+            "unix_socket_permissions", "data_directory", "config_file", "hba_file",
+            "ident_file", "external_pid_file", "logging_collector", "log_destination",
+            "log_line_prefix", "log_timezone"}
+_UNIT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d|B|kB|MB|GB|TB)?\s*$")
+_SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+_LOG = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) UTC \[(\d+)\] \w+:\s+"
+                  r"(could not (?:receive|send) data (?:from|to) client: .*|unexpected EOF.*)$")
+
+
+def find_bindir() -> str | None:
+    """The folder holding ``postgres`` and ``initdb``: $CONNCHAOS_PG_BINDIR, Debian's
+    /usr/lib/postgresql/<newest>/bin, or the PATH."""
+    env = os.environ.get("CONNCHAOS_PG_BINDIR")
+    candidates = [env] if env else []
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"),
+                         key=lambda p: int(re.sub(r"\D", "", p.split("/")[-2]) or 0), reverse=True)
+    on_path = shutil.which("postgres")
+    if on_path:
+        candidates.append(os.path.dirname(on_path))
+    for d in candidates:
+        if os.access(os.path.join(d, "postgres"), os.X_OK) and os.access(os.path.join(d, "initdb"), os.X_OK):
+            return d
+    return None
+
+
+def require_bindir() -> str:
+    found = find_bindir()
+    if found is None:
+        raise MachineError("PostgreSQL server binaries (postgres, initdb)",
+                           "apt-get install postgresql, or set CONNCHAOS_PG_BINDIR")
+    return found
+
+
+@functools.lru_cache(maxsize=4)
+def known_settings(bindir: str) -> dict[str, tuple[str, str, str]]:
+    """name -> (type, min, max) from ``postgres --describe-config`` (needs no cluster)."""
+    out = subprocess.run([os.path.join(bindir, "postgres"), "--describe-config"],
+                         capture_output=True, text=True, check=True).stdout
+    found = {}
+    for line in out.splitlines():
+        cols = line.split("\t")
+        if len(cols) >= 7:
+            found[cols[0]] = (cols[3], cols[5], cols[6])
+    return found
+
+
+def _check_value(kind: str, lo: str, hi: str, value: Scalar) -> str | None:
+    """Why ``value`` does not fit a setting of type ``kind``, or None."""
+    if kind == "BOOLEAN":
+        if isinstance(value, bool) or str(value).lower() in {"on", "off", "true", "false", "yes", "no", "1", "0"}:
+            return None
+        return f"expected a boolean (on/off); got {value!r}"
+    if kind in ("INTEGER", "REAL"):
+        if isinstance(value, bool):
+            return f"expected a number; got {value!r}"
+        if isinstance(value, (int, float)):
+            if kind == "INTEGER" and isinstance(value, float) and not value.is_integer():
+                return f"expected a whole number; got {value!r}"
+            if lo and hi and not float(lo) <= value <= float(hi):
+                return f"expected a number from {lo} to {hi}; got {value!r}"
+            return None
+        if _UNIT.match(str(value)):
+            return None
+        return f"expected a number, optionally with a unit like 5s or 500ms; got {value!r}"
+    return None
+
+
+def pg_seconds(value: Scalar | None, base_s: float) -> float | None:
+    """A PostgreSQL time setting in seconds; ``base_s`` is its unit without a suffix."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) * base_s
+    m = _UNIT.match(str(value))
+    if not m:
+        return None
+    return float(m.group(1)) * (_SECONDS.get(m.group(2), base_s) if m.group(2) else base_s)
+
+
+def _pg_text(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def _run_user() -> pwd.struct_passwd:
+    """PostgreSQL refuses to run as root: use the ``postgres`` account, else ``nobody``."""
+    for name in ("postgres", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise MachineError("a non-root account to run PostgreSQL as (postgres or nobody)")
+
+
+@dataclass
+class PostgresTarget:
+    """A PostgreSQL server with the scenario's settings."""
+
+    settings: dict[str, Scalar] = field(default_factory=dict)
+    sessions: int = 20
+    listen_for_in_flight: bool = False
+    port: int = 5432
+    service: ClassVar[str] = "postgres"
+    needs_process: ClassVar[bool] = True
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _admin: psycopg.Connection[Any] | None = field(default=None, init=False, repr=False)
+    _log_path: str = field(default="", init=False, repr=False)
+    _sockdir: str = field(default="", init=False, repr=False)
+
+    # -- settings and prediction ------------------------------------------------------------
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Scalar]) -> list[tuple[str, str]]:
+        bindir = find_bindir()
+        problems = []
+        known = known_settings(bindir) if bindir else {}
+        for name, value in settings.items():
+            if name in RESERVED:
+                problems.append((name, "is set by connchaos to run the lab; remove it"))
+                continue
+            if not known:
+                continue  # no server binaries to ask; a run stops with exit 3 anyway
+            if name not in known:
+                near = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {near[0]}?)" if near else ""
+                problems.append((name, f"PostgreSQL has no setting {name!r}{hint}"))
+                continue
+            why = _check_value(*known[name], value)
+            if why:
+                problems.append((name, why))
+        return problems
+
+    def socket_settings(self) -> SocketSettings:
+        """PostgreSQL turns SO_KEEPALIVE on for every TCP client; 0 means the OS default."""
+        def positive(v: float | None) -> float | None:
+            return v if v else None
+        count = self.settings.get("tcp_keepalives_count")
+        return SocketSettings(
+            keepalive=True,
+            idle_s=positive(pg_seconds(self.settings.get("tcp_keepalives_idle"), 1.0)),
+            interval_s=positive(pg_seconds(self.settings.get("tcp_keepalives_interval"), 1.0)),
+            count=int(count) if count and not isinstance(count, bool) and int(count) > 0 else None,
+            user_timeout_s=positive(pg_seconds(self.settings.get("tcp_user_timeout"), 1e-3)),
+        )
+
+    def describe_settings(self) -> dict[str, Scalar]:
+        names = ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count",
+                 "tcp_user_timeout")
+        shown: dict[str, Scalar] = {n: 0 for n in names}
+        shown.update(self.settings)
+        return shown
+
+    # -- running ----------------------------------------------------------------------------
+
+    def start(self, lab: LabView) -> None:
+        bindir = require_bindir()
+        user = _run_user()
+        base = os.path.join(lab.tmpdir, "postgres")
+        data, self._sockdir = os.path.join(base, "data"), os.path.join(base, "sock")
+        for d in (base, self._sockdir):
+            os.makedirs(d, mode=0o700)
+            os.chown(d, user.pw_uid, user.pw_gid)
+        as_user = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--"]
+        init = subprocess.run([*as_user, os.path.join(bindir, "initdb"), "-D", data, "-U", USER,
+                               "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"],
+                              capture_output=True, text=True, cwd=base)
+        if init.returncode != 0:
+            raise LabError("initdb", (init.stderr or init.stdout).strip()[-800:])
+        with open(os.path.join(data, "pg_hba.conf"), "w") as f:
+            # only the harness (Unix socket in a private folder) and the lab's client network
+            f.write(f"local all all trust\nhost all all {naming.CLIENT_NET} trust\n")
+
+        argv = [*as_user, os.path.join(bindir, "postgres"), "-D", data]
+        fixed = {"listen_addresses": lab.server_addr, "port": str(self.port),
+                 "unix_socket_directories": self._sockdir, "log_line_prefix": "%m [%p] ",
+                 "log_timezone": "UTC", "fsync": "off", "synchronous_commit": "off",
+                 "full_page_writes": "off", "max_connections": str(max(100, self.sessions + 20))}
+        for name, value in {**fixed, **{k: _pg_text(v) for k, v in self.settings.items()}}.items():
+            argv += ["-c", f"{name}={value}"]
+        self._log_path = os.path.join(base, "server.log")
+        with open(self._log_path, "wb") as log:
+            # its own session: a Ctrl-C in the terminal reaches the harness, which stops it
+            self._proc = subprocess.Popen(exec_argv(lab.server_ns, argv), stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True)
+        lab.on_close("postgres", self.stop)
+        self._admin = self._wait_ready()
+
+    def _wait_ready(self, timeout_s: float = 30.0) -> psycopg.Connection[Any]:
+        deadline = time.monotonic() + timeout_s
+        last = ""
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                raise LabError("starting postgres", self.log_tail())
+            try:
+                return psycopg.connect(host=self._sockdir, port=self.port, user=USER,
+                                       dbname="postgres", autocommit=True, connect_timeout=2)
+            except psycopg.OperationalError as exc:
+                last = str(exc)
+                time.sleep(0.05)
+        raise LabError("starting postgres", f"not ready after {timeout_s:.0f} s: {last}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            with open(self._log_path, errors="replace") as f:
+                return "".join(f.readlines()[-lines:]).strip()
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT), then SIGKILL if it lingers."""
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    async def open_session(self, lab: LabView, index: int) -> Session:
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                host=lab.server_addr, port=self.port, user=USER, dbname="postgres",
+                autocommit=True, connect_timeout=10, application_name=f"connchaos-{index}")
+            if self.listen_for_in_flight:
+                await conn.execute(f"LISTEN {CHANNEL}")
+        except psycopg.Error as exc:
+            raise LabError(f"opening session {index}", str(exc).strip()) from exc
+        with socket.socket(fileno=os.dup(conn.pgconn.socket)) as s:
+            addr, port = s.getsockname()[:2]
+        flow = Flow(addr, port, lab.server_addr, self.port)
+        return Session(id=index, flow=flow, pid=conn.info.backend_pid, handle=conn,
+                       opened_at=time.time())
+
+    async def close_session(self, session: Session) -> None:
+        try:
+            await asyncio.wait_for(session.handle.close(), 2)
+        except (asyncio.TimeoutError, psycopg.Error, OSError):
+            pass
+
+    async def alive(self, session: Session) -> tuple[bool, str]:
+        try:
+            cur = await asyncio.wait_for(session.handle.execute("SELECT 1"), 5)
+            row = await cur.fetchone()
+        except asyncio.TimeoutError:
+            return False, "no answer to SELECT 1 within 5 s"
+        except psycopg.Error as exc:
+            return False, str(exc).strip().splitlines()[0]
+        return (row == (1,)), f"SELECT 1 -> {row}"
+
+    def send_in_flight(self, sessions: Sequence[Session]) -> None:
+        """One NOTIFY: every listening backend sends it to its client at once."""
+        assert self._admin is not None
+        self._admin.execute(f"SELECT pg_notify('{CHANNEL}', repeat('x', 4000))")
+
+    def server_errors(self) -> dict[int, ServerError]:
+        found: dict[int, ServerError] = {}
+        try:
+            with open(self._log_path, errors="replace") as f:
+                lines = f.readlines()
+        except OSError:
+            return found
+        for line in lines:
+            m = _LOG.match(line.rstrip("\n"))
+            if not m:
+                continue
+            at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)
+            text = m.group(3)
+            kind = ("timeout" if "timed out" in text else "reset" if "reset by peer" in text
+                    else "eof" if "EOF" in text else text)
+            found.setdefault(int(m.group(2)), ServerError(at.timestamp(), kind, text))
+        return found
