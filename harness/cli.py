@@ -113,8 +113,14 @@ def cmd_explain(args: argparse.Namespace, out: Console, err: Console) -> int:
                   f" user timeout {user_timeout}; tcp_retries2 {eff.retries2}", markup=False)
         out.print(f"  fault     {spec.fault.type} at the {spec.fault.layer} layer"
                   f" (the peer is {FAULTS[spec.fault.type].peer}); sessions {spec.sessions.activity}", markup=False)
-        when = "never" if pred.reclaim_s is None else f"{format_seconds(pred.reclaim_s)} s after the fault"
-        out.print(f"  predicted {when} by {pred.mechanism}: {pred.formula}", markup=False)
+        anchor = "the data went out" if spec.sessions.activity == "in-flight" else "the last activity"
+        if pred.reclaim_s is None:
+            out.print(f"  predicted never ({pred.mechanism}): {pred.formula}", markup=False)
+        else:
+            since = pred.reclaim_s + (spec.sessions.hold if spec.sessions.activity == "idle" else 0.0)
+            out.print(f"  predicted {format_seconds(since)} s after {anchor}, by {pred.mechanism}"
+                      f" (about {format_seconds(pred.reclaim_s)} s after the fault)", markup=False)
+            out.print(f"            {pred.formula}", markup=False)
         out.print(f"  expects   {_expect_text(spec, pred.reclaim_s)}", markup=False)
     return 0
 

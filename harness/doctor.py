@@ -44,10 +44,16 @@ def _netns_and_nft() -> tuple[Check, Check]:
         ns = Check("network namespaces", True, "created and removed one", "local")
         if shutil.which("nft") is None:
             return ns, Check("nftables", False, "no nft command", "local", "apt-get install nftables")
-        rules = f"table inet {naming.NFT_TABLE} {{ chain c {{ type filter hook forward priority -10; }} }}"
-        loaded = _run(["ip", "netns", "exec", name, "nft", rules])
-        ok = loaded is not None and loaded.returncode == 0
-        detail = "loaded a table in a lab namespace" if ok else (loaded.stderr.strip() if loaded else "failed")
+        from harness.errors import LabError
+        from harness.faults import nft
+        from harness.faults.base import chain
+
+        # the same loader and rule shape the packet faults use
+        try:
+            nft.load(name, f"table {nft.TABLE} {{\n{chain('forward', 'forward', 'tcp dport 9 drop')}}}\n")
+            ok, detail = True, "loaded a table in a lab namespace"
+        except LabError as exc:
+            ok, detail = False, str(exc)
         return ns, Check("nftables", ok, detail, "local", "" if ok else "apt-get install nftables")
     finally:
         _run(["ip", "netns", "delete", name])

@@ -28,7 +28,7 @@ def _owner_alive(lab_id: str) -> bool:
                 pid = int(json.load(f)["pid"])
         except (OSError, ValueError, KeyError):
             continue
-        if pid != os.getpid() and os.path.exists(f"/proc/{pid}"):
+        if os.path.exists(f"/proc/{pid}"):
             return True
     return False
 

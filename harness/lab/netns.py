@@ -104,11 +104,24 @@ class LoopInNamespace:
             return fn()
         return self.run(wrapper())
 
-    def close(self) -> None:
-        """Stop the loop and join the thread."""
-        if self._thread.is_alive():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(10)
+    def close(self, grace_s: float = 2.0) -> None:
+        """Cancel what still runs on the loop (bounded by ``grace_s``), stop it, join the thread."""
+        if not self._thread.is_alive():
+            return
+
+        async def cancel_rest() -> None:
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in rest:
+                t.cancel()
+            if rest:
+                await asyncio.wait(rest, timeout=grace_s)
+
+        try:
+            self.run(cancel_rest(), timeout=grace_s + 1)
+        except (concurrent.futures.TimeoutError, RuntimeError):
+            pass  # an abandoned task that will not finish; the loop stops regardless
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
 
 
 def exec_argv(name: str, argv: Sequence[str]) -> list[str]:

@@ -285,14 +285,22 @@ class PostgresTarget:
         except (asyncio.TimeoutError, psycopg.Error, OSError):
             pass
 
-    async def alive(self, session: Session) -> tuple[bool, str]:
+    async def alive(self, session: Session, timeout_s: float = 5.0) -> tuple[bool, str]:
+        async def select_one() -> Any:
+            cur = await session.handle.execute("SELECT 1")
+            return await cur.fetchone()
+
+        # Not wait_for: on cancellation psycopg asks the server to cancel and then waits for
+        # the result again, which on a dead connection may never come. Stop waiting instead.
+        task = asyncio.ensure_future(select_one())
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        if not done:
+            task.cancel()
+            return False, f"no answer to SELECT 1 within {timeout_s:g} s"
         try:
-            cur = await asyncio.wait_for(session.handle.execute("SELECT 1"), 5)
-            row = await cur.fetchone()
-        except asyncio.TimeoutError:
-            return False, "no answer to SELECT 1 within 5 s"
+            row = task.result()
         except psycopg.Error as exc:
-            return False, str(exc).strip().splitlines()[0]
+            return False, (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return (row == (1,)), f"SELECT 1 -> {row}"
 
     def send_in_flight(self, sessions: Sequence[Session]) -> None:

@@ -1,0 +1,79 @@
+"""Shared fixtures: the lab capability gate and the leftover check.
+
+Tests that need root, namespaces, nftables and PostgreSQL skip with the reason on a machine
+without them; with CONNCHAOS_REQUIRE_LAB=1 (set by .ci/run) they fail instead of skipping.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CONNCHAOS = [sys.executable, "-m", "harness.cli"]
+
+
+def lab_missing() -> str | None:
+    """Why this machine cannot build a lab with PostgreSQL, or None."""
+    from harness.targets.postgres import find_bindir
+
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, nftables)"
+    for tool in ("ip", "nft", "setpriv"):
+        if shutil.which(tool) is None:
+            return f"needs the {tool} command"
+    if find_bindir() is None:
+        return "needs PostgreSQL server binaries"
+    return None
+
+
+@pytest.fixture
+def lab_machine() -> None:
+    reason = lab_missing()
+    if reason:
+        if os.environ.get("CONNCHAOS_REQUIRE_LAB") == "1":
+            pytest.fail(f"CONNCHAOS_REQUIRE_LAB=1 but this machine {reason}")
+        pytest.skip(reason)
+
+
+def ours() -> set[str]:
+    """Every object of the harness that exists right now, by kind and name."""
+    found = set()
+    found |= {f"netns {n}" for n in (os.listdir("/run/netns") if os.path.isdir("/run/netns") else [])
+              if n.startswith("cc-")}
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    found |= {f"link {line.split(': ')[1].split('@')[0]}" for line in links.splitlines()
+              if line.split(": ")[1].startswith("cc-")}
+    found |= {f"folder {p}" for p in glob.glob(os.path.join(tempfile.gettempdir(), "connchaos-*"))}
+    procs = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    found |= {f"process {line.strip()}" for line in procs.splitlines() if "/connchaos-" in line}
+    return found
+
+
+@pytest.fixture
+def no_leftovers(lab_machine: None) -> Iterator[None]:
+    """The test must leave nothing of ours behind (beyond what existed before it)."""
+    before = ours()
+    yield
+    left = ours() - before
+    assert not left, f"left behind: {sorted(left)}"
+
+
+def run_cli(*args: str, timeout: float = 180, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """``connchaos ARGS`` in a subprocess, as a user would run it."""
+    return subprocess.run([*CONNCHAOS, *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd or REPO)
+
+
+def write_scenario(folder: Path, name: str, body: str) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(body)
+    return path

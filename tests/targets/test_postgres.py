@@ -1,0 +1,68 @@
+"""The PostgreSQL target: settings checked against the real server, sessions, the alive check."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from harness.faults import build
+from harness.lab.local import LocalLab
+from harness.lab.netns import LoopInNamespace
+from harness.targets.postgres import PostgresTarget, pg_seconds
+
+
+def test_socket_settings_follow_postgres_units_and_zero_means_os_default() -> None:
+    t = PostgresTarget(settings={"tcp_keepalives_idle": "1min", "tcp_keepalives_interval": 5,
+                                 "tcp_keepalives_count": 0, "tcp_user_timeout": "2s"})
+    s = t.socket_settings()
+    assert s.keepalive is True           # PostgreSQL sets SO_KEEPALIVE on every TCP client
+    assert s.idle_s == 60.0
+    assert s.interval_s == 5.0
+    assert s.count is None               # 0: the kernel's default applies
+    assert s.user_timeout_s == 2.0       # tcp_user_timeout's bare unit is milliseconds
+    assert PostgresTarget().socket_settings().idle_s is None
+    assert pg_seconds(3000, 1e-3) == 3.0
+    assert pg_seconds("250ms", 1.0) == 0.25
+
+
+@pytest.mark.usefixtures("lab_machine")
+def test_settings_are_checked_against_the_servers_own_list() -> None:
+    problems = dict(PostgresTarget.check_settings({
+        "tcp_keepalive_idle": 2,            # typo
+        "tcp_keepalives_count": "many",     # not a number
+        "tcp_keepalives_interval": -1,      # below the minimum
+        "log_connections": "perhaps",       # not a boolean
+        "port": 5433,                       # the lab decides
+        "work_mem": "4MB", "tcp_user_timeout": 3000, "jit": False,   # fine
+    }))
+    assert "did you mean tcp_keepalives_idle" in problems["tcp_keepalive_idle"]
+    assert "expected a number" in problems["tcp_keepalives_count"]
+    assert "from 0 to 2147483647" in problems["tcp_keepalives_interval"]
+    assert "boolean" in problems["log_connections"]
+    assert "set by connchaos" in problems["port"]
+    assert set(problems) == {"tcp_keepalive_idle", "tcp_keepalives_count",
+                             "tcp_keepalives_interval", "log_connections", "port"}
+
+
+@pytest.mark.usefixtures("no_leftovers")
+def test_sessions_carry_their_4_tuple_and_backend_and_the_alive_check_can_fail() -> None:
+    target = PostgresTarget(sessions=2)
+    with LocalLab() as lab:
+        target.start(lab)
+        client = LoopInNamespace(lab.client_ns)
+        lab.on_close("client", client.close)
+        sessions = [client.run(target.open_session(lab, i)) for i in range(2)]
+        lab.on_close("sessions", lambda: [client.run(target.close_session(s)) for s in sessions])
+        assert len({s.pid for s in sessions}) == 2
+        assert all(s.flow.client_addr == lab.client_addr and s.flow.server_port == 5432
+                   for s in sessions)
+        assert client.run(target.alive(sessions[0])) == (True, "SELECT 1 -> (1,)")
+        fault = build("blackhole")
+        fault.apply(lab, [sessions[0].flow])
+        lab.on_close("fault", fault.revert)
+        started = time.monotonic()
+        ok, detail = client.run(target.alive(sessions[0]))
+        assert not ok and "no answer" in detail
+        assert time.monotonic() - started < 8
+        assert client.run(target.alive(sessions[1]))[0]
