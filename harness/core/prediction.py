@@ -240,16 +240,15 @@ def predict(
     return _in_flight_retransmission(eff, data_sent_s, rto)
 
 
+def _never_idle(why: str) -> Prediction:
+    """Keepalive off on an idle socket: the server sends nothing, so nothing ever fires."""
+    return Prediction(reclaim_s=None, mechanism="none",
+                      formula=f"never: keepalive is off and the socket is idle, so {why}")
+
+
 def _idle_reset(eff: Effective, last_activity_s: float) -> Prediction:
     if not eff.keepalive:
-        return Prediction(
-            reclaim_s=None,
-            mechanism="none",
-            formula=(
-                "never: keepalive is off and the socket is idle, so the server sends "
-                "nothing for the rebooted peer to answer with RST"
-            ),
-        )
+        return _never_idle("the server sends nothing for the rebooted peer to answer with RST")
     reclaim = last_activity_s + eff.idle_s
     return Prediction(
         reclaim_s=_clean(reclaim),
@@ -265,14 +264,7 @@ def _idle_reset(eff: Effective, last_activity_s: float) -> Prediction:
 
 def _idle_silent(eff: Effective, last_activity_s: float) -> Prediction:
     if not eff.keepalive:
-        return Prediction(
-            reclaim_s=None,
-            mechanism="none",
-            formula=(
-                "never: keepalive is off and the socket is idle, so the server sends "
-                "nothing and cannot learn that the peer is gone"
-            ),
-        )
+        return _never_idle("the server sends nothing and cannot learn that the peer is gone")
     head = (
         f"last activity {format_seconds(last_activity_s)} s + idle "
         f"{_value('idle', eff.idle_s, eff)}"
