@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--report-dir", default="reports", help="reports go to REPORT_DIR/<run id>/ (default: reports)")
     r.add_argument("--json", metavar="PATH", help="also write results.json to PATH ('-' for stdout)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    _proxy_options(r)
 
     c = sub.add_parser("check", help="validate scenario files, run nothing")
     c.add_argument("paths", nargs="+", metavar="PATH")
@@ -56,10 +57,40 @@ def _parser() -> argparse.ArgumentParser:
     u = sub.add_parser("up", help="build the lab and keep it up for manual reproduction")
     u.add_argument("path", metavar="PATH")
     u.add_argument("--fault", action="store_true", help="also inject the scenario's fault after hold")
+    _proxy_options(u)
+
+    x = sub.add_parser("proxy", help="serve the built-in Toxiproxy-compatible API")
+    x.add_argument("--host", default="127.0.0.1", help="address for the API and default listeners (default 127.0.0.1)")
+    x.add_argument("--port", type=int, default=8474, help="API port (default 8474)")
+
+    b = sub.add_parser("bench", help="benchmarks that print figures")
+    b.add_argument("what", choices=["proxy"], help="proxy: the built-in proxy against direct loopback")
+    b.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
 
     sub.add_parser("doctor", help="what this machine can do")
     sub.add_parser("clean", help="remove anything an earlier run left behind")
     return p
+
+
+def _proxy_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--toxiproxy-server", metavar="CMD",
+                   help="for layer: proxy, start this Toxiproxy server command in the lab's router"
+                        " namespace instead of the built-in one; it must serve its API on"
+                        " 127.0.0.1:8474 (e.g. 'toxiproxy-server -host 127.0.0.1 -port 8474')")
+    p.add_argument("--toxiproxy-url", metavar="URL",
+                   help="an already running Toxiproxy server (docker backend only: on the local"
+                        " backend the proxy must live inside the lab; use --toxiproxy-server)")
+
+
+def _proxy_command(args: argparse.Namespace) -> list[str] | None:
+    from harness.errors import Problem
+    from harness.lab.toxiproxy import parse_command
+
+    if args.toxiproxy_url:
+        raise ScenarioError([Problem("--toxiproxy-url", None, "", (
+            "the local backend runs the proxy inside the lab's router namespace, where a server"
+            " at a URL cannot reach the target; name a server binary with --toxiproxy-server CMD"))])
+    return parse_command(args.toxiproxy_server)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,7 +127,8 @@ def cmd_check(args: argparse.Namespace, out: Console, err: Console) -> int:
 def cmd_explain(args: argparse.Namespace, out: Console, err: Console) -> int:
     from harness.core.prediction import KernelDefaults, effective, format_seconds
     from harness.faults import FAULTS
-    from harness.runner import make_target, prepare, scenario_prediction
+    from harness.experiment import make_target
+    from harness.runner import prepare, scenario_prediction
 
     for ls in prepare(args.paths):
         spec = ls.scenario
@@ -111,10 +143,16 @@ def cmd_explain(args: argparse.Namespace, out: Console, err: Console) -> int:
         out.print(f"  socket    keepalive {'on' if eff.keepalive else 'off'}, idle {format_seconds(eff.idle_s)} s,"
                   f" interval {format_seconds(eff.interval_s)} s, count {eff.count}{os_note};"
                   f" user timeout {user_timeout}; tcp_retries2 {eff.retries2}", markup=False)
-        out.print(f"  fault     {spec.fault.type} at the {spec.fault.layer} layer"
-                  f" (the peer is {FAULTS[spec.fault.type].peer}); sessions {spec.sessions.activity}", markup=False)
+        cls = FAULTS[spec.fault.type]
+        peer = (f"the peer is {getattr(cls, 'peer', '')}" if spec.fault.layer == "packet"
+                else "the server's TCP peer is the proxy")
+        out.print(f"  fault     {spec.fault.type} at the {spec.fault.layer} layer ({peer});"
+                  f" sessions {spec.sessions.activity}", markup=False)
         anchor = "the data went out" if spec.sessions.activity == "in-flight" else "the last activity"
-        if pred.reclaim_s is None:
+        if spec.fault.layer == "proxy" and pred.reclaim_s is not None:
+            out.print(f"  predicted {format_seconds(pred.reclaim_s)} s after the fault, by {pred.mechanism}:"
+                      f" {pred.formula}", markup=False)
+        elif pred.reclaim_s is None:
             out.print(f"  predicted never ({pred.mechanism}): {pred.formula}", markup=False)
         else:
             since = pred.reclaim_s + (spec.sessions.hold if spec.sessions.activity == "idle" else 0.0)
@@ -150,6 +188,7 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from harness.report import console, results as results_file
 
     loaded = runner.prepare(args.paths, backend=args.backend)
+    proxy_command = _proxy_command(args)
     runner.require_machine(loaded)
     res = runner.new_results()
     folder = results_file.run_folder(args.report_dir, res.run_id)
@@ -159,7 +198,7 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
             err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {line}", highlight=False)
 
     try:
-        runner.run(loaded, results=res, progress=progress)
+        runner.run(loaded, results=res, progress=progress, proxy_command=proxy_command)
     except KeyboardInterrupt:
         results_file.write(res.as_json(), folder)  # what finished before the interrupt
         raise
@@ -181,8 +220,26 @@ def cmd_up(args: argparse.Namespace, out: Console, err: Console) -> int:
     from harness import runner
 
     loaded = runner.prepare([args.path])
+    proxy_command = _proxy_command(args)
     runner.require_machine(loaded)
-    return runner.hold_open(loaded[0], inject=args.fault, show=lambda s: out.print(s, markup=False))
+    return runner.hold_open(loaded[0], inject=args.fault, show=lambda s: out.print(s, markup=False),
+                            proxy_command=proxy_command)
+
+
+def cmd_proxy(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from harness.proxy.server import main as serve
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)   # the server handles its own shutdown
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    code: int = serve(["--host", args.host, "--port", str(args.port)])
+    return code
+
+
+def cmd_bench(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from harness.proxy.bench import main as bench
+
+    code: int = bench(["--quick"] if args.quick else [])
+    return code
 
 
 def cmd_doctor(args: argparse.Namespace, out: Console, err: Console) -> int:

@@ -22,8 +22,12 @@ Activity = Literal["idle", "in-flight"]
 Peer = Literal["silent", "reset"]
 """How the dead peer behaves: packets vanish (``silent``) or it answers with RST (``reset``)."""
 
-Mechanism = Literal["keepalive", "retransmission", "user-timeout", "reset", "none"]
-"""What the kernel uses to reclaim the socket; ``none`` when nothing ever will."""
+Mechanism = Literal["keepalive", "retransmission", "user-timeout", "reset", "closed", "none"]
+"""What reclaims the socket: a kernel timer, a reset, an orderly close (FIN); ``none`` when
+nothing ever will."""
+
+ProxyEffect = Literal["holds", "closes", "resets"]
+"""What a proxy fault does to the server's own TCP connection (which ends at the proxy)."""
 
 ACTIVITIES: tuple[Activity, ...] = ("idle", "in-flight")
 PEERS: tuple[Peer, ...] = ("silent", "reset")
@@ -360,3 +364,24 @@ def _in_flight_retransmission(eff: Effective, data_sent_s: float, rto: float) ->
         formula=formula,
         slack_s=_clean(sum(timer_slack_s(d, eff.hz) for d in delays)),
     )
+
+
+def predict_proxy(effect: ProxyEffect, *, what: str, delay_s: float = 0.0) -> Prediction:
+    """The prediction for a proxy-layer fault.
+
+    A userspace proxy terminates TCP on both sides: the server's peer is the proxy's healthy
+    kernel. If the proxy merely stops passing data (``holds``), that kernel acknowledges every
+    keepalive probe and every retransmission, so no TCP timer on the server ever fires; only
+    the proxy closing (``closes``, a FIN) or resetting (``resets``) the connection ends it.
+    """
+    if effect == "holds":
+        return Prediction(
+            reclaim_s=None, mechanism="none",
+            formula=(f"never by TCP: {what}, but the proxy's kernel acknowledges every keepalive "
+                     "probe and retransmission from the server, so no TCP timer fires; only an "
+                     "application heartbeat or an idle timeout could reclaim the session"))
+    mechanism: Mechanism = "closed" if effect == "closes" else "reset"
+    verb = "closes" if effect == "closes" else "resets"
+    return Prediction(reclaim_s=_clean(delay_s), mechanism=mechanism,
+                      formula=f"{what}: the proxy {verb} the server's connection "
+                              f"{format_seconds(delay_s)} s after the fault")

@@ -16,7 +16,7 @@ def config_hz() -> int:
     for path in (f"/boot/config-{release}", "/proc/config.gz"):
         try:
             opener = gzip.open if path.endswith(".gz") else open
-            with opener(path, "rt") as f:  # type: ignore[operator]
+            with opener(path, "rt") as f:
                 m = re.search(r"^CONFIG_HZ=(\d+)$", f.read(), re.M)
                 if m:
                     return int(m.group(1))

@@ -98,6 +98,14 @@ class _Converter:
             self._report(field_path, node, f"cannot read this value: {exc.problem}")
             return None
 
+    def _key(self, node: yaml.Node, field_path: FieldPath) -> str | int:
+        """A mapping key as a field-path part: text and whole numbers as they are, anything
+        else (true, null, 1.5) as its text, which no schema field can match."""
+        key = self._scalar(node, field_path)
+        if isinstance(key, (str, int)) and not isinstance(key, bool):
+            return key
+        return str(key)
+
     def _sequence(self, node: yaml.SequenceNode, field_path: FieldPath) -> list[object]:
         items: list[object] = []
         for index, item in enumerate(node.value):
@@ -116,7 +124,7 @@ class _Converter:
             if not isinstance(key_node, yaml.ScalarNode):
                 self._report(field_path, key_node, "a key must be a plain word, not a list or mapping")
                 continue
-            key = self._scalar(key_node, field_path)
+            key = self._key(key_node, field_path)
             if key in first_line:
                 # PyYAML would silently keep the last one; whichever the author meant, say so.
                 message = f"duplicate key {as_yaml(key)} (first at line {first_line[key]})"
@@ -153,10 +161,10 @@ def _read_yaml(text: str, path: str) -> tuple[dict[Any, object], dict[FieldPath,
         raise ScenarioError([_yaml_problem(path, text, exc)]) from exc
     problems: list[Problem] = []
     try:
-        loader.get_event()  # the stream start
+        loader.get_event()  # type: ignore[no-untyped-call]  # the stream start
         root = None if loader.check_event(yaml.StreamEndEvent) else loader.compose_document()
         if not loader.check_event(yaml.StreamEndEvent):
-            second = loader.peek_event().start_mark.line + 1
+            second = loader.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]
             problems.append(Problem(path, second, "", "one scenario per file: a second document starts here"))
         converter = _Converter(loader, path)
         data = converter.convert(root, ()) if root is not None else None

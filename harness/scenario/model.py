@@ -104,20 +104,51 @@ FaultSessions = Annotated[Literal["all"] | StrictInt | float, BeforeValidator(_f
 """Which sessions a fault hits: ``"all"``, a fraction (float in (0, 1]) or a count (int >= 1)."""
 
 
+PACKET_FAULTS = ("blackhole", "client-vanish", "one-way-drop", "peer-reboot")
+"""Faults that act on packets in the lab (nftables): TCP itself sees nothing."""
+PROXY_FAULTS = ("proxy-stall", "proxy-down", "reset")
+"""Named proxy faults: a Toxiproxy between client and server does them."""
+TOXICS = ("latency", "bandwidth", "slow_close", "timeout", "reset_peer", "slicer", "limit_data", "noop")
+"""Toxiproxy's toxics, usable by name at the proxy layer with their own attributes."""
+
+
 class Fault(_Part):
     """What happens to some of the sessions, and where it acts."""
 
-    type: Literal["blackhole", "client-vanish", "one-way-drop", "peer-reboot"]
-    layer: Literal["packet", "proxy"] = "packet"
+    type: Literal[
+        "blackhole", "client-vanish", "one-way-drop", "peer-reboot",
+        "proxy-stall", "proxy-down", "reset",
+        "latency", "bandwidth", "slow_close", "timeout", "reset_peer", "slicer", "limit_data", "noop",
+    ]
+    layer: Literal["packet", "proxy"] | None = None     # filled from the type when not given
     sessions: FaultSessions = "all"
     direction: Literal["to-server", "to-client"] | None = None
+    stream: Literal["upstream", "downstream"] | None = None   # proxy faults: which direction the toxic acts on
+    toxicity: float | None = Field(default=None, ge=0, le=1)  # proxy faults: share of connections affected
+    attributes: dict[str, StrictInt | float] = {}              # the toxic's own attributes (Toxiproxy units)
 
     @model_validator(mode="after")
-    def _direction_fits_type(self) -> Fault:
+    def _fields_fit_type(self) -> Fault:
+        rules: list[tuple[tuple[str, ...], str]] = []
+        own_layer = "packet" if self.type in PACKET_FAULTS else "proxy"
+        if self.layer is not None and self.layer != own_layer:
+            where = ("packet layer (nftables in the lab)" if own_layer == "packet"
+                     else "proxy layer (a Toxiproxy between client and server)")
+            rules.append((("layer",), f"{self.type} acts at the {where}; set layer: {own_layer} or leave it out"))
         if self.type == "one-way-drop" and self.direction is None:
-            raise _rules_error([(("direction",), "one-way-drop needs direction: to-server or to-client")])
+            rules.append((("direction",), "one-way-drop needs direction: to-server or to-client"))
         if self.type != "one-way-drop" and self.direction is not None:
-            raise _rules_error([(("direction",), f"only one-way-drop takes a direction, not {self.type}")])
+            rules.append((("direction",), f"only one-way-drop takes a direction, not {self.type}"))
+        if own_layer == "packet" or self.type == "proxy-down":
+            for name in ("stream", "toxicity"):
+                if getattr(self, name) is not None:
+                    rules.append(((name,), f"only toxics at the proxy layer take {name}, not {self.type}"))
+        if self.attributes and self.type in (*PACKET_FAULTS, "proxy-stall", "proxy-down"):
+            rules.append((("attributes",), f"{self.type} takes no attributes"))
+        if rules:
+            raise _rules_error(rules)
+        if self.layer is None:
+            object.__setattr__(self, "layer", own_layer)  # still being built: see Scenario
         return self
 
     def pick_count(self, total: int) -> int:
@@ -143,7 +174,7 @@ class Expect(_Part):
     reclaimed_within: Duration | None = None
     still_held_after: Duration | None = None
     survivors_untouched: StrictBool = True
-    mechanism: Literal["keepalive", "retransmission", "user-timeout", "reset"] | None = None
+    mechanism: Literal["keepalive", "retransmission", "user-timeout", "reset", "closed"] | None = None
 
     @field_validator("reclaimed_within", "still_held_after")
     @classmethod

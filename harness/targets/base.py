@@ -74,8 +74,18 @@ class Target(Protocol):
         """Start the service in the lab's server namespace; register its stop with the lab."""
         ...
 
-    async def open_session(self, lab: LabView, index: int) -> Session:
-        """Open one session from the client namespace (runs on the client loop)."""
+    async def open_session(self, lab: LabView, index: int,
+                           via: tuple[str, int] | None = None) -> Session:
+        """Open one session from the client namespace (runs on the client loop), to the
+        server or, when ``via`` is given, to that proxy address."""
+        ...
+
+    def server_addr_of(self, session: Session) -> str:
+        """The address the server listens on."""
+        ...
+
+    def server_peer(self, session: Session) -> tuple[str, int] | None:
+        """The client address the server itself sees for ``session``, if it can tell."""
         ...
 
     async def close_session(self, session: Session) -> None:

@@ -148,6 +148,7 @@ class PostgresTarget:
     _admin: psycopg.Connection[Any] | None = field(default=None, init=False, repr=False)
     _log_path: str = field(default="", init=False, repr=False)
     _sockdir: str = field(default="", init=False, repr=False)
+    _server_addr: str = field(default="", init=False, repr=False)
 
     # -- settings and prediction ------------------------------------------------------------
 
@@ -209,8 +210,10 @@ class PostgresTarget:
         if init.returncode != 0:
             raise LabError("initdb", (init.stderr or init.stdout).strip()[-800:])
         with open(os.path.join(data, "pg_hba.conf"), "w") as f:
-            # only the harness (Unix socket in a private folder) and the lab's client network
-            f.write(f"local all all trust\nhost all all {naming.CLIENT_NET} trust\n")
+            # only the harness (Unix socket in a private folder), the lab's client network and
+            # the lab's proxy (sessions at the proxy layer arrive from the router)
+            f.write(f"local all all trust\nhost all all {naming.CLIENT_NET} trust\n"
+                    f"host all all {naming.ROUTER_SERVER_ADDR}/32 trust\n")
 
         argv = [*as_user, os.path.join(bindir, "postgres"), "-D", data]
         fixed = {"listen_addresses": lab.server_addr, "port": str(self.port),
@@ -264,10 +267,12 @@ class PostgresTarget:
             proc.kill()
             proc.wait(5)
 
-    async def open_session(self, lab: LabView, index: int) -> Session:
+    async def open_session(self, lab: LabView, index: int,
+                           via: tuple[str, int] | None = None) -> Session:
+        dest_host, dest_port = via or (lab.server_addr, self.port)
         try:
             conn = await psycopg.AsyncConnection.connect(
-                host=lab.server_addr, port=self.port, user=USER, dbname="postgres",
+                host=dest_host, port=dest_port, user=USER, dbname="postgres",
                 autocommit=True, connect_timeout=10, application_name=f"connchaos-{index}")
             if self.listen_for_in_flight:
                 await conn.execute(f"LISTEN {CHANNEL}")
@@ -275,9 +280,21 @@ class PostgresTarget:
             raise LabError(f"opening session {index}", str(exc).strip()) from exc
         with socket.socket(fileno=os.dup(conn.pgconn.socket)) as s:
             addr, port = s.getsockname()[:2]
-        flow = Flow(addr, port, lab.server_addr, self.port)
-        return Session(id=index, flow=flow, pid=conn.info.backend_pid, handle=conn,
-                       opened_at=time.time())
+        self._server_addr = lab.server_addr
+        return Session(id=index, flow=Flow(addr, port, dest_host, dest_port),
+                       pid=conn.info.backend_pid, handle=conn, opened_at=time.time())
+
+    def server_addr_of(self, session: Session) -> str:
+        """The address the server listens on (a session through a proxy connects elsewhere)."""
+        return self._server_addr
+
+    def server_peer(self, session: Session) -> tuple[str, int] | None:
+        """Who the server thinks the session's client is (pg_stat_activity), for sessions
+        that reach it through a proxy."""
+        assert self._admin is not None
+        row = self._admin.execute("SELECT host(client_addr), client_port FROM pg_stat_activity"
+                                  " WHERE pid = %s", (session.pid,)).fetchone()
+        return (row[0], int(row[1])) if row and row[0] else None
 
     async def close_session(self, session: Session) -> None:
         try:

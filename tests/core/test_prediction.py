@@ -314,3 +314,22 @@ def test_predict_refuses_unknown_activity_peer_and_rto() -> None:
 )
 def test_format_seconds(value: float, text: str) -> None:
     assert format_seconds(value) == text
+
+
+# --- proxy layer ---------------------------------------------------------------------------
+
+
+def test_a_stalled_proxy_is_never_reclaimed_by_tcp() -> None:
+    from harness.core.prediction import predict_proxy
+
+    p = predict_proxy("holds", what="proxy-stall")
+    assert p.reclaim_s is None and p.mechanism == "none"
+    assert "acknowledges every keepalive probe" in p.formula
+
+
+def test_a_closing_or_resetting_proxy_reclaims_after_its_delay() -> None:
+    from harness.core.prediction import predict_proxy
+
+    assert predict_proxy("closes", what="proxy-down").reclaim_s == 0.0
+    p = predict_proxy("resets", what="reset_peer", delay_s=1.5)
+    assert (p.reclaim_s, p.mechanism) == (1.5, "reset")

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness.faults import FAULTS, build
+from harness.faults import FAULTS, PacketFault
+from harness.faults import build as build_spec
+from harness.scenario.model import Fault
 from harness.faults.base import Flow
 from harness.lab.local import LocalLab
 from harness.lab.netns import entered
@@ -28,6 +30,12 @@ class Pair:
         addr, port = self.client.getsockname()
         saddr, sport = self.client.getpeername()
         return Flow(addr, port, saddr, sport)
+
+
+def build(kind: str, direction: str | None = None) -> PacketFault:
+    fault = build_spec(Fault.model_validate({"type": kind, "direction": direction}))
+    assert isinstance(fault, PacketFault)
+    return fault
 
 
 def _arrives(sender: socket.socket, receiver: socket.socket, wait: float = 0.6) -> bool:
@@ -119,7 +127,9 @@ def test_revert_lets_the_flow_recover(lab) -> None:
     assert "connchaos" not in tables
 
 
-def test_every_registered_fault_acts_outside_the_server() -> None:
-    for name, cls in FAULTS.items():
+def test_every_registered_packet_fault_acts_outside_the_server() -> None:
+    packet = {name: cls for name, cls in FAULTS.items() if issubclass(cls, PacketFault)}
+    assert set(packet) == {"blackhole", "client-vanish", "one-way-drop", "peer-reboot"}
+    for name, cls in packet.items():
         assert cls.where in ("router", "client"), name
         assert cls.peer in ("silent", "reset"), name

@@ -160,7 +160,7 @@ def test_wrong_literal_of_an_optional_field() -> None:
     assert one_problem(edited({20: "  mechanism: magic"})) == (
         20,
         "expect.mechanism",
-        "expected one of: keepalive, retransmission, user-timeout, reset; got 'magic'",
+        "expected one of: keepalive, retransmission, user-timeout, reset, closed; got 'magic'",
     )
 
 

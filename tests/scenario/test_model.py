@@ -214,3 +214,36 @@ def test_unknown_keys_are_errors_everywhere(section: str) -> None:
 def test_survivors_untouched_is_strictly_boolean() -> None:
     (error,) = errors_of(minimal(expect={"reclaimed_within": "8s", "survivors_untouched": 1}))
     assert error["type"] == "bool_type"
+
+
+# --- the proxy layer -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kind", "layer"), [("blackhole", "packet"), ("peer-reboot", "packet"),
+                                             ("proxy-stall", "proxy"), ("reset", "proxy"),
+                                             ("latency", "proxy"), ("limit_data", "proxy")])
+def test_the_layer_follows_the_fault_when_left_out(kind: str, layer: str) -> None:
+    assert Fault.model_validate({"type": kind}).layer == layer
+
+
+def test_a_layer_that_contradicts_the_fault_is_an_error() -> None:
+    assert rules_of(minimal(fault={"type": "proxy-stall", "layer": "packet"})) == [
+        (("layer",), "proxy-stall acts at the proxy layer (a Toxiproxy between client and"
+                             " server); set layer: proxy or leave it out")]
+    assert rules_of(minimal(fault={"type": "blackhole", "layer": "proxy"}))[0][0] == ("layer",)
+
+
+def test_toxic_options_belong_to_proxy_faults_only() -> None:
+    fault = Fault.model_validate({"type": "latency", "stream": "upstream", "toxicity": 0.5,
+                                  "attributes": {"latency": 100, "jitter": 10}})
+    assert (fault.stream, fault.toxicity, fault.attributes) == ("upstream", 0.5, {"latency": 100, "jitter": 10})
+    rules = rules_of(minimal(fault={"type": "blackhole", "stream": "upstream", "attributes": {"x": 1}}))
+    assert [field for field, _ in rules] == [("stream",), ("attributes",)]
+    assert rules_of(minimal(fault={"type": "proxy-down", "toxicity": 0.5})) == [
+        (("toxicity",), "only toxics at the proxy layer take toxicity, not proxy-down")]
+
+
+@pytest.mark.parametrize("toxicity", [-0.1, 1.5])
+def test_toxicity_is_a_share(toxicity: float) -> None:
+    with pytest.raises(ValidationError):
+        Fault.model_validate({"type": "latency", "toxicity": toxicity})

@@ -6,10 +6,15 @@ import time
 
 import pytest
 
-from harness.faults import build
+from harness.faults import build as build_spec
+from harness.scenario.model import Fault
 from harness.lab.local import LocalLab
 from harness.lab.netns import LoopInNamespace
 from harness.targets.postgres import PostgresTarget, pg_seconds
+
+
+def build(kind: str):  # type: ignore[no-untyped-def]
+    return build_spec(Fault.model_validate({"type": kind}))
 
 
 def test_socket_settings_follow_postgres_units_and_zero_means_os_default() -> None:

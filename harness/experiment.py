@@ -1,0 +1,384 @@
+"""One scenario, executed: lab and target up, sessions opened, fault injected, sessions
+observed until reclaimed or the deadline, then timeline, prediction and verdict per session.
+
+Sessions reach the target directly (packet layer) or through the lab's proxy (proxy layer):
+the faulted ones through one proxy and the others through another, so a proxy fault hits
+exactly the chosen sessions. ``Routing`` hides that difference from the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.core.prediction import Prediction, effective, format_seconds, predict, predict_proxy
+from harness.core.stats import summarize
+from harness.core.timeline import Event, outcome, sort_events
+from harness.core.verdict import Expectations, SessionResult, judge
+from harness.errors import LabError
+from harness.faults import PacketFault, ProxyFault, build
+from harness.lab import naming
+from harness.lab.kernel import kernel_defaults
+from harness.lab.local import LocalLab
+from harness.lab.netns import LoopInNamespace
+from harness.lab.toxiproxy import FAULTED, SPARED, LabProxy
+from harness.observe.sockdiag import Key, SockInfo, SocketTable
+from harness.observe.watch import Observer, Watched
+from harness.scenario import LoadedScenario
+from harness.targets import TARGETS
+from harness.targets.base import Session
+
+# Sessions are opened a few at a time: a burst of thousands would overflow the accept backlog.
+OPEN_CONCURRENCY = 32
+Progress = Callable[[str], None]
+
+
+def make_target(loaded: LoadedScenario) -> Any:
+    spec = loaded.scenario
+    cls = TARGETS[spec.target.service]
+    return cls(settings=dict(spec.target.settings), sessions=spec.sessions.count,
+               listen_for_in_flight=spec.sessions.activity == "in-flight")
+
+
+# -- routing: where sessions connect, and how the server sees them ------------------------------
+
+@dataclass
+class Routing:
+    """Direct: sessions connect to the server, which sees the client's own address."""
+
+    def via(self, index: int) -> tuple[str, int] | None:
+        return None
+
+    def server_keys(self, target: Any, sessions: Sequence[Session]) -> dict[int, Key]:
+        return {s.id: (s.flow.server_addr, s.flow.server_port, s.flow.client_addr, s.flow.client_port)
+                for s in sessions}
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+
+@dataclass
+class ProxyRouting(Routing):
+    """Through the lab's proxy: faulted sessions via one proxy, the others via another."""
+
+    proxy: LabProxy = field(default=None)  # type: ignore[assignment]
+    faulted: set[int] = field(default_factory=set)
+    listen: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def open(self, upstream: tuple[str, int]) -> None:
+        for name in (FAULTED, SPARED):
+            self.listen[name] = self.proxy.create(name, upstream)
+
+    def via(self, index: int) -> tuple[str, int] | None:
+        return self.listen[FAULTED if index in self.faulted else SPARED]
+
+    def server_keys(self, target: Any, sessions: Sequence[Session]) -> dict[int, Key]:
+        """The server's peer for each session is the proxy's upstream-side socket: the
+        built-in proxy lists it; with a real Toxiproxy the target's own view tells."""
+        by_client: dict[str, str] = {}
+        for name in (FAULTED, SPARED):
+            for conn in self.proxy.connections(name) or []:
+                by_client[conn["client"]] = conn["upstream_local"]
+        keys = {}
+        for s in sessions:
+            server = (target.server_addr_of(s), target.port)
+            peer = by_client.get(f"{s.flow.client_addr}:{s.flow.client_port}")
+            if peer is not None:
+                addr, _, port = peer.rpartition(":")
+                keys[s.id] = (*server, addr, int(port))
+            else:
+                seen = target.server_peer(s)
+                if seen is None:
+                    raise LabError("mapping sessions through the proxy",
+                                   f"cannot tell which server socket serves session {s.id}")
+                keys[s.id] = (*server, *seen)
+        return keys
+
+    def describe(self) -> dict[str, Any]:
+        return {"proxy_server": self.proxy.server,
+                "proxies": {n: f"{h}:{p}" for n, (h, p) in self.listen.items()}}
+
+
+# -- sessions ---------------------------------------------------------------------------------
+
+class OpenSessions(list[Session]):
+    """The sessions of a lab, with the client-namespace loop that drives them."""
+
+    def __init__(self, client: LoopInNamespace, sessions: Sequence[Session]) -> None:
+        super().__init__(sessions)
+        self.client = client
+
+
+async def _open_all(target: Any, lab: LocalLab, count: int, routing: Routing) -> list[Session]:
+    gate = asyncio.Semaphore(OPEN_CONCURRENCY)
+
+    async def one(i: int) -> Session:
+        async with gate:
+            s: Session = await target.open_session(lab, i, via=routing.via(i))
+            return s
+    tasks = [asyncio.ensure_future(one(i)) for i in range(count)]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        opened = [t.result() for t in tasks if t.done() and not t.cancelled() and t.exception() is None]
+        await asyncio.gather(*(target.close_session(s) for s in opened), return_exceptions=True)
+        raise
+
+
+async def _close_all(target: Any, sessions: Sequence[Session]) -> None:
+    await asyncio.gather(*(target.close_session(s) for s in sessions), return_exceptions=True)
+
+
+async def _alive_all(target: Any, sessions: Sequence[Session]) -> list[tuple[bool, str]]:
+    return list(await asyncio.gather(*(target.alive(s) for s in sessions)))
+
+
+def open_sessions(lab: LocalLab, target: Any, count: int, routing: Routing) -> OpenSessions:
+    """Open ``count`` sessions from the client namespace; closing them is registered with the lab."""
+    client = LoopInNamespace(lab.client_ns)
+    lab.on_close("client event loop", client.close)
+    sessions = OpenSessions(client, client.run(_open_all(target, lab, count, routing)))
+    lab.on_close("sessions", lambda: client.run(_close_all(target, sessions), timeout=30))
+    return sessions
+
+
+def setup_routing(lab: LocalLab, target: Any, layer: str, faulted: set[int],
+                  proxy_command: Sequence[str] | None) -> Routing:
+    if layer != "proxy":
+        return Routing()
+    proxy = LabProxy(lab, command=proxy_command)
+    proxy.start()
+    routing = ProxyRouting(proxy=proxy, faulted=faulted)
+    routing.open((lab.server_addr, target.port))
+    return routing
+
+
+def _last_activity(info: SockInfo | None, sampled_at: float, t0: float) -> float:
+    """When the server last heard from the client (the keepalive timer's reference)."""
+    if info is None:
+        return 0.0
+    return sampled_at - min(info.last_ack_recv_s, info.last_data_recv_s) - t0
+
+
+# -- one scenario -----------------------------------------------------------------------------
+
+def run_one(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: None,
+            proxy_command: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run one scenario in a fresh lab and return its results.json entry."""
+    spec = ls.scenario
+    target = make_target(ls)
+    fault = build(spec.fault)
+    count = spec.sessions.count
+    started = time.monotonic()
+    chooser = random.Random(f"{run_id}/{spec.name}")
+    faulted_ids = set(chooser.sample(range(count), spec.fault.pick_count(count)))
+
+    with LocalLab(run_id=run_id) as lab:
+        kernel = kernel_defaults(lab.server_ns)
+        target.start(lab)
+        routing = setup_routing(lab, target, spec.fault.layer or "packet", faulted_ids, proxy_command)
+        progress(f"{spec.name}: {spec.target.service} up in {lab.server_ns}"
+                 + (f"; proxy ({routing.describe()['proxy_server']}) in {lab.router_ns}"
+                    if isinstance(routing, ProxyRouting) else ""))
+        sessions = open_sessions(lab, target, count, routing)
+        client = sessions.client
+        keys = routing.server_keys(target, sessions)
+        progress(f"{spec.name}: {count} sessions open; holding {format_seconds(spec.sessions.hold)} s")
+        time.sleep(spec.sessions.hold)
+        faulted = [s for s in sessions if s.id in faulted_ids]
+        survivors = [s for s in sessions if s.id not in faulted_ids]
+
+        table = SocketTable(lab.server_ns)
+        lab.on_close("socket table", table.close)
+        watched = {s.id: Watched(s.id, keys[s.id], s.pid) for s in sessions}
+        observer = Observer(table, target.port, list(watched.values()))
+        lab.on_close("observer", observer.close)
+
+        before = observer.snapshot()
+        sampled_at = time.time()
+        missing = [s.id for s in sessions if keys[s.id] not in before]
+        if missing:
+            raise LabError("before the fault", f"the server holds no socket for sessions {missing}")
+        if isinstance(fault, ProxyFault):
+            assert isinstance(routing, ProxyRouting)
+            fault.apply(routing.proxy, FAULTED)
+        else:
+            fault.apply(lab, [s.flow for s in faulted])
+        lab.on_close("fault", fault.revert)
+        t0 = time.time()
+        observer.start(t0, before)
+        sent_at = None
+        if spec.sessions.activity == "in-flight":
+            target.send_in_flight(faulted)
+            sent_at = time.time()
+        progress(f"{spec.name}: {fault.describe()} on {len(faulted)} of {count} sessions;"
+                 f" watching up to {format_seconds(spec.deadline_s)} s")
+
+        faulted_watch = [watched[s.id] for s in faulted]
+        observer.run(interval_s=spec.observe.interval, until=t0 + spec.deadline_s,
+                     done=lambda: all(w.released() for w in faulted_watch))
+        observed_for = time.time() - t0
+        checks = dict(zip((s.id for s in survivors),
+                          client.run(_alive_all(target, survivors), timeout=60)))
+        observer.sample()  # a survivor dropped during the checks still counts
+        errors = target.server_errors()
+
+    eff = effective(target.socket_settings(), kernel)
+    entries: list[dict[str, Any]] = []
+    results: list[SessionResult] = []
+    predictions: list[Prediction] = []
+    for s in sessions:
+        w = watched[s.id]
+        events = list(w.events)
+        events.append(Event(round(s.opened_at - t0, 4), "opened", str(s.flow)))
+        last = _last_activity(before.get(w.key), sampled_at, t0)
+        events.append(Event(round(last, 4), "last-activity"))
+        is_faulted = s.id in faulted_ids
+        if is_faulted:
+            events.append(Event(0.0, "fault", spec.fault.type))
+        if s.pid is not None and s.pid in errors:
+            err = errors[s.pid]
+            events.append(Event(round(err.at - t0, 4), "server-error", err.kind))
+        alive = None
+        if s.id in checks:
+            alive, detail = checks[s.id]
+            events.append(Event(round(observed_for, 4), "alive-check", "ok" if alive else f"failed: {detail}"))
+        events = sort_events(events)
+        out = outcome(events, needs_process=target.needs_process,
+                      user_timeout_set=eff.user_timeout_s > 0)
+        pred = None
+        if is_faulted:
+            if isinstance(fault, ProxyFault):
+                effect, delay = fault.effect()
+                pred = predict_proxy(effect, what=fault.describe(), delay_s=delay)
+            else:
+                sent = next((e.t for e in events if e.what == "data-sent"), None)
+                if sent is None and sent_at is not None:
+                    sent = sent_at - t0
+                info = before.get(w.key)
+                pred = predict(eff, activity=spec.sessions.activity, peer=fault.peer,
+                               last_activity_s=last, data_sent_s=sent or 0.0,
+                               rto_s=info.rto_s if info else None)
+            predictions.append(pred)
+        results.append(SessionResult(id=s.id, faulted=is_faulted, reclaimed=out.reclaimed,
+                                     reclaim_s=out.reclaim_s,
+                                     predicted_s=pred.reclaim_s if pred else None,
+                                     mechanism=out.mechanism, alive_at_end=alive))
+        entries.append(_session_entry(s, w.key, out, pred, alive, is_faulted, events))
+
+    headline = _headline(predictions)
+    exp = spec.expect
+    verdict = judge(Expectations(reclaimed_within=exp.reclaimed_within,
+                                 still_held_after=exp.still_held_after,
+                                 survivors_untouched=exp.survivors_untouched,
+                                 mechanism=exp.mechanism),
+                    results, deadline_s=spec.deadline_s, prediction=headline)
+    fault_text = fault.describe() + (f" ({spec.fault.direction})" if spec.fault.direction else "")
+    return {
+        "name": spec.name, "file": ls.path, "about": spec.about.strip(),
+        "verdict": verdict.verdict, "reason": verdict.reason,
+        "backend": lab.backend, "layer": fault.layer, "fault": spec.fault.type,
+        "fault_detail": fault_text,
+        "target": {"service": spec.target.service, "settings": target.describe_settings()},
+        "activity": spec.sessions.activity,
+        "expect": {k: v for k, v in exp.model_dump().items() if v is not None},
+        "deadline_s": spec.deadline_s,
+        "observed_s": round(observed_for, 3),
+        "prediction": None if headline is None else {
+            "reclaim_s": None if headline.reclaim_s is None else round(headline.reclaim_s, 3),
+            "mechanism": headline.mechanism, "formula": headline.formula,
+            "slack_s": round(headline.slack_s, 3)},
+        "kernel": {"tcp_keepalive_time": kernel.keepalive_time_s,
+                   "tcp_keepalive_intvl": kernel.keepalive_intvl_s,
+                   "tcp_keepalive_probes": kernel.keepalive_probes,
+                   "tcp_retries2": kernel.tcp_retries2, "hz": kernel.hz},
+        "lab": {**{k: v for k, v in lab.describe().items() if k != "tmpdir"}, **routing.describe()},
+        "observer": {"interval_s": spec.observe.interval, "samples": observer.samples,
+                     "mean_sample_ms": round(1000 * observer.sample_cost_s / max(1, observer.samples), 3)},
+        "duration_s": round(time.monotonic() - started, 3),
+        "sessions": entries,
+        "summary": summarize(results),
+    }
+
+
+def _session_entry(s: Session, key: Key, out: Any, pred: Prediction | None, alive: bool | None,
+                   is_faulted: bool, events: Sequence[Event]) -> dict[str, Any]:
+    return {
+        "id": s.id, "faulted": is_faulted,
+        "client": f"{s.flow.client_addr}:{s.flow.client_port}",
+        "server": f"{key[0]}:{key[1]}", "server_peer": f"{key[2]}:{key[3]}", "server_pid": s.pid,
+        "reclaimed": out.reclaimed,
+        "reclaim_s": None if out.reclaim_s is None else round(out.reclaim_s, 3),
+        "predicted_s": None if pred is None or pred.reclaim_s is None else round(pred.reclaim_s, 3),
+        "mechanism": out.mechanism,
+        "predicted_mechanism": pred.mechanism if pred else None,
+        "alive_at_end": alive,
+        "events": [{"t": e.t, "what": e.what, **({"detail": e.detail} if e.detail else {})}
+                   for e in events],
+    }
+
+
+def _headline(predictions: Sequence[Prediction]) -> Prediction | None:
+    """The scenario's prediction: the latest of its faulted sessions' (never = latest)."""
+    if not predictions:
+        return None
+    return max(predictions, key=lambda p: float("inf") if p.reclaim_s is None else p.reclaim_s)
+
+
+def hold_open(ls: LoadedScenario, *, inject: bool, show: Callable[[str], None],
+              run_id: str, wait: Callable[[], None] | None = None,
+              proxy_command: Sequence[str] | None = None) -> int:
+    """``connchaos up``: build the lab, start the target, open the sessions (and optionally
+    inject the fault), then hold everything until Ctrl-C or SIGTERM, and tear it down."""
+    spec = ls.scenario
+    target = make_target(ls)
+    count = spec.sessions.count
+    faulted_ids = set(range(spec.fault.pick_count(count)))
+    with LocalLab(run_id=run_id) as lab:
+        target.start(lab)
+        routing = setup_routing(lab, target, spec.fault.layer or "packet", faulted_ids, proxy_command)
+        sessions = open_sessions(lab, target, count, routing)
+        d = lab.describe()
+        show(f"lab {lab.lab_id} is up: {spec.target.service} at {d['server_addr']}:{target.port}"
+             f" in {d['server_ns']}; clients in {d['client_ns']} ({d['client_addr']});"
+             f" router {d['router_ns']}")
+        if isinstance(routing, ProxyRouting):
+            show(f"proxies in {lab.router_ns}: " + ", ".join(
+                f"{n} {h}:{p}" for n, (h, p) in routing.listen.items())
+                + f"; API: ip netns exec {lab.router_ns} curl -s 127.0.0.1:8474/proxies")
+        show(f"{len(sessions)} sessions held open: " + ", ".join(
+            f"#{s.id} {s.flow.client_addr}:{s.flow.client_port} (server pid {s.pid})" for s in sessions[:10])
+            + (" ..." if len(sessions) > 10 else ""))
+        show(f"client shell:  ip netns exec {d['client_ns']} bash")
+        show(f"server table:  ip netns exec {d['server_ns']} ss -tnoi sport = :{target.port}")
+        if inject:
+            time.sleep(spec.sessions.hold)
+            fault = build(spec.fault)
+            if isinstance(fault, ProxyFault):
+                assert isinstance(routing, ProxyRouting)
+                fault.apply(routing.proxy, FAULTED)
+                where = f"proxy {FAULTED}"
+            else:
+                fault.apply(lab, [s.flow for s in sessions if s.id in faulted_ids])
+                ns = lab.router_ns if fault.where == "router" else lab.client_ns
+                where = f"rules: ip netns exec {ns} nft list table inet {naming.NFT_TABLE}"
+            lab.on_close("fault", fault.revert)
+            show(f"fault {spec.fault.type} ({fault.describe()}) applied to sessions"
+                 f" {sorted(faulted_ids)[:10]}{' ...' if len(faulted_ids) > 10 else ''}; {where}")
+        show("holding; Ctrl-C tears the lab down")
+        try:
+            (wait or _forever)()
+        except KeyboardInterrupt:
+            show("tearing down")
+    return 0
+
+
+def _forever() -> None:
+    while True:
+        time.sleep(3600)

@@ -1,0 +1,118 @@
+"""The lab's proxy: a Toxiproxy server inside the router namespace, and the way to drive it.
+
+The server is the built-in one (``connchaos proxy``) unless a command for a real
+``toxiproxy-server`` is given; either listens for its API on 127.0.0.1:8474 *of the router
+namespace*. toxiproxy-python is called from a thread that lives in that namespace, so its
+HTTP requests reach that API and no port of the host is involved. Clients reach the proxies
+at the router's client-side address; the proxies reach the server from the router's
+server-side address, which is the peer the server sees.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from toxiproxy import Toxiproxy
+from toxiproxy.api import APIConsumer
+
+from harness.errors import LabError, MachineError
+from harness.lab import naming
+from harness.lab.local import LocalLab
+from harness.lab.netns import LoopInNamespace, exec_argv
+
+T = TypeVar("T")
+API_HOST, API_PORT = "127.0.0.1", 8474
+FAULTED, SPARED = "connchaos-faulted", "connchaos-spared"
+
+
+def builtin_command() -> list[str]:
+    """The built-in Toxiproxy-compatible server, as this Python runs it."""
+    return [sys.executable, "-m", "harness.proxy.server", "--host", API_HOST, "--port", str(API_PORT)]
+
+
+@dataclass
+class LabProxy:
+    """A Toxiproxy server in ``lab``'s router namespace. ``start`` registers its teardown."""
+
+    lab: LocalLab
+    command: Sequence[str] | None = None     # a real toxiproxy-server; None = the built-in one
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _thread: LoopInNamespace | None = field(default=None, init=False, repr=False)
+    _log: str = field(default="", init=False, repr=False)
+
+    @property
+    def server(self) -> str:
+        return "built-in" if self.command is None else " ".join(self.command)
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        argv = list(self.command) if self.command else builtin_command()
+        self._log = os.path.join(self.lab.tmpdir, "proxy.log")
+        with open(self._log, "wb") as log:
+            try:
+                self._proc = subprocess.Popen(exec_argv(self.lab.router_ns, argv), stdout=log,
+                                              stderr=subprocess.STDOUT, start_new_session=True)
+            except OSError as exc:
+                raise MachineError(f"the proxy server {argv[0]}", str(exc)) from exc
+        self.lab.on_close("proxy server", self.stop)
+        self._thread = LoopInNamespace(self.lab.router_ns)
+        self.lab.on_close("proxy client thread", self._thread.close)
+        # toxiproxy-python keeps the API's address in class attributes: one lab at a time.
+        APIConsumer.host, APIConsumer.port = API_HOST, API_PORT
+        deadline = time.monotonic() + timeout_s
+        while not self.call(lambda: Toxiproxy().running()):
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                raise LabError("starting the proxy server", self._tail() or "no answer on its API")
+            time.sleep(0.05)
+
+    def _tail(self) -> str:
+        try:
+            with open(self._log, errors="replace") as f:
+                return f.read()[-800:].strip()
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run a toxiproxy-python call from inside the router namespace."""
+        assert self._thread is not None
+        return self._thread.call(fn)
+
+    def create(self, name: str, upstream: tuple[str, int]) -> tuple[str, int]:
+        """A proxy to ``upstream``, listening on the router's client side; returns its address."""
+        proxy = self.call(lambda: Toxiproxy().create(
+            upstream=f"{upstream[0]}:{upstream[1]}", name=name,
+            listen=f"{naming.ROUTER_CLIENT_ADDR}:0"))
+        host, _, port = proxy.listen.rpartition(":")
+        return host, int(port)
+
+    def connections(self, name: str) -> list[dict[str, Any]] | None:
+        """The proxy's live connections (the built-in server's extension); None when the
+        server does not offer it (a real Toxiproxy)."""
+        response = self.call(lambda: APIConsumer.get(f"/proxies/{name}/connections"))
+        if response.status_code != 200:
+            return None
+        data: list[dict[str, Any]] = response.json()
+        return data
+
+
+def parse_command(text: str | None) -> list[str] | None:
+    """``--toxiproxy-server "toxiproxy-server -host 127.0.0.1 -port 8474"`` as argv."""
+    return shlex.split(text) if text else None

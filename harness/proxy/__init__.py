@@ -1,0 +1,20 @@
+"""A Toxiproxy-compatible server, built in: Toxiproxy 2.12's HTTP API (toxiproxy-python,
+Toxiproxy's own CLI and client libraries cannot tell the difference), its eight toxics with
+their semantics and units, and a data plane that leaves the bytes to the kernel (splice) on
+any stream without a toxic.
+
+Modules: ``server`` (the server, ``serve`` and ``main``), ``api`` (routes, handlers, error
+rendering), ``proxy`` (one proxy: listener, toxics, connections), ``connection`` and ``link``
+(one connection and its two streams), ``pipeline`` (the toxic chain of a stream),
+``toxics`` (one module per toxic, and the registry), ``gojson`` (Go's JSON rules),
+``errors`` (API errors with their status), ``bench`` (performance against direct loopback).
+
+Extension, ours and not Toxiproxy's: ``GET /proxies/{name}/connections`` lists the live
+connections of a proxy with their four addresses and byte counts, so that a client session
+can be matched to the socket the server sees (its ``upstream_local``).
+"""
+
+from harness.proxy.errors import ApiError
+from harness.proxy.server import ProxyServer, main, serve
+
+__all__ = ["ApiError", "ProxyServer", "main", "serve"]

@@ -1,0 +1,94 @@
+"""``python -m harness.proxy.server`` as a process: the ready line, the API, a clean exit on
+SIGTERM and SIGINT, and Toxiproxy's ``-config`` file."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.proxy.conftest import Upstream, connect, round_trip
+
+READY = "connchaos proxy listening on http://127.0.0.1:"
+
+
+def start(*extra: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "harness.proxy.server", "--host",
+                             "127.0.0.1", "--port", "0", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith(READY):
+        proc.kill()
+        proc.wait(5)
+        pytest.fail(f"no ready line: {line!r}")
+    return proc, line.split(" on ", 1)[1]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_serves_then_exits_cleanly(signum: int, echo: Upstream) -> None:
+    proc, url = start()
+    try:
+        assert requests.get(url + "/version", timeout=5).json() == {"version": "2.12.0"}
+        made = requests.post(url + "/proxies", json={"name": "p", "upstream": echo.address},
+                             timeout=5).json()
+        with connect(made["listen"]) as sock:
+            assert round_trip(sock) < 1
+            proc.send_signal(signum)
+            assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+def test_config_file_populates_at_start(tmp_path: Path, echo: Upstream) -> None:
+    config = tmp_path / "proxies.json"
+    config.write_text(json.dumps([{"name": "from-file", "listen": "127.0.0.1:0",
+                                   "upstream": echo.address}]))
+    proc, url = start("-config", str(config))
+    try:
+        proxies = requests.get(url + "/proxies", timeout=5).json()
+        assert list(proxies) == ["from-file"]
+        with connect(proxies["from-file"]["listen"]) as sock:
+            assert round_trip(sock) < 1
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+
+
+def test_a_taken_api_port_is_an_error(echo: Upstream) -> None:
+    proc, url = start()
+    try:
+        port = url.rsplit(":", 1)[1]
+        other = subprocess.run([sys.executable, "-m", "harness.proxy.server", "--port", port],
+                               capture_output=True, text=True, timeout=30)
+        assert other.returncode == 1 and "cannot serve" in other.stderr
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_embedding_on_the_callers_loop(echo: Upstream) -> None:
+    import asyncio
+
+    from harness.proxy import ProxyServer
+
+    async def scenario() -> float:
+        async with ProxyServer(port=0) as server:
+            made = await asyncio.to_thread(lambda: requests.post(
+                server.url + "/proxies", json={"name": "p", "upstream": echo.address},
+                timeout=5).json())
+            assert server.get("p").listen == made["listen"]
+
+            def traffic() -> float:
+                with connect(made["listen"]) as sock:
+                    return round_trip(sock, b"x" * 1000)
+            return await asyncio.to_thread(traffic)
+
+    assert asyncio.run(scenario()) < 1

@@ -1,0 +1,74 @@
+"""The pure parts: Go's JSON rules, the toxic registry's units, the slicer's cuts, the
+benchmark's report."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from harness.proxy import bench, gojson, toxics
+from harness.proxy.errors import ApiError
+from harness.proxy.toxics.slicer import Slicer
+
+
+def test_decode_takes_the_first_value_like_go() -> None:
+    assert gojson.decode(b'  {"a": 1} trailing') == {"a": 1}
+    with pytest.raises(ApiError) as empty:
+        gojson.decode(b"  ")
+    assert (empty.value.status, empty.value.message) == (400, "bad request body: EOF")
+    with pytest.raises(ApiError) as bad:
+        gojson.decode(b"NaN")
+    assert bad.value.message.startswith("bad request body: invalid character 'N'")
+
+
+def test_float32_prints_as_go_prints_it() -> None:
+    assert gojson.float32(0.2, "x") == 0.2
+    assert gojson.float32(0.123456789, "x") == 0.12345679
+    assert gojson.number(gojson.float32(1, "x")) == 1
+    with pytest.raises(ApiError):
+        gojson.float32(1e39, "x")
+    assert gojson.dumps({"a": "<&>é"}) == '{"a":"\\u003c\\u0026\\u003eé"}'.encode()
+
+
+def test_fields_match_case_insensitively() -> None:
+    assert gojson.lookup({"Name": "x"}, "name") == "x"
+    assert gojson.lookup({"name": "y", "NAME": "x"}, "name") == "y"
+
+
+def test_units_round_trip_and_types_are_checked() -> None:
+    latency = toxics.decode("latency", {"latency": 250, "jitter": 3})
+    assert latency.latency_s == pytest.approx(0.25) and latency.jitter_s == pytest.approx(0.003)
+    assert toxics.encode(latency) == {"latency": 250, "jitter": 3}
+    slicer = toxics.decode("slicer", {"delay": 1500})
+    assert slicer.delay_s == pytest.approx(0.0015)
+    merged = toxics.decode("latency", {"jitter": 7}, base=latency)
+    assert toxics.encode(merged) == {"latency": 250, "jitter": 7}
+    for bad in ({"latency": True}, {"latency": "1"}, {"latency": 2**63}, [1]):
+        with pytest.raises(ApiError):
+            toxics.decode("latency", bad)
+
+
+@pytest.mark.parametrize("size, average, variation", [
+    (1000, 10, 4), (1000, 10, 0), (7, 0, 0), (1, 1, 1), (5000, 3, 50), (0, 10, 2)])
+def test_slicer_cuts_cover_every_byte_once(size: int, average: int, variation: int) -> None:
+    cuts = Slicer(average, variation).cuts(size, random.Random(1))
+    assert cuts == sorted(cuts) and cuts[-1] == size
+    pieces = [b - a for a, b in zip([0, *cuts], cuts, strict=False)]
+    assert sum(pieces) == size and (size == 0 or min(pieces) > 0)
+    if size > 100 and variation < average:
+        assert max(pieces) <= average + variation + 1
+
+
+def test_benchmark_report_judges_each_target() -> None:
+    figures = {"direct_tp": 4000.0, "proxied_tp": 2000.0, "direct_p50": 20.0,
+               "proxied_p50": 36.0, "direct_p99": 40.0, "proxied_p99": 70.0,
+               "held": 9990, "kb_per_conn": 2.0, "fd_limit": 20000}
+    lines, ok = bench.report(figures, bench.FULL, "uvloop")
+    text = "\n".join(lines)
+    assert not ok and "0.50x" in text and "1.80x" in text
+    assert "idle connections held" in text and "FAIL" in text and "RLIMIT_NOFILE" in text
+    figures["held"] = 10_000
+    assert bench.report(figures, bench.FULL, "uvloop")[1] is True
+    figures["proxied_p50"] = 41.0
+    assert bench.report(figures, bench.FULL, "uvloop")[1] is False
