@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     x = sub.add_parser("proxy", help="serve the built-in Toxiproxy-compatible API")
     x.add_argument("--host", default="127.0.0.1", help="address for the API and default listeners (default 127.0.0.1)")
     x.add_argument("--port", type=int, default=8474, help="API port (default 8474)")
+    x.add_argument("--workers", type=int, default=1,
+                   help="data-plane processes sharing each listener (SO_REUSEPORT); more than one"
+                        " lets a proxy hold more connections than one process's file limit allows")
 
     b = sub.add_parser("bench", help="benchmarks that print figures")
     b.add_argument("what", choices=["proxy"], help="proxy: the built-in proxy against direct loopback")
@@ -231,7 +234,7 @@ def cmd_proxy(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     signal.signal(signal.SIGINT, signal.SIG_DFL)   # the server handles its own shutdown
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    code: int = serve(["--host", args.host, "--port", str(args.port)])
+    code: int = serve(["--host", args.host, "--port", str(args.port), "--workers", str(args.workers)])
     return code
 
 

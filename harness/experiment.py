@@ -255,7 +255,7 @@ def run_one(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: None
         pred = None
         if is_faulted:
             if isinstance(fault, ProxyFault):
-                effect, delay = fault.effect()
+                effect, delay = fault.effect(spec.sessions.activity)
                 pred = predict_proxy(effect, what=fault.describe(), delay_s=delay)
             else:
                 sent = next((e.t for e in events if e.what == "data-sent"), None)

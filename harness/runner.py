@@ -122,7 +122,7 @@ def scenario_prediction(loaded: LoadedScenario, kernel: KernelDefaults | None = 
     spec = loaded.scenario
     fault = build(spec.fault)
     if not isinstance(fault, PacketFault):
-        effect, delay = fault.effect()
+        effect, delay = fault.effect(spec.sessions.activity)
         return predict_proxy(effect, what=fault.describe(), delay_s=delay)
     eff = effective(make_target(loaded).socket_settings(), kernel or KernelDefaults())
     return predict(eff, activity=spec.sessions.activity, peer=fault.peer,

@@ -47,8 +47,9 @@ class ProxyFault:
         """The toxics to add: each a toxiproxy-python ``add_toxic`` keyword set."""
         raise NotImplementedError
 
-    def effect(self) -> tuple[ProxyEffect, float]:
-        """What the server's connection will see, and after how many seconds."""
+    def effect(self, activity: str) -> tuple[ProxyEffect, float]:
+        """What the server's connection will see, and how many seconds after the fault, for
+        sessions that are ``idle`` or have server data ``in-flight`` (sent at the fault)."""
         raise NotImplementedError
 
     def describe(self) -> str:

@@ -21,7 +21,7 @@ class ProxyDown(ProxyFault):
         control.call(lambda: self._proxy(proxy_name).disable())
         self._undo.append(lambda: self._proxy(proxy_name).enable())
 
-    def effect(self) -> tuple[ProxyEffect, float]:
+    def effect(self, activity: str) -> tuple[ProxyEffect, float]:
         return "closes", 0.0
 
     def describe(self) -> str:

@@ -18,7 +18,7 @@ class ProxyStall(ProxyFault):
         streams = [self.stream] if self.stream else ["upstream", "downstream"]
         return [self.toxic("timeout", s, {"timeout": 0}) for s in streams]
 
-    def effect(self) -> tuple[ProxyEffect, float]:
+    def effect(self, activity: str) -> tuple[ProxyEffect, float]:
         return "holds", 0.0
 
     def describe(self) -> str:

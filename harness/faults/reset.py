@@ -10,6 +10,15 @@ from harness.core.prediction import ProxyEffect
 from harness.faults.proxy_base import ProxyFault
 
 
+def reset_peer_effect(stream: str, attributes: dict[str, Any], activity: str) -> tuple[ProxyEffect, float]:
+    """Toxiproxy's reset_peer waits for the first data on its stream, then ``timeout`` ms:
+    an idle session is never reset; in-flight data from the server (sent at the fault)
+    travels downstream."""
+    if activity == "in-flight" and stream == "downstream":
+        return "resets", float(attributes.get("timeout", 0)) / 1000
+    return "holds", 0.0
+
+
 @dataclass
 class Reset(ProxyFault):
     """Reset every faulted connection, after ``attributes.timeout`` ms."""
@@ -18,8 +27,8 @@ class Reset(ProxyFault):
         return [self.toxic("reset_peer", self.stream or "downstream",
                            {"timeout": int(self.attributes.get("timeout", 0))})]
 
-    def effect(self) -> tuple[ProxyEffect, float]:
-        return "resets", float(self.attributes.get("timeout", 0)) / 1000
+    def effect(self, activity: str) -> tuple[ProxyEffect, float]:
+        return reset_peer_effect(self.stream or "downstream", self.attributes, activity)
 
     def describe(self) -> str:
         return f"proxy resets connections after {int(self.attributes.get('timeout', 0))} ms"

@@ -9,6 +9,7 @@ from typing import Any
 
 from harness.core.prediction import ProxyEffect
 from harness.faults.proxy_base import ProxyFault
+from harness.faults.reset import reset_peer_effect
 
 
 @dataclass
@@ -20,14 +21,15 @@ class Toxic(ProxyFault):
     def toxics(self) -> list[dict[str, Any]]:
         return [self.toxic(self.kind, self.stream or "downstream", dict(self.attributes))]
 
-    def effect(self) -> tuple[ProxyEffect, float]:
+    def effect(self, activity: str) -> tuple[ProxyEffect, float]:
         # Only these toxics end a connection by themselves; the rest slow or cut data while
-        # the proxy's kernel keeps the server's TCP connection healthy.
+        # the proxy's kernel keeps the server's TCP connection healthy. (limit_data closes
+        # once its byte count passes: the prediction does not count bytes.)
         ms = float(self.attributes.get("timeout", 0))
         if self.kind == "timeout" and ms > 0:
             return "closes", ms / 1000
         if self.kind == "reset_peer":
-            return "resets", ms / 1000
+            return reset_peer_effect(self.stream or "downstream", self.attributes, activity)
         return "holds", 0.0
 
     def describe(self) -> str:

@@ -24,6 +24,10 @@ Extension (ours, not Toxiproxy's; a real Toxiproxy answers 404)::
            {"client", "listen", "upstream_local", "upstream", "bytes_upstream",
             "bytes_downstream", "state"}
 
+With several data-plane processes (``--workers``) every request that changed something is
+applied by every worker before its answer leaves (``ProxyServer.replicate``), and
+``connections`` lists the connections of every process. The answers are the same.
+
 A request whose User-Agent starts with ``Mozilla/`` gets 403, Toxiproxy's guard against a
 web page driving the API from a browser. Every error is ``{"error": ..., "status": ...}``,
 rendered by ``render_error`` alone; nothing a client sends can take the server down.
@@ -154,7 +158,8 @@ async def toxic_delete(server: ProxyServer, params: list[str], body: bytes) -> w
 
 
 async def connections(server: ProxyServer, params: list[str], body: bytes) -> web.Response:
-    return render(server.get(params[0]).connections_json())
+    members = await server.connections(params[0])
+    return render([entry for listed in members for entry in listed])
 
 
 async def version(server: ProxyServer, params: list[str], body: bytes) -> web.Response:
@@ -204,6 +209,13 @@ def build_app(server: ProxyServer) -> web.Application:
     """The aiohttp application serving ``server``'s API."""
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
+        response = await answer(request)
+        # Whatever the request changed, even if it then failed half-way, is live in every
+        # process before the client hears back.
+        await server.replicate()
+        return response
+
+    async def answer(request: web.Request) -> web.StreamResponse:
         try:
             found = route(request.path)
             if found is None:

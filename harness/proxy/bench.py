@@ -1,15 +1,21 @@
 """How the built-in proxy compares with direct loopback: ``python -m harness.proxy.bench``.
 
-Three processes, all on 127.0.0.1: this one (the clients), an upstream server (echo for
-round trips, a sink for throughput, a holder for idle connections; ``--upstream`` runs it),
-and the proxy (``python -m harness.proxy.server``), so that the proxy's memory is its own.
-Each figure is measured side by side in the same run, direct and through the proxy:
+Processes, all on 127.0.0.1: this one (the clients), an upstream server (echo for round
+trips, a sink for throughput, a holder for idle connections; ``bench_upstream``), and the
+proxy (``python -m harness.proxy.server``), so that the proxy's memory is its own. Each
+figure is measured side by side in the same run, direct and through the proxy:
 
 - throughput: 1 MiB writes to the sink until ``total`` bytes are acknowledged; the median of
   several runs, direct and proxied runs interleaved;
 - round trip: 64-byte ping-pong on one connection (TCP_NODELAY), p50 and p99;
-- memory: the proxy's RSS growth divided by the idle connections it holds, with the number
-  of connections held (a connection counts once the upstream holder has accepted it).
+- memory: the RSS growth of every proxy process divided by the idle connections they hold,
+  with the number of connections held (a connection counts once the upstream holder has
+  accepted it).
+
+Throughput and round trips use a one-process proxy: one connection lives in one process
+whatever the number of workers. The idle connections go to a second proxy with as many
+processes (``--workers``) as this machine's hard RLIMIT_NOFILE needs for them: each proxied
+connection takes two descriptors in the process holding it.
 
 Targets are the brief's, set against real Toxiproxy 2.12.0 on this kind of machine (0.19x
 throughput, 2.4x round trip, about 38 kB per idle connection). Every process this starts is
@@ -21,27 +27,28 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import os
 import resource
-import selectors
 import signal
 import socket
 import statistics
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-HOST = "127.0.0.1"
-BLOCK = 1 << 20
+from harness.proxy import bench_upstream
+from harness.proxy.bench_upstream import BLOCK, HOST, raise_nofile
+
 PING = 64
 TARGETS = {"throughput": 0.40, "rtt": 2.0, "memory_kb": 19.0, "held": 10_000}
 TOXIPROXY = {"throughput": 0.19, "rtt": 2.4, "memory_kb": 38.0}
 FD_RESERVE = 64   # descriptors a proxy process needs besides its connections' sockets
+SPREAD_HEADROOM = 0.8   # SO_REUSEPORT hashes connections over members: near even, not exact
 
 
 @dataclass(frozen=True)
@@ -56,87 +63,6 @@ class Plan:
 
 FULL = Plan(total=1 << 30, runs=5, pings=20_000, idle=10_000)
 QUICK = Plan(total=256 << 20, runs=3, pings=3_000, idle=2_000)
-
-
-# The upstream server (its own process) ---------------------------------------------------
-
-def _raise_nofile() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
-
-
-def _listener() -> socket.socket:
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((HOST, 0))
-    sock.listen(4096)
-    return sock
-
-
-def _serve_threads(listener: socket.socket, handler: Any) -> None:
-    def accept() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=handler, args=(conn,), daemon=True).start()
-    threading.Thread(target=accept, daemon=True).start()
-
-
-def _echo(conn: socket.socket) -> None:
-    with conn:
-        while data := conn.recv(65536):
-            conn.sendall(data)
-
-
-def _sink(conn: socket.socket) -> None:
-    buffer = bytearray(BLOCK)
-    with conn:
-        while True:
-            header = conn.recv(8, socket.MSG_WAITALL)
-            if len(header) < 8:
-                return
-            (left,) = struct.unpack("!Q", header)
-            while left > 0:
-                got = conn.recv_into(buffer, min(left, BLOCK))
-                if got == 0:
-                    return
-                left -= got
-            conn.sendall(b"k")
-
-
-def upstream_main() -> int:
-    """The upstream server: prints its ports, then answers ``count`` on stdin with the
-    number of idle connections it holds; exits when stdin closes."""
-    _raise_nofile()
-    echo, sink, hold = _listener(), _listener(), _listener()
-    _serve_threads(echo, _echo)
-    _serve_threads(sink, _sink)
-    held: list[socket.socket] = []
-    hold.setblocking(False)
-
-    def holder() -> None:
-        selector = selectors.DefaultSelector()
-        selector.register(hold, selectors.EVENT_READ)
-        while True:
-            for _ in selector.select():
-                while True:
-                    try:
-                        conn, _ = hold.accept()
-                    except (BlockingIOError, OSError):
-                        break
-                    held.append(conn)
-    threading.Thread(target=holder, daemon=True).start()
-    ports = {name: s.getsockname()[1] for name, s in (("echo", echo), ("sink", sink),
-                                                       ("hold", hold))}
-    print(json.dumps(ports), flush=True)
-    for line in sys.stdin:
-        if line.strip() == "count":
-            print(len(held), flush=True)
-    return 0
 
 
 # Measuring ------------------------------------------------------------------------------
@@ -191,11 +117,40 @@ def rss_kb(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
+def open_fds(pid: int) -> int:
+    """How many descriptors ``pid`` has open."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (a proxy's workers)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == pid:
+                found.append(int(entry))
+    return sorted(found)
+
+
+def members_for(connections: int, hard_limit: int) -> tuple[int, int]:
+    """(processes, connections one process can hold) for ``connections`` idle connections
+    under a hard RLIMIT_NOFILE of ``hard_limit`` (RLIM_INFINITY: one process)."""
+    if hard_limit == resource.RLIM_INFINITY:
+        return 1, connections
+    per_process = max(1, (hard_limit - FD_RESERVE) // 2)
+    return max(1, math.ceil(connections / (per_process * SPREAD_HEADROOM))), per_process
+
+
 class Upstream:
     """The upstream server process."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "harness.proxy.bench", "--upstream"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "harness.proxy.bench_upstream"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.ports: dict[str, int] = json.loads(self.proc.stdout.readline())
@@ -216,10 +171,10 @@ class Upstream:
 class ProxyProcess:
     """``python -m harness.proxy.server`` on a free port, and its API."""
 
-    def __init__(self, loop: str, spin_us: float) -> None:
+    def __init__(self, loop: str, spin_us: float, workers: int = 1) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "harness.proxy.server", "--host", HOST, "--port", "0",
-             "--loop", loop, "--spin-us", str(spin_us)],
+             "--loop", loop, "--spin-us", str(spin_us), "--workers", str(workers)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
@@ -227,6 +182,10 @@ class ProxyProcess:
             _stop(self.proc, None)
             raise RuntimeError(f"the proxy did not start: {line!r}")
         self.port = int(line.rsplit(":", 1)[1])
+        self.pids = [self.proc.pid, *children(self.proc.pid)]   # the API process first
+        if len(self.pids) != workers:
+            _stop(self.proc, None)
+            raise RuntimeError(f"the proxy runs {len(self.pids)} processes, not {workers}")
 
     def call(self, method: str, path: str, body: object = None) -> Any:
         """One API request; the decoded answer."""
@@ -271,8 +230,10 @@ def _stop(proc: subprocess.Popen[str], stdin: IO[str] | None) -> None:
 def hold_idle(proxy: ProxyProcess, upstream: Upstream, port: int, target: int,
               log: Any) -> tuple[int, int]:
     """Open up to ``target`` idle connections through the proxy at ``port``; returns
-    (connections held, proxy RSS growth in kB). The client sockets are closed on return."""
-    before = rss_kb(proxy.proc.pid)
+    (connections held, RSS growth of every proxy process in kB). The client sockets are
+    closed on return."""
+    before = {pid: rss_kb(pid) for pid in proxy.pids}
+    fds = {pid: open_fds(pid) for pid in proxy.pids}
     clients: list[socket.socket] = []
     held = last = 0
     stalled_since = time.monotonic()
@@ -298,7 +259,11 @@ def hold_idle(proxy: ProxyProcess, upstream: Upstream, port: int, target: int,
                 break
         time.sleep(1.0)
         held = upstream.held()
-        return held, rss_kb(proxy.proc.pid) - before
+        growth = {pid: rss_kb(pid) - before[pid] for pid in proxy.pids}
+        spread = ", ".join(f"{'API' if i == 0 else f'worker {i}'} {(open_fds(pid) - fds[pid]) // 2}"
+                           f" ({growth[pid]} kB)" for i, pid in enumerate(proxy.pids))
+        log(f"  idle connections per process (RSS growth): {spread}")
+        return held, sum(growth.values())
     finally:
         for sock in clients:
             sock.close()
@@ -306,13 +271,14 @@ def hold_idle(proxy: ProxyProcess, upstream: Upstream, port: int, target: int,
 
 def run(plan: Plan, loop: str, spin_us: float, log: Any) -> dict[str, Any]:
     """Every measurement; the figures by name."""
+    hard_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    members, per_process = members_for(plan.idle, hard_limit)
     upstream = Upstream()
     proxy: ProxyProcess | None = None
     try:
         proxy = ProxyProcess(loop, spin_us)
         echo, sink, hold = (upstream.ports[k] for k in ("echo", "sink", "hold"))
-        via = {"echo": proxy.proxy_to("echo", echo), "sink": proxy.proxy_to("sink", sink),
-               "hold": proxy.proxy_to("hold", hold)}
+        via = {"echo": proxy.proxy_to("echo", echo), "sink": proxy.proxy_to("sink", sink)}
         throughput(sink, plan.total // 8)                 # warm both paths up
         throughput(via["sink"], plan.total // 8)
         direct_tp, proxied_tp = [], []
@@ -328,7 +294,12 @@ def run(plan: Plan, loop: str, spin_us: float, log: Any) -> dict[str, Any]:
         for _ in range(4):
             direct_rtt += round_trips(echo, plan.pings // 4)
             proxied_rtt += round_trips(via["echo"], plan.pings // 4)
-        held, growth = hold_idle(proxy, upstream, via["hold"], plan.idle, log)
+        proxy.stop()
+        log(f"  idle connections: --workers {members} (proxy processes) for "
+            f"{plan.idle}, about {per_process} per process under the hard RLIMIT_NOFILE "
+            f"{hard_limit}")
+        proxy = ProxyProcess(loop, spin_us, workers=members)
+        held, growth = hold_idle(proxy, upstream, proxy.proxy_to("hold", hold), plan.idle, log)
         return {"direct_tp": statistics.median(direct_tp),
                 "proxied_tp": statistics.median(proxied_tp),
                 "direct_p50": percentile(direct_rtt, 0.5),
@@ -336,7 +307,7 @@ def run(plan: Plan, loop: str, spin_us: float, log: Any) -> dict[str, Any]:
                 "proxied_p50": percentile(proxied_rtt, 0.5),
                 "proxied_p99": percentile(proxied_rtt, 0.99),
                 "held": held, "kb_per_conn": growth / held if held else float("inf"),
-                "fd_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[1]}
+                "fd_limit": hard_limit, "members": members}
     finally:
         if proxy is not None:
             proxy.stop()
@@ -373,11 +344,19 @@ def report(figures: dict[str, Any], plan: Plan, loop: str) -> tuple[list[str], b
         f"real Toxiproxy 2.12.0 on this kind of machine: {TOXIPROXY['throughput']}x throughput, "
         f"{TOXIPROXY['rtt']}x round trip, {TOXIPROXY['memory_kb']:.0f} kB per idle connection",
     ]
-    if not checks["held"] and figures["fd_limit"] < 2 * plan.idle + FD_RESERVE:
-        lines.append(f"note: a proxied connection takes two descriptors in the proxy and "
-                     f"this machine's hard RLIMIT_NOFILE is {figures['fd_limit']} (raising it "
-                     f"needs CAP_SYS_RESOURCE), so one proxy process cannot hold "
-                     f"{plan.idle}: it tops out at about {figures['fd_limit'] // 2 - 10}")
+    members = int(figures.get("members", 1))
+    limit = int(figures["fd_limit"])
+    _, per_process = members_for(plan.idle, limit)
+    if limit != resource.RLIM_INFINITY:
+        lines.append(
+            f"idle connections through {members} proxy process{'es' if members > 1 else ''} "
+            f"(--workers {members}, memory summed over all): a proxied connection takes two "
+            f"descriptors and the hard RLIMIT_NOFILE is {limit} (raising it needs "
+            f"CAP_SYS_RESOURCE), so one process holds about {per_process}; {plan.idle} need "
+            f"{members} with {1 - SPREAD_HEADROOM:.0%} headroom for SO_REUSEPORT's uneven spread")
+    if not checks["held"] and limit < 2 * plan.idle / members + FD_RESERVE:
+        lines.append(f"note: {members} process{'es' if members > 1 else ''} cannot hold "
+                     f"{plan.idle}: about {members * per_process} at most")
     return lines, all(checks.values())
 
 
@@ -404,9 +383,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the proxy's --spin-us (0: never poll after traffic)")
     parser.add_argument("--upstream", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.upstream:
-        return upstream_main()
-    _raise_nofile()
+    if args.upstream:         # the upstream server's former spelling
+        return bench_upstream.main()
+    raise_nofile()
     plan = QUICK if args.quick else FULL
 
     def log(text: str) -> None:

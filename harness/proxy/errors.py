@@ -5,6 +5,9 @@ Toxiproxy (api.go) declares a handful of ``ApiError`` values and joins details o
 is the one function that turns any of them into a response. Anything else that goes wrong
 while serving a request (a listener that cannot bind) becomes a 500 carrying the error's own
 text, as Toxiproxy's ``apiError`` does for errors without a status.
+
+``WorkerError`` is not an API error: a worker process of a multi-process server
+(``--workers``) that could not start, or stopped answering.
 """
 
 from __future__ import annotations
@@ -54,3 +57,18 @@ METHOD_NOT_ALLOWED = ApiError("method not allowed", 405)
 def internal(message: str) -> ApiError:
     """An error without a status of its own: Toxiproxy answers those with 500."""
     return ApiError(message, 500)
+
+
+class WorkerError(ConnchaosError):
+    """A worker process of a multi-process server (``--workers``) could not be started or
+    stopped answering: which member, its pid (None if it never ran) and what happened."""
+
+    def __init__(self, member: int, pid: int | None, detail: str) -> None:
+        self.member = member
+        self.pid = pid
+        self.detail = detail
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        who = f"worker {self.member}" + (f" (pid {self.pid})" if self.pid is not None else "")
+        return f"{who}: {self.detail}"

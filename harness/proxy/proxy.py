@@ -5,6 +5,11 @@ Toxics are kept per stream in the order they were added; every change is applied
 live connections at once, so a toxic acts on connections that already exist, as in
 Toxiproxy. A new connection gets the toxics present when it opens, each with its own
 toxicity roll.
+
+A proxy with a ``journal`` (the API process of a multi-process server) reports each change
+it made, once made, as a normalized operation (concrete listen address, every toxic
+attribute, in API units): ``start``, ``stop``, ``address``, ``add_toxic``, ``update_toxic``,
+``remove_toxic``. ``replica`` applies them to the workers' copies of the proxy.
 """
 
 from __future__ import annotations
@@ -13,22 +18,25 @@ import asyncio
 import contextlib
 import errno
 import logging
-import os
 import random
 import socket
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from harness.proxy import gojson, toxics
-from harness.proxy.connection import Connection, literal_family
+from harness.proxy.connection import Connection
 from harness.proxy.errors import (INVALID_STREAM, INVALID_TOXIC_TYPE, TOXIC_ALREADY_EXISTS,
-                                  TOXIC_NOT_FOUND, internal)
+                                  TOXIC_NOT_FOUND)
 from harness.proxy.link import Spinner
+from harness.proxy.listener import (ALONE, Share, bind_listener, join_host_port, parse_port,
+                                    split_host_port)
 
 log = logging.getLogger(__name__)
 STREAMS = ("upstream", "downstream")   # Toxiproxy lists upstream toxics first
 ACCEPTS_PER_WAKEUP = 64
-BACKLOG = 4096
+Journal = Callable[[dict[str, object]], None]
 
 
 @dataclass
@@ -40,6 +48,8 @@ class Settings:
     keepalive_s: float | None = 15.0     # Go's default on every TCP connection
     rng: random.Random = field(default_factory=random.Random)
     spin_s: float = 50e-6                # see link.Spinner; 0 turns it off
+    share: Share = ALONE                 # how listeners bind (see ``listener``)
+    rejoin: Counter[str] = field(default_factory=Counter)  # released, workers may hold
     spinner: Spinner = field(init=False)
 
     def __post_init__(self) -> None:
@@ -72,89 +82,15 @@ class ToxicEntry:
         return {"attributes": toxics.encode(self.params), "name": self.name, "type": self.type,
                 "stream": self.stream, "toxicity": gojson.number(self.toxicity)}
 
-
-def split_host_port(text: str) -> tuple[str, str]:
-    """Go's ``net.SplitHostPort``, with its complaints."""
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ValueError(f"address {text}: missing ']' in address")
-        if not text[end + 1:].startswith(":"):
-            raise ValueError(f"address {text}: missing port in address")
-        return text[1:end], text[end + 2:]
-    if ":" not in text:
-        raise ValueError(f"address {text}: missing port in address")
-    host, _, port = text.rpartition(":")
-    if ":" in host:
-        raise ValueError(f"address {text}: too many colons in address")
-    return host, port
-
-
-def parse_port(port: str) -> int:
-    """A port number from its text (0 when empty, as Go allows)."""
-    if port == "":
-        return 0
-    if not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"address {port}: invalid port")
-    return int(port)
-
-
-def join_host_port(host: str, port: int) -> str:
-    """``host:port``, bracketing IPv6 as Go does."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def resolve_listen(text: str, default_host: str) -> tuple[int, str, int]:
-    """(family, ip, port) to bind for a ``listen`` address; ValueError with Go's text."""
-    if text == "":
-        host, port = default_host, 0
-    else:
-        host, port_text = split_host_port(text)
-        port = parse_port(port_text)
-    if host == "":
-        return socket.AF_INET6, "::", port
-    family = literal_family(host)
-    if family is not None:
-        return family, host, port
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError:
-        raise ValueError(f"lookup {host}: no such host") from None
-    infos.sort(key=lambda info: info[0] != socket.AF_INET)   # Go listens on IPv4 first
-    family, address = infos[0][0], infos[0][4]
-    return family, str(address[0]), port
-
-
-def bind_listener(text: str, default_host: str) -> socket.socket:
-    """A listening, non-blocking socket for ``listen``; errors read like Go's."""
-    try:
-        family, host, port = resolve_listen(text, default_host)
-    except ValueError as exc:
-        raise internal(f"listen tcp: {exc}") from None
-    families = [family] + ([socket.AF_INET] if host == "::" else [])
-    for attempt in families:
-        bind_host = "0.0.0.0" if attempt != family else host
-        sock = socket.socket(attempt, socket.SOCK_STREAM | socket.SOCK_NONBLOCK
-                             | socket.SOCK_CLOEXEC)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if attempt == socket.AF_INET6 and bind_host == "::":
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            sock.bind((bind_host, port))
-            sock.listen(BACKLOG)
-            return sock
-        except OSError as exc:
-            sock.close()
-            if attempt == families[-1]:
-                reason = os.strerror(exc.errno or 0) if exc.errno else str(exc)
-                reason = reason[:1].lower() + reason[1:]
-                raise internal(
-                    f"listen tcp {join_host_port(bind_host, port)}: bind: {reason}") from None
-    raise internal("listen tcp: no address")  # pragma: no cover - families is never empty
+    def state(self) -> dict[str, object]:
+        """Everything ``Proxy.add_toxic`` needs to make this toxic again, exactly."""
+        return {"name": self.name, "type": self.type, "stream": self.stream,
+                "toxicity": self.toxicity, "attributes": toxics.encode(self.params)}
 
 
 class Proxy:
-    """A named proxy from ``listen`` to ``upstream``, with its toxics and connections."""
+    """A named proxy from ``listen`` to ``upstream``, with its toxics and connections.
+    ``journal``, when set, is told of every change (see the module's docstring)."""
 
     def __init__(self, settings: Settings, name: str, listen: str, upstream: str) -> None:
         self.settings = settings
@@ -166,6 +102,11 @@ class Proxy:
         self.connections: dict[Connection, None] = {}
         self._listener: socket.socket | None = None
         self._target: tuple[str, tuple[str, int]] | None = None   # (upstream, parsed)
+        self.journal: Journal | None = None
+
+    def _record(self, op: str, **fields: object) -> None:
+        if self.journal is not None:
+            self.journal({"op": op, "proxy": self.name, **fields})
 
     # Listening ---------------------------------------------------------------------------
 
@@ -174,12 +115,15 @@ class Proxy:
         Go's text when the address cannot be bound."""
         if self.enabled:
             return
-        listener = bind_listener(self.listen, self.settings.listen_host)
+        settings = self.settings
+        listener = bind_listener(self.listen, settings.listen_host, settings.share,
+                                 settings.rejoin)
         host, port = listener.getsockname()[:2]
         self._listener = listener
         self.listen = join_host_port(host, port)
         self.enabled = True
         self.settings.loop.add_reader(listener.fileno(), self._accept)
+        self._record("start", listen=self.listen)
         log.info("proxy %s listening on %s, upstream %s", self.name, self.listen, self.upstream)
 
     def stop(self) -> None:
@@ -194,6 +138,7 @@ class Proxy:
         for conn in list(self.connections):
             conn.abort()
         self.connections.clear()
+        self._record("stop", listen=self.listen)
         log.info("proxy %s stopped", self.name)
 
     def update(self, listen: str, upstream: str, enabled: bool) -> None:
@@ -201,6 +146,7 @@ class Proxy:
         if listen != self.listen or upstream != self.upstream:
             self.stop()
             self.listen, self.upstream = listen, upstream
+            self._record("address", listen=listen, upstream=upstream)
         if enabled != self.enabled:
             if enabled:
                 self.start()
@@ -302,6 +248,7 @@ class Proxy:
             if live is not None:
                 live.add_toxic(name, params, toxicity, type(params).buffer_size,
                                self.settings.rng)
+        self._record("add_toxic", toxic=entry.state())
         return entry
 
     def update_toxic(self, name: str, body: object) -> ToxicEntry:
@@ -319,6 +266,7 @@ class Proxy:
             live = conn.stream(entry.direction)
             if live is not None:
                 live.update_toxic(name, params, toxicity)
+        self._record("update_toxic", toxic=entry.state())
         return entry
 
     def remove_toxic(self, name: str) -> None:
@@ -332,6 +280,7 @@ class Proxy:
             live = conn.stream(entry.direction)
             if live is not None:
                 live.remove_toxic(name, close)
+        self._record("remove_toxic", name=name)
 
     def reset_toxics(self) -> None:
         """Remove every toxic."""

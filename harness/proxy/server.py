@@ -17,6 +17,13 @@ or, for synchronous code such as tests, on a loop thread of its own::
 
 The loop is uvloop when it is installed (it halves the proxy's per-hop latency, see
 ``harness.proxy.bench``), asyncio's otherwise.
+
+``--workers N`` (``ProxyServer(workers=N)``) spreads the data plane over N processes: this one
+(API and data plane) and N-1 workers (``pool``, ``worker``), every one listening on every
+proxy's address with SO_REUSEPORT, so that N times as many connections fit under a per-process
+descriptor limit. Each change the API makes is journaled and applied by every worker before
+the API answers (``replica``); ``connections`` lists every member's. With 1, the default,
+there is no other process and nothing changes.
 """
 
 from __future__ import annotations
@@ -26,7 +33,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import resource
 import signal
 import sys
 import threading
@@ -37,34 +43,14 @@ from aiohttp import web
 
 from harness.proxy import gojson
 from harness.proxy.api import build_app, decode_proxy
-from harness.proxy.errors import MISSING_FIELD, PROXY_ALREADY_EXISTS, PROXY_NOT_FOUND, ApiError
-from harness.proxy.proxy import Proxy, ProxyConfig, Settings, join_host_port, resolve_listen
+from harness.proxy.errors import (MISSING_FIELD, PROXY_ALREADY_EXISTS, PROXY_NOT_FOUND, ApiError,
+                                  WorkerError)
+from harness.proxy.listener import ALONE, LEAD, join_host_port, resolve_listen
+from harness.proxy.pool import WorkerPool
+from harness.proxy.proxy import Proxy, ProxyConfig, Settings
+from harness.proxy.runtime import loop_kind, new_event_loop, raise_fd_limit
 
 log = logging.getLogger(__name__)
-
-
-def new_event_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
-    """A new loop: ``uvloop``, ``asyncio``, or ``auto`` (uvloop when it is installed)."""
-    if kind == "asyncio":
-        return asyncio.new_event_loop()
-    try:
-        import uvloop
-    except ImportError:
-        if kind == "uvloop":
-            raise
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
-def raise_fd_limit() -> int:
-    """Lift the soft RLIMIT_NOFILE to the hard limit (each connection needs two descriptors);
-    returns the limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or hard > soft:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 class ProxyServer:
@@ -74,21 +60,28 @@ class ProxyServer:
     ``listen_host`` is where a proxy created without ``listen`` binds (default: ``host``);
     ``keepalive_s`` the TCP keepalive the proxy sets on its sockets as Go does (None: off);
     ``seed`` makes toxicity rolls, jitter and slicing reproducible; ``spin_s`` is how long
-    the loop keeps polling after traffic (``link.Spinner``; 0: never).
+    the loop keeps polling after traffic (``link.Spinner``; 0: never); ``workers`` is how
+    many processes make up the data plane, this one included.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8474, *,
                  listen_host: str | None = None, keepalive_s: float | None = 15.0,
-                 seed: int | None = None, spin_s: float = 50e-6) -> None:
+                 seed: int | None = None, spin_s: float = 50e-6, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, not {workers}")
         self.host = host
         self.port = port
         self.listen_host = listen_host or host
         self.keepalive_s = keepalive_s
         self.spin_s = spin_s
+        self.seed = seed
+        self.workers = workers
         self.rng = random.Random(seed)
         self.proxies: dict[str, Proxy] = {}
         self._settings: Settings | None = None
         self._runner: web.AppRunner | None = None
+        self._pool: WorkerPool | None = None
+        self._journal: list[dict[str, object]] = []   # changes the workers have not seen
 
     @property
     def url(self) -> str:
@@ -102,32 +95,57 @@ class ProxyServer:
             raise RuntimeError("the proxy server is not started")
         return self._settings
 
+    @property
+    def worker_pids(self) -> list[int]:
+        """The process ids of the running worker processes (none with ``workers=1``)."""
+        return self._pool.pids if self._pool is not None else []
+
     # Lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Serve the API on the running loop (``port`` 0 picks a free one)."""
-        self._settings = Settings(asyncio.get_running_loop(), self.listen_host,
-                                  self.keepalive_s, self.rng, self.spin_s)
+        """Start the workers, if any, then serve the API on the running loop (``port`` 0
+        picks a free one). Raises WorkerError when a worker cannot start."""
+        loop = asyncio.get_running_loop()
+        self._settings = Settings(loop, self.listen_host, self.keepalive_s, self.rng,
+                                  self.spin_s, share=LEAD if self.workers > 1 else ALONE)
+        if self.workers > 1:
+            options = ["--listen-host", self.listen_host, "--keepalive",
+                       str(self.keepalive_s or 0), "--spin-us", str(self.spin_s * 1e6),
+                       "--loop", loop_kind(loop)]
+            if self.seed is not None:
+                options += ["--seed", str(self.seed)]
+            pool = WorkerPool(self.workers - 1, options)
+            await pool.start()
+            self._pool = pool
         runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
-        await runner.setup()
         try:
+            await runner.setup()
             site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
             await site.start()
         except BaseException:
             await runner.cleanup()
+            await self._stop_pool()
             raise
         self._runner = runner
         self.port = int(runner.addresses[0][1])
         log.info("API listening on %s", self.url)
 
     async def stop(self) -> None:
-        """Close every proxy and stop serving."""
+        """Close every proxy, stop serving, and stop the workers (each closes its own)."""
         for proxy in list(self.proxies.values()):
+            proxy.journal = None
             proxy.close()
         self.proxies.clear()
+        self._journal.clear()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        await self._stop_pool()
+
+    async def _stop_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.stop()
 
     async def __aenter__(self) -> ProxyServer:
         await self.start()
@@ -172,6 +190,47 @@ class ProxyServer:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(30)
 
+    # Replication ---------------------------------------------------------------------
+
+    def _adopt(self, proxy: Proxy) -> None:
+        """``proxy`` joined the collection: journal its changes from now on, starting with
+        its creation (workers create it as it is now: listening, on a concrete port)."""
+        if self._pool is not None:
+            proxy.journal = self._record
+            self._record({"op": "create", "proxy": proxy.name, "listen": proxy.listen,
+                          "upstream": proxy.upstream, "enabled": proxy.enabled})
+
+    def _record(self, op: dict[str, object]) -> None:
+        self._journal.append(op)
+        if op["op"] == "stop":    # until the workers stop too, they still listen there
+            self.settings.rejoin[str(op["listen"])] += 1
+
+    async def replicate(self) -> None:
+        """Have every worker apply what changed since the last call; returns once all have.
+        The API calls it after every request (a no-op when nothing changed)."""
+        ops = self._journal[:]
+        self._journal.clear()
+        if not ops or self._pool is None:
+            return
+        try:
+            await self._pool.apply(ops)
+        finally:
+            rejoin = self.settings.rejoin
+            for op in ops:
+                if op["op"] == "stop":
+                    address = str(op["listen"])
+                    rejoin[address] -= 1
+                    if rejoin[address] <= 0:
+                        del rejoin[address]
+
+    async def connections(self, name: str) -> list[list[dict[str, object]]]:
+        """The live connections of proxy ``name``, per member (this process first); 404
+        when there is no such proxy."""
+        own = self.get(name).connections_json()
+        if self._pool is None:
+            return [own]
+        return [own, *await self._pool.connections(name)]
+
     # The collection --------------------------------------------------------------------
 
     def get(self, name: str) -> Proxy:
@@ -189,12 +248,15 @@ class ProxyServer:
         if config.enabled:
             proxy.start()
         self.proxies[config.name] = proxy
+        self._adopt(proxy)
         return proxy
 
     def remove(self, name: str) -> None:
         """Stop and forget a proxy; 404 when there is none."""
         self.get(name).stop()
         del self.proxies[name]
+        if self._pool is not None:
+            self._journal.append({"op": "delete", "proxy": name})
 
     def populate(self, body: object) -> tuple[list[Proxy], ApiError | None]:
         """Toxiproxy's ``PopulateJson``: check the whole list first, then create or replace
@@ -223,6 +285,7 @@ class ProxyServer:
                 except ApiError as exc:
                     return done, exc
             self.proxies[config.name] = proxy
+            self._adopt(proxy)
             done.append(proxy)
         return done, None
 
@@ -256,7 +319,7 @@ class ProxyServer:
 async def serve(host: str = "127.0.0.1", port: int = 8474, *,
                 ready: Callable[[ProxyServer], None] | None = None, config: str | None = None,
                 listen_host: str | None = None, keepalive_s: float | None = 15.0,
-                seed: int | None = None, spin_s: float = 50e-6) -> None:
+                seed: int | None = None, spin_s: float = 50e-6, workers: int = 1) -> None:
     """Serve until SIGINT or SIGTERM (or until cancelled), then close every proxy."""
     raise_fd_limit()
     loop = asyncio.get_running_loop()
@@ -268,9 +331,10 @@ async def serve(host: str = "127.0.0.1", port: int = 8474, *,
             installed.append(signum)
     try:
         async with ProxyServer(host, port, listen_host=listen_host, keepalive_s=keepalive_s,
-                               seed=seed, spin_s=spin_s) as server:
+                               seed=seed, spin_s=spin_s, workers=workers) as server:
             if config:
                 server.populate_file(config)
+                await server.replicate()
             if ready is not None:
                 ready(server)
             await stopping.wait()
@@ -296,7 +360,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--spin-us", type=float, default=50.0, metavar="MICROSECONDS",
                         help="keep polling this long after traffic instead of sleeping "
                         "(lower round-trip latency; 0: off)")
+    parser.add_argument("--workers", "-workers", type=int, default=1, metavar="N",
+                        help="processes in the data plane, this one included, sharing each "
+                        "proxy's port (SO_REUSEPORT): N times the connections one process's "
+                        "descriptor limit allows (default 1: no other process)")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -308,7 +378,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             runner.run(serve(args.host, args.port, ready=ready, config=args.config,
                              listen_host=args.listen_host,
                              keepalive_s=args.keepalive or None, seed=args.seed,
-                             spin_s=max(0.0, args.spin_us) / 1e6))
+                             spin_s=max(0.0, args.spin_us) / 1e6, workers=args.workers))
+    except WorkerError as exc:
+        print(f"connchaos proxy: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"connchaos proxy: cannot serve on {args.host}:{args.port}: {exc}",
               file=sys.stderr)

@@ -81,3 +81,19 @@ def test_another_toxiproxy_server_command_is_a_drop_in(tmp_path: Path) -> None:
     assert "--toxiproxy-url" not in proc.stderr
     refused = run_cli("run", "--toxiproxy-url", "http://127.0.0.1:8474", str(path))
     assert refused.returncode == 2 and "--toxiproxy-server" in refused.stderr
+
+
+def test_reset_waits_for_data_as_toxiproxy_does(tmp_path: Path) -> None:
+    def scenario(name: str, activity: str, expect: str) -> Path:
+        return write_scenario(tmp_path, name, f"""name: {name}
+target: {{service: postgres, settings: {KEEPALIVE}}}
+sessions: {{count: 3, activity: {activity}, hold: 500ms}}
+fault: {{type: reset}}
+expect: {expect}
+""")
+    idle = _run(scenario("idle", "idle", "{still_held_after: 4s}"))
+    assert idle["verdict"] == "pass", idle["reason"]
+    assert idle["prediction"]["reclaim_s"] is None
+    busy = _run(scenario("busy", "in-flight", "{reclaimed_within: 2s, mechanism: reset}"))
+    assert busy["verdict"] == "pass", busy["reason"]
+    assert all(s["predicted_mechanism"] == "reset" for s in busy["sessions"])

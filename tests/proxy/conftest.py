@@ -82,9 +82,11 @@ def greeter() -> Iterator[Upstream]:
     server.close()
 
 
-@pytest.fixture(scope="session")
-def proxy_server() -> Iterator[ProxyServer]:
-    with ProxyServer(port=0, seed=7).running() as server:
+@pytest.fixture(scope="session", params=[1, 2], ids=["1-process", "2-processes"])
+def proxy_server(request: pytest.FixtureRequest) -> Iterator[ProxyServer]:
+    """The server under test, once with one process and once with a worker process too
+    (every API behaviour must be the same either way)."""
+    with ProxyServer(port=0, seed=7, workers=request.param).running() as server:
         yield server
 
 
