@@ -20,7 +20,7 @@ from harness.core.stats import summarize
 from harness.core.timeline import Event, outcome, sort_events
 from harness.core.verdict import Expectations, SessionResult, judge
 from harness.errors import LabError
-from harness.faults import PacketFault, ProxyFault, build
+from harness.faults import ProxyFault, build
 from harness.lab import naming
 from harness.lab.kernel import kernel_defaults
 from harness.lab.local import LocalLab

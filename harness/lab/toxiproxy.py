@@ -26,7 +26,7 @@ from toxiproxy.api import APIConsumer
 from harness.errors import LabError, MachineError
 from harness.lab import naming
 from harness.lab.local import LocalLab
-from harness.lab.netns import LoopInNamespace, exec_argv
+from harness.lab.netns import LoopInNamespace, exec_argv, stop_process
 
 T = TypeVar("T")
 API_HOST, API_PORT = "127.0.0.1", 8474
@@ -81,14 +81,7 @@ class LabProxy:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, signal.SIGTERM)
 
     def call(self, fn: Callable[[], T]) -> T:
         """Run a toxiproxy-python call from inside the router namespace."""

@@ -32,7 +32,7 @@ from harness.core.prediction import SocketSettings
 from harness.errors import LabError, MachineError
 from harness.faults.base import Flow
 from harness.lab import naming
-from harness.lab.netns import exec_argv
+from harness.lab.netns import exec_argv, stop_process
 from harness.targets.base import LabView, Scalar, ServerError, Session
 
 USER = "connchaos"
@@ -258,14 +258,7 @@ class PostgresTarget:
             self._admin.close()
             self._admin = None
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, signal.SIGINT)
 
     async def open_session(self, lab: LabView, index: int,
                            via: tuple[str, int] | None = None) -> Session:

@@ -14,7 +14,6 @@ import pytest
 
 from conftest import CONNCHAOS, REPO, ours, run_cli, write_scenario
 from harness import runner
-from harness.scenario import load_file
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
