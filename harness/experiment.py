@@ -9,13 +9,15 @@ exactly the chosen sessions. ``Routing`` hides that difference from the rest.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.core.prediction import Prediction, effective, format_seconds, predict, predict_proxy
+from harness.core.prediction import (Prediction, combine, effective, format_seconds, predict,
+                                     predict_proxy)
 from harness.core.stats import summarize
 from harness.core.timeline import Event, outcome, sort_events
 from harness.core.verdict import Expectations, SessionResult, judge
@@ -26,10 +28,11 @@ from harness.lab.kernel import kernel_defaults
 from harness.lab.local import LocalLab
 from harness.lab.netns import LoopInNamespace
 from harness.lab.toxiproxy import FAULTED, SPARED, LabProxy
+from harness.observe.owners import session_pids
 from harness.observe.sockdiag import Key, SockInfo, SocketTable
 from harness.observe.watch import Observer, Watched
 from harness.scenario import LoadedScenario
-from harness.targets import TARGETS
+from harness.targets import target_class
 from harness.targets.base import Session
 
 # Sessions are opened a few at a time: a burst of thousands would overflow the accept backlog.
@@ -38,10 +41,12 @@ Progress = Callable[[str], None]
 
 
 def make_target(loaded: LoadedScenario) -> Any:
-    spec = loaded.scenario
-    cls = TARGETS[spec.target.service]
-    return cls(settings=dict(spec.target.settings), sessions=spec.sessions.count,
-               listen_for_in_flight=spec.sessions.activity == "in-flight")
+    """The scenario's target, built by its own class from the whole scenario. A service the
+    user starts by command runs in the scenario file's folder (``workdir``)."""
+    target = target_class(loaded.scenario.target.service).from_scenario(loaded.scenario)
+    if hasattr(target, "workdir"):
+        target.workdir = os.path.dirname(os.path.abspath(loaded.path))
+    return target
 
 
 # -- routing: where sessions connect, and how the server sees them ------------------------------
@@ -159,6 +164,21 @@ def setup_routing(lab: LocalLab, target: Any, layer: str, faulted: set[int],
     return routing
 
 
+def _find_session_processes(lab: LocalLab, target: Any, sessions: Sequence[Session],
+                            keys: dict[int, Key], table: SocketTable) -> None:
+    """For targets that fork a process per connection (sshd), the process is found from the
+    server's side: the oldest process holding the session's server socket."""
+    missing = [s for s in sessions if s.pid is None]
+    if not missing:
+        return
+    found = session_pids(lab.server_ns, table.dump(target.port), [keys[s.id] for s in missing])
+    for s in missing:
+        s.pid = found.get(keys[s.id])
+        if s.pid is None:
+            raise LabError("finding the server's process of each session",
+                           f"no process in {lab.server_ns} holds the socket of session {s.id}")
+
+
 def _last_activity(info: SockInfo | None, sampled_at: float, t0: float) -> float:
     """When the server last heard from the client (the keepalive timer's reference)."""
     if info is None:
@@ -189,13 +209,15 @@ def run_one(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: None
         sessions = open_sessions(lab, target, count, routing)
         client = sessions.client
         keys = routing.server_keys(target, sessions)
+        table = SocketTable(lab.server_ns)
+        lab.on_close("socket table", table.close)
+        if target.needs_process:
+            _find_session_processes(lab, target, sessions, keys, table)
         progress(f"{spec.name}: {count} sessions open; holding {format_seconds(spec.sessions.hold)} s")
         time.sleep(spec.sessions.hold)
         faulted = [s for s in sessions if s.id in faulted_ids]
         survivors = [s for s in sessions if s.id not in faulted_ids]
 
-        table = SocketTable(lab.server_ns)
-        lab.on_close("socket table", table.close)
         watched = {s.id: Watched(s.id, keys[s.id], s.pid) for s in sessions}
         observer = Observer(table, target.port, list(watched.values()))
         lab.on_close("observer", observer.close)
@@ -242,8 +264,9 @@ def run_one(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: None
         is_faulted = s.id in faulted_ids
         if is_faulted:
             events.append(Event(0.0, "fault", spec.fault.type))
-        if s.pid is not None and s.pid in errors:
-            err = errors[s.pid]
+        err = errors.get(s.pid) if s.pid is not None else None
+        err = err or errors.get((w.key[2], w.key[3]))
+        if err is not None:
             events.append(Event(round(err.at - t0, 4), "server-error", err.kind))
         alive = None
         if s.id in checks:
@@ -262,9 +285,11 @@ def run_one(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: None
                 if sent is None and sent_at is not None:
                     sent = sent_at - t0
                 info = before.get(w.key)
-                pred = predict(eff, activity=spec.sessions.activity, peer=fault.peer,
-                               last_activity_s=last, data_sent_s=sent or 0.0,
-                               rto_s=info.rto_s if info else None)
+                tcp = predict(eff, activity=spec.sessions.activity, peer=fault.peer,
+                              last_activity_s=last, data_sent_s=sent or 0.0,
+                              rto_s=info.rto_s if info else None)
+                app, first_send = target.heartbeat(last_activity_s=last, opened_s=s.opened_at - t0)
+                pred = combine(tcp, app, app_first_send_s=first_send)
             predictions.append(pred)
         results.append(SessionResult(id=s.id, faulted=is_faulted, reclaimed=out.reclaimed,
                                      reclaim_s=out.reclaim_s,

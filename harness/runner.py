@@ -15,7 +15,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from harness import __version__
-from harness.core.prediction import KernelDefaults, Prediction, effective, predict, predict_proxy
+from harness.core.prediction import (KernelDefaults, Prediction, combine, effective, predict,
+                                     predict_proxy)
 from harness.core.stats import summarize
 from harness.errors import LabError, MachineError, Problem, ScenarioError
 from harness.experiment import hold_open as _hold_open
@@ -23,7 +24,7 @@ from harness.experiment import make_target, run_one
 from harness.faults import FAULTS, PacketFault, build
 from harness.faults.nft import nft_binary
 from harness.scenario import LoadedScenario, load_paths
-from harness.targets import TARGETS
+from harness.targets import available, target_class
 
 SCHEMA = "connchaos.results/1"
 BACKENDS = ("local",)
@@ -42,10 +43,11 @@ def support_problems(loaded: LoadedScenario, backend: str | None = None) -> list
     """What this version cannot do with a valid scenario, reported against the file."""
     spec = loaded.scenario
     problems = []
-    if spec.target.service not in TARGETS:
+    services = available()
+    if spec.target.service not in services:
         problems.append(loaded.problem(("target", "service"),
                         f"service {spec.target.service!r} is not available in connchaos {__version__}"
-                        f" (available: {', '.join(TARGETS)})"))
+                        f" (available: {', '.join(services)})"))
     chosen = backend or spec.target.backend
     if chosen not in ("auto", *BACKENDS):
         problems.append(loaded.problem(("target", "backend"),
@@ -59,10 +61,34 @@ def support_problems(loaded: LoadedScenario, backend: str | None = None) -> list
         problems.append(loaded.problem(("fault", "type"),
                         f"fault {spec.fault.type!r} is not available (available: {', '.join(FAULTS)})"))
     problems.extend(_toxic_problems(loaded))
-    target = TARGETS.get(spec.target.service)
+    problems.extend(_session_problems(loaded))
+    target = target_class(spec.target.service) if spec.target.service in services else None
     if target is not None:
         for name, message in target.check_settings(spec.target.settings):
             problems.append(loaded.problem(("target", "settings", name), message))
+    return problems
+
+
+def _session_problems(loaded: LoadedScenario) -> list[Problem]:
+    """Openers are for services of the user's own; in-flight needs a service connchaos can
+    make talk."""
+    from harness.targets import openers
+
+    spec = loaded.scenario
+    problems = []
+    if spec.sessions.opener is not None:
+        if spec.target.service != "tcp":
+            problems.append(loaded.problem(("sessions", "opener"),
+                            f"openers are for service: tcp; {spec.target.service} opens its own sessions"))
+        elif spec.sessions.opener not in openers.known():
+            problems.append(loaded.problem(("sessions", "opener"),
+                            f"no opener {spec.sessions.opener!r} (known: {', '.join(openers.known())})"))
+    if spec.target.service == "tcp" and spec.sessions.activity == "in-flight":
+        problems.append(loaded.problem(("sessions", "activity"),
+                        "in-flight needs a service connchaos can make send data; use idle with service: tcp"))
+    if spec.target.image is not None:
+        problems.append(loaded.problem(("target", "image"), "image: runs on the docker backend,"
+                                                            " which is not in this version"))
     return problems
 
 
@@ -124,9 +150,12 @@ def scenario_prediction(loaded: LoadedScenario, kernel: KernelDefaults | None = 
     if not isinstance(fault, PacketFault):
         effect, delay = fault.effect(spec.sessions.activity)
         return predict_proxy(effect, what=fault.describe(), delay_s=delay)
-    eff = effective(make_target(loaded).socket_settings(), kernel or KernelDefaults())
-    return predict(eff, activity=spec.sessions.activity, peer=fault.peer,
-                   last_activity_s=-spec.sessions.hold, data_sent_s=0.0)
+    target = make_target(loaded)
+    eff = effective(target.socket_settings(), kernel or KernelDefaults())
+    tcp = predict(eff, activity=spec.sessions.activity, peer=fault.peer,
+                  last_activity_s=-spec.sessions.hold, data_sent_s=0.0)
+    app, first_send = target.heartbeat(last_activity_s=-spec.sessions.hold, opened_s=-spec.sessions.hold)
+    return combine(tcp, app, app_first_send_s=first_send)
 
 
 def new_run_id() -> str:

@@ -22,7 +22,7 @@ Activity = Literal["idle", "in-flight"]
 Peer = Literal["silent", "reset"]
 """How the dead peer behaves: packets vanish (``silent``) or it answers with RST (``reset``)."""
 
-Mechanism = Literal["keepalive", "retransmission", "user-timeout", "reset", "closed", "none"]
+Mechanism = Literal["keepalive", "retransmission", "user-timeout", "reset", "closed", "heartbeat", "none"]
 """What reclaims the socket: a kernel timer, a reset, an orderly close (FIN); ``none`` when
 nothing ever will."""
 
@@ -385,3 +385,21 @@ def predict_proxy(effect: ProxyEffect, *, what: str, delay_s: float = 0.0) -> Pr
     return Prediction(reclaim_s=_clean(delay_s), mechanism=mechanism,
                       formula=f"{what}: the proxy {verb} the server's connection "
                               f"{format_seconds(delay_s)} s after the fault")
+
+
+def combine(tcp: Prediction, app: Prediction | None, *, app_first_send_s: float | None) -> Prediction:
+    """The earlier of the kernel's reclaim and the service's own heartbeat.
+
+    A heartbeat the dead peer never acknowledges is data in flight: from the moment the
+    service sends its first one (``app_first_send_s``, from the fault), TCP keepalive can no
+    longer fire. So a keepalive prediction only stands if it falls before that moment;
+    otherwise the heartbeat decides (its give-up is far shorter than the retransmission
+    timeout in any sane setting).
+    """
+    if app is None or app.reclaim_s is None:
+        return tcp
+    if tcp.reclaim_s is None:
+        return app
+    if tcp.mechanism == "keepalive" and app_first_send_s is not None and tcp.reclaim_s > app_first_send_s:
+        return app
+    return tcp if tcp.reclaim_s <= app.reclaim_s else app

@@ -20,7 +20,7 @@ EVENT_KINDS: tuple[str, ...] = (
     "state",  # the server socket changed TCP state; detail: the state name
     "socket-gone",  # the server socket left the kernel's table
     "process-exit",  # the process serving the session exited
-    "server-error",  # the service reported an error; detail: "timeout", "reset" or its text
+    "server-error",  # the service reported an error; detail: "timeout", "reset", "heartbeat" or its text
     "alive-check",  # a query at the end; detail: "ok" or "failed: ..."
 )
 
@@ -89,6 +89,10 @@ def outcome(
     mechanism: str
     if "reset" in errors:
         mechanism = "reset"
+    elif "heartbeat" in errors:
+        # The service's own heartbeat (ssh ClientAlive, WebSocket ping) gave up; its
+        # unanswered heartbeats show up as retransmissions, which did not decide it.
+        mechanism = "heartbeat"
     elif retransmits:
         mechanism = "user-timeout" if user_timeout_set else "retransmission"
     elif probes:

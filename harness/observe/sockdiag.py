@@ -41,6 +41,7 @@ class SockInfo:
     last_data_recv_s: float
     last_ack_recv_s: float
     last_data_sent_s: float
+    inode: int = 0        # the socket's inode: which process holds it (see owners.py)
 
 
 class SocketTable:
@@ -89,5 +90,6 @@ class SocketTable:
                 last_data_recv_s=info["tcpi_last_data_recv"] / 1e3 if info else 0.0,
                 last_ack_recv_s=info["tcpi_last_ack_recv"] / 1e3 if info else 0.0,
                 last_data_sent_s=info["tcpi_last_data_sent"] / 1e3 if info else 0.0,
+                inode=m["idiag_inode"],
             )
         return table

@@ -74,6 +74,27 @@ class Target(_Part):
     service: Literal["postgres", "ssh", "websocket", "tcp"]
     backend: Literal["auto", "local", "docker"] = "auto"
     settings: dict[str, SettingValue] = {}
+    command: StrictStr | None = None     # the user's own server: {host} and {port} are filled in
+    port: StrictInt | None = Field(default=None, ge=1, le=65535)   # where that server listens
+    ready: StrictStr | None = None       # readiness: "port" (it accepts) or a command that exits 0
+    image: StrictStr | None = None       # the user's own image (docker backend)
+
+    @model_validator(mode="after")
+    def _own_server_fields_fit(self) -> Target:
+        rules: list[tuple[tuple[str, ...], str]] = []
+        if self.service in ("postgres", "ssh"):
+            for name in ("command", "ready", "image", "port"):
+                if getattr(self, name) is not None:
+                    rules.append(((name,), f"{self.service} is started by connchaos; {name} is for"
+                                           " service: tcp or websocket"))
+        if self.service == "tcp" and self.command is None and self.image is None:
+            rules.append((("command",), "service: tcp needs the command that starts your server"
+                                        " (with {host} and {port}), or an image"))
+        if self.command is not None and self.port is None and self.service == "tcp":
+            rules.append((("port",), "with a command, say which port your server listens on"))
+        if rules:
+            raise _rules_error(rules)
+        return self
 
 
 class Sessions(_Part):
@@ -82,6 +103,8 @@ class Sessions(_Part):
     count: StrictInt = Field(ge=1, le=10_000)
     activity: Literal["idle", "in-flight"] = "idle"
     hold: Duration = 1.0
+    opener: StrictStr | None = None      # how sessions are opened: raw, postgres, ssh, websocket, or a plugin's
+    greeting: StrictStr | None = None    # raw opener: text sent once connected
 
 
 _FAULT_SESSIONS = "expected 'all', a fraction like 0.25 or a count like 5"
@@ -174,7 +197,7 @@ class Expect(_Part):
     reclaimed_within: Duration | None = None
     still_held_after: Duration | None = None
     survivors_untouched: StrictBool = True
-    mechanism: Literal["keepalive", "retransmission", "user-timeout", "reset", "closed"] | None = None
+    mechanism: Literal["keepalive", "retransmission", "user-timeout", "reset", "closed", "heartbeat"] | None = None
 
     @field_validator("reclaimed_within", "still_held_after")
     @classmethod

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
-from harness.core.prediction import SocketSettings
+from harness.core.prediction import Prediction, SocketSettings
 from harness.errors import Problem
 from harness.faults.base import Flow
 
@@ -58,6 +58,11 @@ class Target(Protocol):
     needs_process: ClassVar[bool]     # reclaim also waits for the session's server process
 
     @classmethod
+    def from_scenario(cls, spec: Any) -> Target:
+        """The target for a (validated) scenario."""
+        ...
+
+    @classmethod
     def check_settings(cls, settings: Mapping[str, Scalar]) -> list[tuple[str, str]]:
         """Problems with ``settings`` as (setting name, message); empty when fine."""
         ...
@@ -68,6 +73,12 @@ class Target(Protocol):
 
     def describe_settings(self) -> dict[str, Scalar]:
         """The settings that decide reclaim, for reports."""
+        ...
+
+    def heartbeat(self, *, last_activity_s: float,
+                  opened_s: float) -> tuple[Prediction | None, float | None]:
+        """The service's own heartbeat: its prediction and when its first unanswered
+        heartbeat goes out (seconds from the fault); (None, None) without one."""
         ...
 
     def start(self, lab: LabView) -> None:
@@ -100,8 +111,9 @@ class Target(Protocol):
         """Make the server send data on these sessions now (for ``activity: in-flight``)."""
         ...
 
-    def server_errors(self) -> dict[int, ServerError]:
-        """Errors the server reported, by server-side pid."""
+    def server_errors(self) -> dict[int | tuple[str, int], ServerError]:
+        """Errors the server reported, by server-side pid or by the client (addr, port) the
+        server saw."""
         ...
 
 

@@ -28,11 +28,12 @@ from typing import Any, ClassVar
 
 import psycopg
 
-from harness.core.prediction import SocketSettings
+from harness.core.prediction import Prediction, SocketSettings
 from harness.errors import LabError, MachineError
 from harness.faults.base import Flow
 from harness.lab import naming
 from harness.lab.netns import exec_argv, stop_process
+from harness.scenario.model import Scenario
 from harness.targets.base import LabView, Scalar, ServerError, Session
 
 USER = "connchaos"
@@ -150,6 +151,11 @@ class PostgresTarget:
     _sockdir: str = field(default="", init=False, repr=False)
     _server_addr: str = field(default="", init=False, repr=False)
 
+    @classmethod
+    def from_scenario(cls, spec: Scenario) -> PostgresTarget:
+        return cls(settings=dict(spec.target.settings), sessions=spec.sessions.count,
+                   listen_for_in_flight=spec.sessions.activity == "in-flight")
+
     # -- settings and prediction ------------------------------------------------------------
 
     @classmethod
@@ -185,6 +191,10 @@ class PostgresTarget:
             count=int(count) if count and not isinstance(count, bool) and int(count) > 0 else None,
             user_timeout_s=positive(pg_seconds(self.settings.get("tcp_user_timeout"), 1e-3)),
         )
+
+    def heartbeat(self, *, last_activity_s: float, opened_s: float) -> tuple[Prediction | None, float | None]:
+        """PostgreSQL has no heartbeat of its own toward idle clients."""
+        return None, None
 
     def describe_settings(self) -> dict[str, Scalar]:
         names = ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count",
@@ -318,8 +328,8 @@ class PostgresTarget:
         assert self._admin is not None
         self._admin.execute(f"SELECT pg_notify('{CHANNEL}', repeat('x', 4000))")
 
-    def server_errors(self) -> dict[int, ServerError]:
-        found: dict[int, ServerError] = {}
+    def server_errors(self) -> dict[int | tuple[str, int], ServerError]:
+        found: dict[int | tuple[str, int], ServerError] = {}
         try:
             with open(self._log_path, errors="replace") as f:
                 lines = f.readlines()

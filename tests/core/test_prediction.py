@@ -333,3 +333,17 @@ def test_a_closing_or_resetting_proxy_reclaims_after_its_delay() -> None:
     assert predict_proxy("closes", what="proxy-down").reclaim_s == 0.0
     p = predict_proxy("resets", what="reset_peer", delay_s=1.5)
     assert (p.reclaim_s, p.mechanism) == (1.5, "reset")
+
+
+def test_a_heartbeat_blinds_keepalive_from_its_first_send() -> None:
+    from harness.core.prediction import Prediction, combine
+
+    keepalive = Prediction(reclaim_s=7875.0, mechanism="keepalive", formula="k")
+    heartbeat = Prediction(reclaim_s=20.0, mechanism="heartbeat", formula="h")
+    assert combine(keepalive, heartbeat, app_first_send_s=5.0) is heartbeat
+    early = Prediction(reclaim_s=4.0, mechanism="keepalive", formula="k")
+    assert combine(early, heartbeat, app_first_send_s=5.0) is early     # fires before any heartbeat
+    assert combine(early, heartbeat, app_first_send_s=3.0) is heartbeat  # blinded at 3 s
+    never = Prediction(reclaim_s=None, mechanism="none", formula="n")
+    assert combine(keepalive, never, app_first_send_s=None) is keepalive
+    assert combine(never, heartbeat, app_first_send_s=5.0) is heartbeat

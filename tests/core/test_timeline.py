@@ -130,3 +130,11 @@ def test_event_kinds_are_the_documented_set() -> None:
         "opened", "last-activity", "fault", "data-sent", "probe", "retransmit", "state",
         "socket-gone", "process-exit", "server-error", "alive-check",
     )
+
+
+def test_a_heartbeat_give_up_names_the_heartbeat_not_its_retransmissions() -> None:
+    from harness.core.timeline import Event, outcome
+
+    events = [Event(2.0, "retransmit", "1"), Event(6.0, "server-error", "heartbeat"),
+              Event(6.01, "socket-gone"), Event(6.02, "process-exit")]
+    assert outcome(events, needs_process=True).mechanism == "heartbeat"

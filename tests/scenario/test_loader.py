@@ -140,7 +140,7 @@ def test_unknown_key() -> None:
     assert one_problem(edited({11: "  count: 20\n  count_: 3"})) == (
         12,
         "sessions.count_",
-        "unknown key 'count_' (expected one of: count, activity, hold)",
+        "unknown key 'count_' (expected one of: count, activity, hold, opener, greeting)",
     )
 
 
@@ -160,7 +160,7 @@ def test_wrong_literal_of_an_optional_field() -> None:
     assert one_problem(edited({20: "  mechanism: magic"})) == (
         20,
         "expect.mechanism",
-        "expected one of: keepalive, retransmission, user-timeout, reset, closed; got 'magic'",
+        "expected one of: keepalive, retransmission, user-timeout, reset, closed, heartbeat; got 'magic'",
     )
 
 
@@ -189,7 +189,7 @@ def test_empty_section() -> None:
     assert one_problem(edited({11: None, 12: None, 13: None})) == (
         10,
         "sessions",
-        "expected a mapping of keys (count, activity, hold); got nothing",
+        "expected a mapping of keys (count, activity, hold, opener, greeting); got nothing",
     )
 
 

@@ -13,7 +13,7 @@ from harness.scenario.model import RULE_ERROR, Fault, Observe, Scenario, Session
 def minimal(**parts: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
         "name": "tcp-blackhole",
-        "target": {"service": "tcp"},
+        "target": {"service": "tcp", "command": "./server --bind {host}:{port}", "port": 7000},
         "sessions": {"count": 20},
         "fault": {"type": "blackhole"},
         "expect": {"reclaimed_within": "8s"},
@@ -37,7 +37,8 @@ def rules_of(data: dict[str, Any]) -> list[tuple[tuple[str, ...], str]]:
 def test_defaults() -> None:
     scenario = Scenario.model_validate(minimal())
     assert scenario.about == ""
-    assert scenario.target == Target(service="tcp", backend="auto", settings={})
+    assert scenario.target == Target(service="tcp", backend="auto", settings={},
+                                     command="./server --bind {host}:{port}", port=7000)
     assert scenario.sessions == Sessions.model_validate({"count": 20, "activity": "idle", "hold": "1s"})
     assert (scenario.fault.layer, scenario.fault.sessions, scenario.fault.direction) == ("packet", "all", None)
     assert scenario.expect.survivors_untouched is True
@@ -247,3 +248,24 @@ def test_toxic_options_belong_to_proxy_faults_only() -> None:
 def test_toxicity_is_a_share(toxicity: float) -> None:
     with pytest.raises(ValidationError):
         Fault.model_validate({"type": "latency", "toxicity": toxicity})
+
+
+# --- the user's own services -----------------------------------------------------------------
+
+
+def test_a_tcp_service_needs_its_command_and_port() -> None:
+    assert rules_of(minimal(target={"service": "tcp"})) == [
+        (("command",), "service: tcp needs the command that starts your server (with {host} and"
+                       " {port}), or an image")]
+    assert rules_of(minimal(target={"service": "tcp", "command": "srv"})) == [
+        (("port",), "with a command, say which port your server listens on")]
+
+
+def test_services_connchaos_starts_take_no_command() -> None:
+    rules = rules_of(minimal(target={"service": "postgres", "command": "x", "port": 5}))
+    assert [field for field, _ in rules] == [("command",), ("port",)]
+
+
+def test_openers_and_greeting_are_session_options() -> None:
+    scenario = Scenario.model_validate(minimal(sessions={"count": 2, "opener": "raw", "greeting": "HELLO\n"}))
+    assert (scenario.sessions.opener, scenario.sessions.greeting) == ("raw", "HELLO\n")
