@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# tests in every folder import the helpers below with `from conftest import ...`
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 CONNCHAOS = [sys.executable, "-m", "harness.cli"]
 
 
