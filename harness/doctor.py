@@ -76,6 +76,11 @@ def checks() -> list[Check]:
         version = out.stdout.strip() if out else ""
     found.append(Check("PostgreSQL server", bindir is not None, version or "postgres/initdb not found",
                        "local", "apt-get install postgresql"))
+    from harness.targets.ssh import find_sshd
+
+    sshd = find_sshd()
+    found.append(Check("OpenSSH server", sshd is not None, sshd or "sshd not found", "ssh target",
+                       "apt-get install openssh-server"))
     docker = shutil.which("docker")
     engine = _run(["docker", "info", "--format", "{{.ServerVersion}}"]) if docker else None
     found.append(Check("Docker engine", bool(engine and engine.returncode == 0),

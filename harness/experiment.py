@@ -277,19 +277,23 @@ def run_one(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: None
                       user_timeout_set=eff.user_timeout_s > 0)
         pred = None
         if is_faulted:
+            app, first_send = target.heartbeat(last_activity_s=last, opened_s=s.opened_at - t0)
             if isinstance(fault, ProxyFault):
+                # A stalled proxy drops the service's heartbeats too: they still decide.
                 effect, delay = fault.effect(spec.sessions.activity)
-                pred = predict_proxy(effect, what=fault.describe(), delay_s=delay)
+                proxied = predict_proxy(effect, what=fault.describe(), delay_s=delay)
+                pred = combine(proxied, app, app_first_send_s=first_send)
             else:
                 sent = next((e.t for e in events if e.what == "data-sent"), None)
                 if sent is None and sent_at is not None:
                     sent = sent_at - t0
                 info = before.get(w.key)
+                rto = info.rto_s if info else None
                 tcp = predict(eff, activity=spec.sessions.activity, peer=fault.peer,
-                              last_activity_s=last, data_sent_s=sent or 0.0,
-                              rto_s=info.rto_s if info else None)
-                app, first_send = target.heartbeat(last_activity_s=last, opened_s=s.opened_at - t0)
-                pred = combine(tcp, app, app_first_send_s=first_send)
+                              last_activity_s=last, data_sent_s=sent or 0.0, rto_s=rto)
+                blinded = None if first_send is None else predict(
+                    eff, activity="in-flight", peer=fault.peer, data_sent_s=first_send, rto_s=rto)
+                pred = combine(tcp, app, app_first_send_s=first_send, tcp_in_flight=blinded)
             predictions.append(pred)
         results.append(SessionResult(id=s.id, faulted=is_faulted, reclaimed=out.reclaimed,
                                      reclaim_s=out.reclaim_s,

@@ -134,9 +134,13 @@ def require_machine(loaded: Sequence[LoadedScenario]) -> None:
         raise MachineError("nftables (the nft command)", "apt-get install nftables")
     if not os.path.isdir("/proc/self/ns") or not os.path.exists("/proc/self/ns/net"):
         raise MachineError("network namespaces in this kernel")
-    from harness.targets.postgres import require_bindir
-    if any(ls.scenario.target.service == "postgres" for ls in loaded):
+    services = {ls.scenario.target.service for ls in loaded}
+    if "postgres" in services:
+        from harness.targets.postgres import require_bindir
         require_bindir()
+    if "ssh" in services:
+        from harness.targets.ssh import require_sshd
+        require_sshd()
 
 
 # -- predicting -----------------------------------------------------------------------------
@@ -147,15 +151,18 @@ def scenario_prediction(loaded: LoadedScenario, kernel: KernelDefaults | None = 
     namespace starts with the kernel's built-in defaults, whatever the host has set."""
     spec = loaded.scenario
     fault = build(spec.fault)
+    target = make_target(loaded)
+    app, first_send = target.heartbeat(last_activity_s=-spec.sessions.hold, opened_s=-spec.sessions.hold)
     if not isinstance(fault, PacketFault):
         effect, delay = fault.effect(spec.sessions.activity)
-        return predict_proxy(effect, what=fault.describe(), delay_s=delay)
-    target = make_target(loaded)
+        return combine(predict_proxy(effect, what=fault.describe(), delay_s=delay), app,
+                       app_first_send_s=first_send)
     eff = effective(target.socket_settings(), kernel or KernelDefaults())
     tcp = predict(eff, activity=spec.sessions.activity, peer=fault.peer,
                   last_activity_s=-spec.sessions.hold, data_sent_s=0.0)
-    app, first_send = target.heartbeat(last_activity_s=-spec.sessions.hold, opened_s=-spec.sessions.hold)
-    return combine(tcp, app, app_first_send_s=first_send)
+    blinded = None if first_send is None else predict(
+        eff, activity="in-flight", peer=fault.peer, data_sent_s=first_send)
+    return combine(tcp, app, app_first_send_s=first_send, tcp_in_flight=blinded)
 
 
 def new_run_id() -> str:

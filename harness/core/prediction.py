@@ -387,19 +387,28 @@ def predict_proxy(effect: ProxyEffect, *, what: str, delay_s: float = 0.0) -> Pr
                               f"{format_seconds(delay_s)} s after the fault")
 
 
-def combine(tcp: Prediction, app: Prediction | None, *, app_first_send_s: float | None) -> Prediction:
+def combine(tcp: Prediction, app: Prediction | None, *, app_first_send_s: float | None,
+            tcp_in_flight: Prediction | None = None) -> Prediction:
     """The earlier of the kernel's reclaim and the service's own heartbeat.
 
     A heartbeat the dead peer never acknowledges is data in flight: from the moment the
     service sends its first one (``app_first_send_s``, from the fault), TCP keepalive can no
     longer fire. So a keepalive prediction only stands if it falls before that moment;
-    otherwise the heartbeat decides (its give-up is far shorter than the retransmission
-    timeout in any sane setting).
+    otherwise the kernel's path is ``tcp_in_flight`` (the retransmission timeout from the first
+    heartbeat) and the earlier of it and the heartbeat's own give-up decides. A heartbeat that
+    is sent but never gives up (sshd's ClientAliveCountMax 0) still blinds keepalive.
     """
-    if app is None or app.reclaim_s is None:
+    if app is None:
+        return tcp
+    blinded = (tcp.mechanism == "keepalive" and app_first_send_s is not None
+               and tcp.reclaim_s is not None and tcp.reclaim_s > app_first_send_s)
+    if blinded:
+        tcp = tcp_in_flight or Prediction(
+            reclaim_s=None, mechanism="none",
+            formula=f"keepalive cannot fire once the service's heartbeat is in flight at "
+                    f"{format_seconds(app_first_send_s or 0.0)} s")
+    if app.reclaim_s is None:
         return tcp
     if tcp.reclaim_s is None:
-        return app
-    if tcp.mechanism == "keepalive" and app_first_send_s is not None and tcp.reclaim_s > app_first_send_s:
         return app
     return tcp if tcp.reclaim_s <= app.reclaim_s else app

@@ -19,6 +19,8 @@ EVENT_KINDS: tuple[str, ...] = (
     "retransmit",  # a retransmission went out; detail: its number
     "state",  # the server socket changed TCP state; detail: the state name
     "socket-gone",  # the server socket left the kernel's table
+    "socket-released",  # no process holds the socket any more (an orphan the kernel still
+    # retransmits for, or TIME_WAIT): the server has given it back; detail: the TCP state
     "process-exit",  # the process serving the session exited
     "server-error",  # the service reported an error; detail: "timeout", "reset", "heartbeat" or its text
     "alive-check",  # a query at the end; detail: "ok" or "failed: ..."
@@ -63,7 +65,8 @@ def outcome(
 ) -> Outcome:
     """Decide a session's outcome from its events.
 
-    Reclaim is the first moment the server holds neither the socket nor, when
+    Reclaim is the first moment the server holds neither the socket (gone from the table, or
+    held by no process any more: ``socket-released``) nor, when
     ``needs_process`` (a backend or child process per session), the session's process:
     the later of the first ``socket-gone`` and the first ``process-exit``. A process that
     exited while its socket stays in the table is not a reclaim.
@@ -72,7 +75,9 @@ def outcome(
     retransmissions before it were answered by a live peer and explain nothing.
     """
     ordered = sort_events(events)
-    socket_gone = _first(ordered, "socket-gone")
+    gone_at = [t for t in (_first(ordered, "socket-gone"), _first(ordered, "socket-released"))
+               if t is not None]
+    socket_gone = min(gone_at) if gone_at else None
     if socket_gone is None:
         return Outcome(reclaimed=False, reclaim_s=None, mechanism=None)
     reclaim = socket_gone

@@ -1,8 +1,9 @@
 """``connchaos clean``: remove what a killed run left behind, and nothing that is not ours.
 
 Ours means: network namespaces and host links whose names start with ``cc-``, nftables tables
-named ``connchaos`` in the host namespace, temporary folders starting with ``connchaos-``.
-A lab whose owner process is still alive belongs to a run in progress and is left alone.
+named ``connchaos`` in the host namespace, temporary folders starting with ``connchaos-``, and
+the per-run user accounts named ``cc-<lab id>`` (the ssh target's). A lab whose owner process
+is still alive belongs to a run in progress and is left alone.
 """
 
 from __future__ import annotations
@@ -10,15 +11,23 @@ from __future__ import annotations
 import glob
 import json
 import os
+import pwd
+import re
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 
 from pyroute2 import IPRoute
 
+from harness.errors import LabError
 from harness.lab import naming
 from harness.lab.local import _remove_namespace
 from harness.lab.netns import list_namespaces
+
+# A per-run account: our prefix and a lab id, nothing else. Any other account is not ours.
+RUN_USER = re.compile(rf"{re.escape(naming.PREFIX)}[0-9a-f]{{6}}")
 
 
 def _owner_alive(lab_id: str) -> bool:
@@ -35,7 +44,8 @@ def _owner_alive(lab_id: str) -> bool:
 
 def leftovers() -> dict[str, list[str]]:
     """What a clean would remove now (labs of live runs excluded)."""
-    found: dict[str, list[str]] = {"namespaces": [], "links": [], "nft_tables": [], "folders": []}
+    found: dict[str, list[str]] = {"namespaces": [], "links": [], "nft_tables": [], "folders": [],
+                                   "users": []}
     for ns in list_namespaces():
         lab = naming.lab_id_of(ns)
         if ns.startswith(naming.PREFIX) and not (lab and _owner_alive(lab)):
@@ -56,6 +66,10 @@ def leftovers() -> dict[str, list[str]]:
         lab = naming.lab_id_of(os.path.basename(folder))
         if not (lab and _owner_alive(lab)):
             found["folders"].append(folder)
+    for user in run_users():
+        lab = naming.lab_id_of(user)
+        if not (lab and _owner_alive(lab)):
+            found["users"].append(user)
     return found
 
 
@@ -71,6 +85,64 @@ def clean() -> dict[str, list[str]]:
                 ipr.link("del", index=idx[0])
     for table in found["nft_tables"]:
         subprocess.run(["nft", "delete", "table", *table.split()], capture_output=True)
+    for user in found["users"]:
+        remove_run_user(user)
     for folder in found["folders"]:
         shutil.rmtree(folder, ignore_errors=True)
     return found
+
+
+def run_users() -> list[str]:
+    """The per-run accounts that exist now (``cc-`` and a lab id), whoever's lab they are."""
+    return sorted(p.pw_name for p in pwd.getpwall() if RUN_USER.fullmatch(p.pw_name))
+
+
+def _uid_pids(uid: int) -> list[int]:
+    """The live (not zombie) processes running as ``uid``."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid != uid:
+                    continue
+                with open(f"/proc/{entry}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        continue
+            except (OSError, IndexError):
+                continue
+            pids.append(int(entry))
+    return pids
+
+
+def remove_run_user(name: str, grace_s: float = 3.0) -> None:
+    """Remove a per-run account: end its processes (every one is a lab's), then ``userdel``.
+    Refuses any name that is not a per-run account; an account already gone is fine."""
+    if not RUN_USER.fullmatch(name):
+        raise ValueError(f"{name!r} is not a per-run account of connchaos")
+    try:
+        uid = pwd.getpwnam(name).pw_uid
+    except KeyError:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = _uid_pids(uid)
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.02)
+            pids = _uid_pids(uid)
+        if not pids:
+            break
+    # userdel takes a lock on /etc/passwd; another lab adding or removing its own account at
+    # the same moment makes it fail with "cannot lock", which passes in a moment.
+    deadline = time.monotonic() + 10
+    while True:
+        done = subprocess.run(["userdel", name], capture_output=True, text=True, check=False)
+        if done.returncode == 0 or name not in {p.pw_name for p in pwd.getpwall()}:
+            return
+        if "lock" not in done.stderr or time.monotonic() > deadline:
+            raise LabError(f"removing the account {name}", done.stderr.strip())
+        time.sleep(0.1)

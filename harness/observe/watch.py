@@ -79,6 +79,13 @@ class Observer:
                 s.socket_gone_at = now
                 self._event(s, now, "socket-gone", prev.state if prev else "")
                 continue
+            if info.inode == 0 or info.state == "TIME_WAIT":
+                # No descriptor holds it: the service closed it (an orphan the kernel keeps
+                # retransmitting a FIN for, for up to ~100 s, or TIME_WAIT). Given back.
+                s.socket_gone_at = now
+                self._event(s, now, "socket-released", info.state)
+                s.last = info
+                continue
             if prev is not None:
                 if info.state != prev.state:
                     self._event(s, now, "state", info.state)

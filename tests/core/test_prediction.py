@@ -347,3 +347,14 @@ def test_a_heartbeat_blinds_keepalive_from_its_first_send() -> None:
     never = Prediction(reclaim_s=None, mechanism="none", formula="n")
     assert combine(keepalive, never, app_first_send_s=None) is keepalive
     assert combine(never, heartbeat, app_first_send_s=5.0) is heartbeat
+
+
+def test_a_heartbeat_that_never_gives_up_still_blinds_keepalive() -> None:
+    from harness.core.prediction import Prediction, combine
+
+    keepalive = Prediction(reclaim_s=9.0, mechanism="keepalive", formula="k")
+    endless = Prediction(reclaim_s=None, mechanism="none", formula="ClientAliveCountMax 0")
+    retrans = Prediction(reclaim_s=935.0, mechanism="retransmission", formula="r")
+    assert combine(keepalive, endless, app_first_send_s=4.0, tcp_in_flight=retrans) is retrans
+    assert combine(keepalive, endless, app_first_send_s=4.0).reclaim_s is None
+    assert combine(keepalive, endless, app_first_send_s=10.0) is keepalive   # fires first

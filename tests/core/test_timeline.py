@@ -128,7 +128,7 @@ def test_event_refuses_unknown_kind() -> None:
 def test_event_kinds_are_the_documented_set() -> None:
     assert EVENT_KINDS == (
         "opened", "last-activity", "fault", "data-sent", "probe", "retransmit", "state",
-        "socket-gone", "process-exit", "server-error", "alive-check",
+        "socket-gone", "socket-released", "process-exit", "server-error", "alive-check",
     )
 
 
@@ -138,3 +138,11 @@ def test_a_heartbeat_give_up_names_the_heartbeat_not_its_retransmissions() -> No
     events = [Event(2.0, "retransmit", "1"), Event(6.0, "server-error", "heartbeat"),
               Event(6.01, "socket-gone"), Event(6.02, "process-exit")]
     assert outcome(events, needs_process=True).mechanism == "heartbeat"
+
+
+def test_a_socket_no_process_holds_any_more_counts_as_given_back() -> None:
+    # websockets aborts a dead connection; the kernel keeps the orphan for ~100 s more
+    events = [Event(3.0, "server-error", "heartbeat"), Event(4.0, "socket-released", "FIN_WAIT1"),
+              Event(105.0, "socket-gone")]
+    out = outcome(events, needs_process=False)
+    assert (out.reclaimed, out.reclaim_s, out.mechanism) == (True, 4.0, "heartbeat")

@@ -1,0 +1,565 @@
+"""``service: ssh``: OpenSSH's sshd (Debian's openssh-server), one per lab in its server
+namespace; every session is a login shell held open.
+
+Per lab: an ed25519 host key and client key made for the run, and an account ``cc-<lab id>``
+(a system account, its home in the lab's ``connchaos-`` folder, /bin/sh) that only this sshd
+lets in, with that key. The account is removed at teardown and by ``connchaos clean``. Every
+scenario setting is passed to sshd as ``-o Name=Value`` after sshd itself has accepted it
+(``sshd -T``); the options that wire the lab (Port, ListenAddress, HostKey, ...) are refused.
+
+Sessions are opened with asyncssh: public-key login, then a shell without a terminal (its
+stdin takes commands, its stdout answers). ``alive`` runs ``echo`` in it. ``activity:
+in-flight`` writes into the shell's stdout pipe from the server side, so sshd sends the data.
+
+Reclaim: sshd forks a privilege-separation monitor per connection (``sshd: <user> [priv]``,
+root), which forks the session's own process (``sshd: <user>@notty``, the account's), which
+runs the shell. Both hold the connection's socket; the monitor is the older, so it is the
+process the runner finds for a session (the oldest holder of its socket). When sshd gives up
+on a client the session process logs why and exits, and the monitor follows within a
+millisecond; at that moment the socket has no process left (with keepalives or data still
+unacknowledged the kernel keeps it as an orphan in FIN_WAIT1 for a while, retransmitting).
+
+What sshd itself says about an ending session comes from its log (``-e``, LogLevel VERBOSE
+unless the scenario asks for more), stamped as each line arrives and keyed by the client
+address sshd saw: "Timeout, client not responding" (heartbeat), "Connection reset" (reset),
+"Read error ...: Connection timed out" (timeout).
+
+When ClientAlive fires, measured: see ``harness.core.sshd`` (every second interval, not every
+interval; disconnect at the check after ClientAliveCountMax keepalives). TCPKeepAlive only
+sets SO_KEEPALIVE: its timing is the kernel's (7200 s + 9 x 75 s unless the sysctls say
+otherwise), and once a ClientAlive keepalive is in flight TCP keepalive cannot fire at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import functools
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import asyncssh
+
+from harness.core.prediction import Prediction, SocketSettings
+from harness.core.sshd import ClientAlive, client_alive, tcp_keepalive
+from harness.errors import LabError, MachineError
+from harness.faults.base import Flow
+from harness.lab import naming
+from harness.lab.cleanup import remove_run_user
+from harness.lab.netns import entered, exec_argv
+from harness.scenario.model import Scenario
+from harness.targets.base import LabView, Scalar, ServerError, Session
+
+# The lab decides these: where sshd listens, its keys and files, who may log in and how.
+# A scenario setting one of them would cut the harness off from its own sessions.
+RESERVED = {name.lower() for name in (
+    "Port", "ListenAddress", "AddressFamily", "HostKey", "HostCertificate", "HostKeyAgent",
+    "PidFile", "AuthorizedKeysFile", "AuthorizedKeysCommand", "AuthorizedKeysCommandUser",
+    "AuthorizedPrincipalsFile", "AuthorizedPrincipalsCommand", "AuthorizedPrincipalsCommandUser",
+    "PubkeyAuthentication", "AuthenticationMethods", "AllowUsers", "DenyUsers", "AllowGroups",
+    "DenyGroups", "UsePAM", "ChrootDirectory", "ForceCommand", "Include", "Match",
+)}
+# Where the lab's own choice is only a default: a scenario may override these.
+DEFAULTS = {
+    "LogLevel": "VERBOSE",          # "Read error ... Connection timed out" is logged at VERBOSE
+    "MaxStartups": "1000:30:2000",  # sessions open 32 at a time; the default 10 drops some
+    "PasswordAuthentication": "no",
+    "KbdInteractiveAuthentication": "no",
+    "PermitRootLogin": "no",
+    "PrintMotd": "no",
+    "PrintLastLog": "no",
+}
+# Levels that keep the lines server_errors reads ("Read error ..." is VERBOSE).
+LOG_LEVELS = {"VERBOSE", "DEBUG", "DEBUG1", "DEBUG2", "DEBUG3"}
+PRIVSEP_DIR = "/run/sshd"
+IN_FLIGHT_BYTES = 4000
+SHOWN = ("ClientAliveInterval", "ClientAliveCountMax", "TCPKeepAlive")
+
+_CLIENT = r"(?:(?:authenticating |invalid )?user \S+ )?(\d+\.\d+\.\d+\.\d+) port (\d+)"
+_LOG = [
+    (re.compile(rf"Timeout, client not responding from {_CLIENT}"), "heartbeat"),
+    (re.compile(rf"Read error from remote host {_CLIENT}: (.*)"), None),
+    (re.compile(rf"Connection reset by {_CLIENT}"), "reset"),
+    (re.compile(rf"Connection (?:from|to) {_CLIENT} timed out"), "timeout"),
+    (re.compile(rf"Connection closed by {_CLIENT}"), "closed"),
+]
+
+
+def find_sshd() -> str | None:
+    """OpenSSH's server: Debian's /usr/sbin/sshd, else ``sshd`` on the PATH (absolute: sshd
+    re-executes itself for every connection and refuses a relative path)."""
+    for candidate in ("/usr/sbin/sshd", shutil.which("sshd")):
+        if candidate and os.access(candidate, os.X_OK):
+            return os.path.abspath(candidate)
+    return None
+
+
+def require_sshd() -> str:
+    found = find_sshd()
+    if found is None:
+        raise MachineError("the OpenSSH server (sshd)", "apt-get install openssh-server")
+    return found
+
+
+def sshd_text(value: Scalar) -> str:
+    """A setting as sshd reads it (YAML's yes/no arrive as booleans)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def _unprivileged() -> list[str]:
+    """How to run ``sshd -T`` without root: as root it also insists on its privilege-separation
+    folder, which a mere check should not create; so root drops to ``nobody``."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        user = pwd.getpwnam("nobody")
+    except KeyError:
+        return []
+    return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--"]
+
+
+@functools.lru_cache(maxsize=64)
+def _sshd_test(sshd: str, options: tuple[tuple[str, str], ...]) -> tuple[int, str, str]:
+    """``sshd -T`` with an empty configuration, a throwaway host key and ``options``:
+    (exit code, effective configuration, messages)."""
+    as_user = _unprivileged()
+    folder = tempfile.mkdtemp(prefix=naming.TMP_PREFIX)
+    try:
+        os.chmod(folder, 0o755)
+        key = os.path.join(folder, "host_ed25519")
+        asyncssh.generate_private_key("ssh-ed25519").write_private_key(key)
+        if as_user:
+            user = pwd.getpwnam("nobody")
+            os.chown(key, user.pw_uid, user.pw_gid)
+        os.chmod(key, 0o600)
+        empty = os.path.join(folder, "sshd_config")
+        open(empty, "w").close()
+        argv = [*as_user, sshd, "-T", "-f", empty, "-h", key]
+        for name, value in options:
+            argv += ["-o", f"{name}={value}"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        return done.returncode, done.stdout, done.stderr
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def known_options(sshd: str) -> list[str]:
+    """sshd's option names as ``sshd -T`` prints them (lower case)."""
+    code, out, _ = _sshd_test(sshd, ())
+    return sorted({line.split(" ", 1)[0] for line in out.splitlines() if line.strip()}) if code == 0 else []
+
+
+def _message(stderr: str) -> str:
+    """sshd's complaint about one ``-o`` option, without its 'command-line line 0:' prefix."""
+    lines = [re.sub(r"^command-line:? line \d+: ", "", line).strip()
+             for line in stderr.splitlines() if line.strip()]
+    return "; ".join(lines) or "refused by sshd"
+
+
+def effective_config(settings: Mapping[str, Scalar]) -> dict[str, str]:
+    """sshd's effective configuration (``sshd -T``, lower-case names) with ``settings`` on an
+    otherwise empty configuration; empty when sshd is not installed or refuses them."""
+    sshd = find_sshd()
+    if sshd is None:
+        return {}
+    code, out, _ = _sshd_test(sshd, tuple((k, sshd_text(v)) for k, v in settings.items()))
+    if code != 0:
+        return {}
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
+@dataclass
+class _Handle:
+    """One session: the client's connection and shell, and what the server side of the shell
+    is (for ``send_in_flight``)."""
+
+    conn: asyncssh.SSHClientConnection
+    shell: asyncssh.SSHClientProcess[str]
+    shell_pid: int = 0                     # the login shell on the server
+    stdout: str = ""                       # its stdout, a pipe to sshd ("pipe:[inode]")
+    peer: tuple[str, int] | None = None    # the client address sshd saw ($SSH_CLIENT)
+
+
+@dataclass
+class SshTarget:
+    """OpenSSH's sshd with the scenario's settings as sshd options."""
+
+    settings: dict[str, Scalar] = field(default_factory=dict)
+    sessions: int = 20
+    in_flight: bool = False
+    port: int = 22
+    service: ClassVar[str] = "ssh"
+    needs_process: ClassVar[bool] = True
+    user: str = field(default="", init=False)
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _reader: threading.Thread | None = field(default=None, init=False, repr=False)
+    _log: list[tuple[float, str]] = field(default_factory=list, init=False, repr=False)
+    _log_path: str = field(default="", init=False, repr=False)
+    _home: str = field(default="", init=False, repr=False)
+    _client_key: asyncssh.SSHKey | None = field(default=None, init=False, repr=False)
+    _host_key: asyncssh.SSHKey | None = field(default=None, init=False, repr=False)
+    _server_addr: str = field(default="", init=False, repr=False)
+
+    @classmethod
+    def from_scenario(cls, spec: Scenario) -> SshTarget:
+        return cls(settings=dict(spec.target.settings), sessions=spec.sessions.count,
+                   in_flight=spec.sessions.activity == "in-flight")
+
+    # -- settings and prediction ------------------------------------------------------------
+
+    @classmethod
+    def check_settings(cls, settings: Mapping[str, Scalar]) -> list[tuple[str, str]]:
+        """Each setting is tried on sshd itself (``sshd -T -o Name=Value``): an unknown option,
+        a bad value or an option sshd ignores (deprecated, unsupported) is a problem."""
+        sshd = find_sshd()
+        problems = []
+        for name, value in settings.items():
+            text = sshd_text(value)
+            if name.lower() in RESERVED:
+                problems.append((name, "is set by connchaos to run the lab; remove it"))
+                continue
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", name):
+                problems.append((name, "is not an sshd option name"))
+                continue
+            if "\n" in text or "\r" in text:
+                problems.append((name, "a value must be on one line"))
+                continue
+            if name.lower() == "loglevel" and text.upper() not in LOG_LEVELS:
+                problems.append((name, "connchaos reads why sessions end from sshd's log, which"
+                                       " needs VERBOSE or a DEBUG level; got " + repr(text)))
+                continue
+            if sshd is None:
+                continue  # nothing to ask; a run stops with exit 3 anyway
+            code, _, err = _sshd_test(sshd, ((name, text),))
+            if "Bad configuration option" in err:
+                near = difflib.get_close_matches(name.lower(), known_options(sshd), n=1)
+                hint = f" (did you mean {near[0]}?)" if near else ""
+                problems.append((name, f"sshd has no option {name!r}{hint}"))
+            elif code != 0:
+                problems.append((name, f"sshd refuses {name}={text}: {_message(err)}"))
+            elif "Deprecated option" in err or "Unsupported option" in err:
+                problems.append((name, f"sshd ignores it: {_message(err)}"))
+        return problems
+
+    def socket_settings(self) -> SocketSettings:
+        """sshd sets SO_KEEPALIVE on the connection iff TCPKeepAlive (default yes), and no
+        keepalive timing of its own: the OS's idle, interval and count apply."""
+        return SocketSettings(keepalive=tcp_keepalive(self.settings))
+
+    def describe_settings(self) -> dict[str, Scalar]:
+        alive = ClientAlive.from_settings(self.settings)
+        shown: dict[str, Scalar] = {"ClientAliveInterval": alive.interval_s,
+                                    "ClientAliveCountMax": alive.count_max,
+                                    "TCPKeepAlive": "yes" if tcp_keepalive(self.settings) else "no"}
+        shown.update({k: v for k, v in self.settings.items() if k.lower() not in
+                      {s.lower() for s in SHOWN}})
+        return shown
+
+    def heartbeat(self, *, last_activity_s: float, opened_s: float) -> tuple[Prediction | None, float | None]:
+        """ClientAlive's prediction and when its first keepalive goes out (from the fault).
+        In flight, the data is sent right at the fault (``send_in_flight``): that wakes sshd's
+        loop and restarts its wait (see ``harness.core.sshd``)."""
+        return client_alive(ClientAlive.from_settings(self.settings), last_heard_s=last_activity_s,
+                            last_wake_s=0.0 if self.in_flight else None)
+
+    # -- running ----------------------------------------------------------------------------
+
+    def start(self, lab: LabView) -> None:
+        sshd = require_sshd()
+        base = os.path.join(lab.tmpdir, "ssh")
+        os.makedirs(base, mode=0o755)
+        self._server_addr = lab.server_addr
+
+        self._host_key = asyncssh.generate_private_key("ssh-ed25519")
+        host_key = os.path.join(base, "host_ed25519")
+        self._host_key.write_private_key(host_key)
+        os.chmod(host_key, 0o600)
+        self._client_key = asyncssh.generate_private_key("ssh-ed25519")
+
+        self.user = f"{naming.PREFIX}{lab.lab_id}"
+        self._home = os.path.join(base, "home")
+        # Registered before the account exists: a failed useradd leaves nothing, a half-made
+        # one is removed; and it runs after sshd's stop (steps run newest first).
+        lab.on_close(f"account {self.user}", lambda: remove_run_user(self.user))
+        self._add_user()
+
+        # sshd refuses to start without its privilege-separation folder (the unprivileged
+        # child chroots there). Debian's own service creates it at boot (tmpfiles.d) or
+        # start; on a machine where sshd never ran as a service it is missing, so create it
+        # the same way. It is the system's, shared with any other sshd: left in place.
+        os.makedirs(PRIVSEP_DIR, mode=0o755, exist_ok=True)
+
+        config = os.path.join(base, "sshd_config")
+        with open(config, "w") as f:
+            fixed = {"Port": str(self.port), "ListenAddress": lab.server_addr,
+                     "HostKey": host_key, "PidFile": os.path.join(base, "sshd.pid"),
+                     "AuthorizedKeysFile": os.path.join(self._home, ".ssh", "authorized_keys"),
+                     "PubkeyAuthentication": "yes", "UsePAM": "no", "AllowUsers": self.user}
+            f.writelines(f"{name} {text}\n" for name, text in {**DEFAULTS, **fixed}.items())
+        argv = [sshd, "-D", "-e", "-f", config]
+        for name, value in self.settings.items():
+            if name.lower() not in RESERVED:
+                argv += ["-o", f"{name}={sshd_text(value)}"]
+        self._log_path = os.path.join(base, "sshd.log")
+        # sshd -e writes its log (and every per-connection child's) to stderr without a time
+        # stamp; a reader thread stamps each line as it arrives.
+        self._proc = subprocess.Popen(exec_argv(lab.server_ns, argv), stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                      start_new_session=True)
+        lab.on_close("sshd", self.stop)
+        self._reader = threading.Thread(target=self._read_log, args=(self._proc.stderr,),
+                                        name="sshd-log", daemon=True)
+        self._reader.start()
+        self._wait_ready(lab.server_ns, lab.server_addr)
+
+    def _add_user(self) -> None:
+        os.makedirs(os.path.join(self._home, ".ssh"), mode=0o700)
+        deadline = time.monotonic() + 10
+        while True:
+            # a system account with no password ('*' is not locked: sshd without PAM refuses
+            # locked accounts even for key logins); its home is in the lab's folder
+            done = subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", self._home,
+                                   "--shell", "/bin/sh", "--password", "*", self.user],
+                                  capture_output=True, text=True, check=False)
+            if done.returncode == 0:
+                break
+            if "lock" not in done.stderr or time.monotonic() > deadline:
+                raise LabError(f"adding the account {self.user}", done.stderr.strip())
+            time.sleep(0.1)
+        entry = pwd.getpwnam(self.user)
+        keys = os.path.join(self._home, ".ssh", "authorized_keys")
+        assert self._client_key is not None
+        with open(keys, "wb") as f:
+            f.write(self._client_key.export_public_key())
+        # StrictModes: the home, .ssh and the key file belong to the user, writable only by it
+        for path, mode in ((self._home, 0o755), (os.path.dirname(keys), 0o700), (keys, 0o600)):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+            os.chmod(path, mode)
+
+    def _read_log(self, stream: Any) -> None:
+        with stream, open(self._log_path, "w") as out:
+            for raw in stream:
+                now = time.time()
+                line = raw.decode(errors="replace").rstrip("\r\n")
+                self._log.append((now, line))
+                out.write(f"{now:.6f} {line}\n")
+                out.flush()
+
+    def _listening(self, ns: str, addr: str) -> bool:
+        want = "{:08X}:{:04X}".format(
+            int.from_bytes(bytes(int(p) for p in reversed(addr.split("."))), "big"), self.port)
+        # /proc/thread-self/net is the calling thread's namespace (/proc/net the process's)
+        with entered(ns), open("/proc/thread-self/net/tcp") as f:
+            return any(line.split()[1] == want and line.split()[3] == "0A"
+                       for line in f.readlines()[1:])
+
+    def _wait_ready(self, ns: str, addr: str, timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                if self._reader is not None:
+                    self._reader.join(2)
+                raise LabError("starting sshd", self.log_tail())
+            if self._listening(ns, addr):
+                return
+            time.sleep(0.02)
+        raise LabError("starting sshd", f"not listening after {timeout_s:.0f} s: {self.log_tail()}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        return "\n".join(line for _, line in self._log[-lines:]).strip()
+
+    def stop(self) -> None:
+        """End sshd and every per-connection process it forked, deepest first: sshd leaves
+        those running when the listener stops, and a parent that goes first leaves its
+        children to init. Leftovers of the shells go with the account."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            tree = _descendants(proc.pid)
+            for depth in sorted({d for d in tree.values()}, reverse=True):
+                _end([pid for pid, d in tree.items() if d == depth])
+            _end([proc.pid])
+        proc.wait(5)
+        if self._reader is not None:
+            self._reader.join(5)
+
+    # -- sessions (on the client namespace's loop) ------------------------------------------
+
+    async def open_session(self, lab: LabView, index: int,
+                           via: tuple[str, int] | None = None) -> Session:
+        """Log in with the run's key and start a shell (no terminal: commands go to its stdin,
+        their output comes back on stdout), checked with one ``echo``."""
+        host, port = via or (lab.server_addr, self.port)
+        assert self._client_key is not None and self._host_key is not None
+        try:
+            conn = await asyncio.wait_for(asyncssh.connect(
+                host, port, username=self.user, client_keys=[self._client_key],
+                known_hosts=([self._host_key.convert_to_public()], [], []),
+                config=None, agent_path=None, preferred_auth="publickey", keepalive_interval=0,
+                connect_timeout=10), 20)
+        except (OSError, asyncssh.Error, TimeoutError) as exc:
+            raise LabError(f"opening ssh session {index}", f"{type(exc).__name__}: {exc}") from exc
+        try:
+            shell: asyncssh.SSHClientProcess[str] = await conn.create_process(encoding="utf-8")
+            handle = _Handle(conn, shell)
+            # the shell's pid and who sshd thinks the client is (the proxy, through a proxy)
+            shell.stdin.write('echo "session $$ $SSH_CLIENT end"\n')
+            line = await asyncio.wait_for(shell.stdout.readuntil(" end\n"), 10)
+            seen = line.strip().splitlines()[-1].split()
+            if len(seen) != 6 or seen[0] != "session":
+                raise LabError(f"opening ssh session {index}", f"unexpected answer {line!r}")
+            handle.shell_pid, handle.peer = int(seen[1]), (seen[2], int(seen[3]))
+            handle.stdout = os.readlink(f"/proc/{handle.shell_pid}/fd/1")
+            ok, detail = await self._echo(handle, 10.0)
+            if not ok:
+                raise LabError(f"opening ssh session {index}", f"the shell does not answer: {detail}")
+        except BaseException as exc:
+            conn.abort()
+            if isinstance(exc, (OSError, asyncssh.Error, TimeoutError, ValueError)):
+                raise LabError(f"opening ssh session {index}", f"{type(exc).__name__}: {exc}") from exc
+            raise
+        addr, cport = conn.get_extra_info("sockname")[:2]
+        return Session(id=index, flow=Flow(addr, cport, host, port), pid=None, handle=handle,
+                       opened_at=time.time())
+
+    def server_addr_of(self, session: Session) -> str:
+        return self._server_addr
+
+    def server_peer(self, session: Session) -> tuple[str, int] | None:
+        """The client address sshd saw for the session (``$SSH_CLIENT`` in its shell)."""
+        peer: tuple[str, int] | None = session.handle.peer
+        return peer
+
+    async def close_session(self, session: Session) -> None:
+        handle: _Handle = session.handle
+        handle.conn.close()
+        try:
+            await asyncio.wait_for(handle.conn.wait_closed(), 2)
+        except (TimeoutError, OSError, asyncssh.Error):
+            handle.conn.abort()
+
+    async def _echo(self, handle: _Handle, timeout_s: float) -> tuple[bool, str]:
+        nonce = secrets.token_hex(4)
+
+        async def echo() -> str:
+            handle.shell.stdin.write(f"echo alive-{nonce}\n")
+            await handle.shell.stdout.readuntil(f"alive-{nonce}\n")
+            return f"echo alive-{nonce} answered"
+
+        # Not wait_for: stop waiting on a dead connection rather than wait for a cancelled
+        # read to unwind.
+        task = asyncio.ensure_future(echo())
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        if not done:
+            task.cancel()
+            return False, f"no answer to echo within {timeout_s:g} s"
+        exc = task.exception()
+        if exc is not None:
+            return False, f"{type(exc).__name__}: {exc}".strip()
+        return True, task.result()
+
+    async def alive(self, session: Session, timeout_s: float = 5.0) -> tuple[bool, str]:
+        """The held shell still runs commands: ``echo`` answered within ``timeout_s``."""
+        return await self._echo(session.handle, timeout_s)
+
+    def send_in_flight(self, sessions: Sequence[Session]) -> None:
+        """Write into each session's shell's stdout (a pipe to sshd, reopened through /proc):
+        sshd reads it as the shell's output and sends it to the client at once. One write of
+        less than a pipe buffer is atomic, so it never splits a line the shell writes."""
+        data = b"x" * (IN_FLIGHT_BYTES - 1) + b"\n"
+        for s in sessions:
+            handle: _Handle = s.handle
+            path = f"/proc/{handle.shell_pid}/fd/1"
+            try:
+                if os.readlink(path) != handle.stdout:
+                    raise LabError("sending in-flight data", f"session {s.id}: its shell is gone")
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+                try:
+                    os.write(fd, data)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise LabError("sending in-flight data", f"session {s.id}: {exc}") from exc
+
+    def server_errors(self) -> dict[int | tuple[str, int], ServerError]:
+        """What sshd logged about connections ending, by the client (address, port) it saw."""
+        found: dict[int | tuple[str, int], ServerError] = {}
+        for at, line in list(self._log):
+            for pattern, kind in _LOG:
+                m = pattern.search(line)
+                if not m:
+                    continue
+                text = line.strip()
+                if kind is None:
+                    reason = m.group(3).lower()
+                    kind = "reset" if "reset" in reason else "timeout" if "timed out" in reason else m.group(3)
+                found.setdefault((m.group(1), int(m.group(2))), ServerError(at, kind, text))
+                break
+        return found
+
+
+def _descendants(root: int) -> dict[int, int]:
+    """Every process below ``root``, with its depth (1 = a child)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found: dict[int, int] = {}
+    todo = [(root, 0)]
+    while todo:
+        pid, depth = todo.pop()
+        for child in children.get(pid, []):
+            found[child] = depth + 1
+            todo.append((child, depth + 1))
+    return found
+
+
+def _end(pids: list[int], grace_s: float = 3.0) -> None:
+    """SIGTERM (a monitor passes it on to its session child), then SIGKILL; returns when none
+    of ``pids`` runs any more and their parents have reaped them (a parent ended before it
+    reaps leaves the child to init)."""
+    left = list(pids)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in left:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while left and time.monotonic() < deadline:
+            left = [p for p in left if _running(p)]
+            time.sleep(0.01)
+        if not left:
+            break
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
+        time.sleep(0.01)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
