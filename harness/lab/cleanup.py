@@ -14,7 +14,6 @@ import os
 import pwd
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -25,6 +24,7 @@ from harness.errors import LabError
 from harness.lab import naming
 from harness.lab.local import _remove_namespace
 from harness.lab.netns import list_namespaces
+from harness.lab.processes import end_processes
 
 # A per-run account: our prefix and a lab id, nothing else. Any other account is not ours.
 RUN_USER = re.compile(rf"{re.escape(naming.PREFIX)}[0-9a-f]{{6}}")
@@ -123,19 +123,7 @@ def remove_run_user(name: str, grace_s: float = 3.0) -> None:
         uid = pwd.getpwnam(name).pw_uid
     except KeyError:
         return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = _uid_pids(uid)
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace_s
-        while pids and time.monotonic() < deadline:
-            time.sleep(0.02)
-            pids = _uid_pids(uid)
-        if not pids:
-            break
+    end_processes(lambda: _uid_pids(uid), grace_s)
     # userdel takes a lock on /etc/passwd; another lab adding or removing its own account at
     # the same moment makes it fail with "cannot lock", which passes in a moment.
     deadline = time.monotonic() + 10

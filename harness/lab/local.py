@@ -29,6 +29,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from harness.errors import LabError
 from harness.lab import naming
 from harness.lab.netns import entered, list_namespaces, pids_in, write_sysctl
+from harness.lab.processes import end_processes, running
 
 
 @dataclass
@@ -164,30 +165,7 @@ def _remove_host_link(name: str) -> None:
 
 def kill_namespace_processes(name: str, grace_s: float = 3.0) -> None:
     """End every process inside namespace ``name`` (ours by construction): TERM, then KILL."""
-    import signal
-
-    pids = pids_in(name)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace_s
-        while pids and time.monotonic() < deadline:
-            pids = [p for p in pids if _alive(p)]
-            if pids:
-                time.sleep(0.02)
-        if not pids:
-            return
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    end_processes(lambda: [p for p in pids_in(name) if running(p)], grace_s)
 
 
 def _remove_namespace(name: str) -> None:

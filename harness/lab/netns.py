@@ -142,19 +142,6 @@ def run_in(name: str, argv: Sequence[str], *, input: str | None = None,
     return proc
 
 
-def stop_process(proc: subprocess.Popen[bytes] | None, sig: int, grace_s: float = 10.0) -> None:
-    """End a process the lab started: ``sig`` (the service's own clean shutdown), then
-    SIGKILL if it is still there after ``grace_s``."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(sig)
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
 def read_sysctl(name: str, key: str) -> str:
     """A sysctl as seen inside namespace ``name`` (``net.ipv4.tcp_keepalive_time``)."""
     path = "/proc/sys/" + key.replace(".", "/")

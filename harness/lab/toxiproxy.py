@@ -26,7 +26,8 @@ from toxiproxy.api import APIConsumer
 from harness.errors import LabError, MachineError
 from harness.lab import naming
 from harness.lab.local import LocalLab
-from harness.lab.netns import LoopInNamespace, exec_argv, stop_process
+from harness.lab.netns import LoopInNamespace, exec_argv
+from harness.lab.processes import log_tail, stop_process
 
 T = TypeVar("T")
 API_HOST, API_PORT = "127.0.0.1", 8474
@@ -73,11 +74,7 @@ class LabProxy:
             time.sleep(0.05)
 
     def _tail(self) -> str:
-        try:
-            with open(self._log, errors="replace") as f:
-                return f.read()[-800:].strip()
-        except OSError:
-            return ""
+        return log_tail(self._log)
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None

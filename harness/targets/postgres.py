@@ -32,7 +32,8 @@ from harness.core.prediction import Prediction, SocketSettings
 from harness.errors import LabError, MachineError
 from harness.faults.base import Flow
 from harness.lab import naming
-from harness.lab.netns import exec_argv, stop_process
+from harness.lab.netns import exec_argv
+from harness.lab.processes import stop_process
 from harness.scenario.model import Scenario
 from harness.targets.base import LabView, Scalar, ServerError, Session
 

@@ -40,7 +40,6 @@ import pwd
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 import threading
@@ -58,6 +57,7 @@ from harness.faults.base import Flow
 from harness.lab import naming
 from harness.lab.cleanup import remove_run_user
 from harness.lab.netns import entered, exec_argv
+from harness.lab.processes import end_processes, running
 from harness.scenario.model import Scenario
 from harness.targets.base import LabView, Scalar, ServerError, Session
 
@@ -539,27 +539,9 @@ def _end(pids: list[int], grace_s: float = 3.0) -> None:
     """SIGTERM (a monitor passes it on to its session child), then SIGKILL; returns when none
     of ``pids`` runs any more and their parents have reaped them (a parent ended before it
     reaps leaves the child to init)."""
-    left = list(pids)
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in left:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace_s
-        while left and time.monotonic() < deadline:
-            left = [p for p in left if _running(p)]
-            time.sleep(0.01)
-        if not left:
-            break
+    end_processes(lambda: [p for p in pids if running(p)], grace_s)
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
         time.sleep(0.01)
 
 
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False

@@ -11,8 +11,6 @@ table: a service of unknown shape has no per-session process to wait for.
 from __future__ import annotations
 
 import os
-import shlex
-import signal
 import socket
 import subprocess
 import time
@@ -24,6 +22,7 @@ from harness.core.prediction import Prediction, SocketSettings
 from harness.errors import LabError
 from harness.faults.base import Flow
 from harness.lab.netns import entered, exec_argv
+from harness.lab.processes import log_tail, stop_process_group, wait_ready
 from harness.scenario.model import Scenario
 from harness.targets import openers
 from harness.targets.base import LabView, Scalar, ServerError, Session
@@ -102,20 +101,14 @@ class TcpTarget:
         self._wait_ready(lab)
 
     def _wait_ready(self, lab: LabView, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                raise LabError("starting the service", f"{self.command!r} exited: {self._tail()}")
-            if self._is_ready(lab):
-                return
-            time.sleep(0.05)
-        raise LabError("starting the service", f"not ready after {timeout_s:.0f} s: {self._tail()}")
+        assert self._proc is not None
+        wait_ready(self._proc, lambda: self._is_ready(lab), step="starting the service",
+                   what=repr(self.command), log=self._log, timeout_s=timeout_s)
 
     def _is_ready(self, lab: LabView) -> bool:
         if self.ready and self.ready != "port":
             argv = exec_argv(lab.server_ns, ["sh", "-c", self.ready])
-            return subprocess.run(argv, capture_output=True).returncode == 0
+            return subprocess.run(argv, capture_output=True, cwd=self.workdir).returncode == 0
         try:
             with entered(lab.server_ns), socket.create_connection((lab.server_addr, self.port), 0.5):
                 return True
@@ -123,27 +116,12 @@ class TcpTarget:
             return False
 
     def _tail(self) -> str:
-        try:
-            with open(self._log, errors="replace") as f:
-                return f.read()[-600:].strip()
-        except OSError:
-            return ""
+        return log_tail(self._log)
 
     def stop(self) -> None:
         """SIGTERM to the service's whole process group (sh and what it started), then SIGKILL."""
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_process_group(proc)
 
     async def open_session(self, lab: LabView, index: int, via: tuple[str, int] | None = None) -> Session:
         host, port = via or (lab.server_addr, self.port)

@@ -36,7 +36,6 @@ import difflib
 import itertools
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -59,6 +58,7 @@ from harness.core.websocket import (
 from harness.errors import LabError
 from harness.faults.base import Flow
 from harness.lab.netns import entered, exec_argv
+from harness.lab.processes import log_tail, stop_process_group, wait_ready
 from harness.scenario.durations import parse_duration
 from harness.targets.base import LabView, Scalar, ServerError, Session
 
@@ -254,16 +254,10 @@ class WebSocketTarget:
         self._wait_ready(lab)
 
     def _wait_ready(self, lab: LabView, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                what = "the reference server" if self.reference else repr(self.command)
-                raise LabError("starting the websocket server", f"{what} exited: {self._tail()}")
-            if self._is_ready(lab):
-                return
-            time.sleep(0.05)
-        raise LabError("starting the websocket server", f"not ready after {timeout_s:.0f} s: {self._tail()}")
+        assert self._proc is not None
+        what = "the reference server" if self.reference else repr(self.command)
+        wait_ready(self._proc, lambda: self._is_ready(lab), step="starting the websocket server",
+                   what=what, log=self._output, timeout_s=timeout_s)
 
     def _is_ready(self, lab: LabView) -> bool:
         if self.ready and self.ready != "port":
@@ -277,34 +271,13 @@ class WebSocketTarget:
         return not self.reference or self._ask({}) is not None
 
     def _tail(self) -> str:
-        try:
-            with open(self._output, errors="replace") as f:
-                return f.read()[-800:].strip()
-        except OSError:
-            return ""
+        return log_tail(self._output)
 
     def stop(self) -> None:
         """SIGTERM to the server's process group (sh and what it started, for a command),
         then SIGKILL to the group if anything lingers."""
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(wait_s)
-            except subprocess.TimeoutExpired:
-                continue
-            if sig == signal.SIGTERM:
-                # the leader is gone; what it started in its group goes with it
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            break
+        stop_process_group(proc)
 
     # -- the reference server's own view -----------------------------------------------------
 

@@ -1,0 +1,101 @@
+"""Ending the processes the lab started, and reading their logs.
+
+Every service the lab runs (a server, the proxy, a user's command, a session's process)
+goes the same way: its own clean-shutdown signal first, SIGKILL if it lingers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie waiting for its parent."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def end_processes(still_running: Callable[[], Iterable[int]], grace_s: float = 3.0) -> None:
+    """SIGTERM to every pid ``still_running()`` names, then SIGKILL to those left after
+    ``grace_s``; returns once it names none (or the second grace ran out)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = list(still_running())
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace_s
+        while pids and time.monotonic() < deadline:
+            time.sleep(0.02)
+            pids = list(still_running())
+        if not pids:
+            return
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, sig: int, grace_s: float = 10.0) -> None:
+    """End a process the lab started: ``sig`` (the service's own clean shutdown), then
+    SIGKILL if it is still there after ``grace_s``."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def stop_process_group(proc: subprocess.Popen[bytes] | None, grace_s: float = 5.0) -> None:
+    """End a command started in its own session (``sh -c`` and whatever it started):
+    SIGTERM to the whole group, then SIGKILL to the group."""
+    if proc is None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            continue
+        if sig == signal.SIGTERM:
+            # the leader is gone; what it started in its group goes with it
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        break
+
+
+def wait_ready(proc: subprocess.Popen[bytes], is_ready: Callable[[], bool], *, step: str,
+               what: str, log: str, timeout_s: float = 30.0) -> None:
+    """Poll ``is_ready`` until it says yes; a process that exits first, or a wait past
+    ``timeout_s``, is a LabError quoting the end of its log."""
+    from harness.errors import LabError
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise LabError(step, f"{what} exited: {log_tail(log)}")
+        if is_ready():
+            return
+        time.sleep(0.05)
+    raise LabError(step, f"not ready after {timeout_s:.0f} s: {log_tail(log)}")
+
+
+def log_tail(path: str, chars: int = 800) -> str:
+    """The end of a log file, for error messages; empty when it cannot be read."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()[-chars:].strip()
+    except OSError:
+        return ""
