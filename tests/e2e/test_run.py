@@ -168,6 +168,14 @@ BAD = {
     "unknown-setting": ("name: x\ntarget:\n  service: postgres\n  settings:\n    tcp_keepalives_idle: 2\n"
                         "    tcp_keepalive_count: 3\nsessions: {count: 2}\nfault: {type: blackhole}\n"
                         "expect: {reclaimed_within: 5s}\n", 6, "target.settings.tcp_keepalive_count"),
+    "ssh-option": ("name: x\ntarget:\n  service: ssh\n  settings:\n    ClientAliveIntervl: 2\n"
+                   "sessions: {count: 2}\nfault: {type: blackhole}\nexpect: {reclaimed_within: 5s}\n",
+                   5, "target.settings.ClientAliveIntervl"),
+    "websocket-setting": ("name: x\ntarget:\n  service: websocket\n  settings:\n    ping_intervall: 2\n"
+                          "sessions: {count: 2}\nfault: {type: blackhole}\nexpect: {reclaimed_within: 5s}\n",
+                          5, "target.settings.ping_intervall"),
+    "tcp-without-command": ("name: x\ntarget:\n  service: tcp\nsessions: {count: 2}\nfault: {type: blackhole}\n"
+                            "expect: {reclaimed_within: 5s}\n", 2, "target.command"),
     "wrong-fault": ("name: x\ntarget: {service: postgres}\nsessions: {count: 2}\nfault:\n  type: blakhole\n"
                     "expect: {reclaimed_within: 5s}\n", 5, "fault.type"),
 }
