@@ -24,7 +24,7 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,17 @@ class Stub:
         item = await self.input.get(timeout)
         self.held = item
         return item
+
+    async def chunks(self) -> AsyncIterator[Chunk]:
+        """The data chunks in order, each held by this stub while the toxic works on it; at the
+        end of the stream the stub closes its output (passing the end on) and iteration stops."""
+        while True:
+            item = await self.recv()
+            if isinstance(item, End):
+                self.close(item)
+                return
+            if item is not None:
+                yield item
 
     async def send(self, item: Item, rest: Chunk | None = None) -> None:
         """Put ``item`` on the output; ``rest`` is what the stub still holds afterwards."""

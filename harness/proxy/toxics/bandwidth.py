@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from harness.proxy.pipeline import Chunk, End, Stub
+from harness.proxy.pipeline import Chunk, Stub
 from harness.proxy.toxics.units import attribute
 
 KB = 1000  # Toxiproxy's KB: rate * 1000 bytes per second
@@ -23,13 +23,7 @@ class Bandwidth:
     async def pipe(self, stub: Stub) -> None:
         """Forward each chunk once the time its size costs at ``rate`` has passed."""
         debt = 0.0   # seconds owed for what was forwarded, less the time already waited
-        while True:
-            item = await stub.recv()
-            if isinstance(item, End):
-                stub.close(item)
-                return
-            if item is None:
-                continue
+        async for item in stub.chunks():
             if self.rate <= 0:
                 debt = 0.0
                 await stub.send(item)

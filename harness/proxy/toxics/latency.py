@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from harness.proxy.pipeline import End, Stub
+from harness.proxy.pipeline import Stub
 from harness.proxy.toxics.units import MS, attribute
 
 
@@ -22,13 +22,7 @@ class Latency:
 
     async def pipe(self, stub: Stub) -> None:
         """Hold each chunk until its arrival time plus the delay, then forward it."""
-        while True:
-            item = await stub.recv()
-            if isinstance(item, End):
-                stub.close(item)
-                return
-            if item is None:
-                continue
+        async for item in stub.chunks():
             delay = self.latency_s
             if self.jitter_s > 0:
                 delay += stub.rng.uniform(-self.jitter_s, self.jitter_s)

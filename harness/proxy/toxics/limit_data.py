@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from harness.proxy.pipeline import Chunk, End, Stub
+from harness.proxy.pipeline import Chunk, Stub
 from harness.proxy.toxics.units import attribute
 
 
@@ -21,13 +21,7 @@ class LimitData:
     async def pipe(self, stub: Stub) -> None:
         """Forward up to the limit, then close."""
         stub.state.setdefault("sent", 0)
-        while True:
-            item = await stub.recv()
-            if isinstance(item, End):
-                stub.close(item)
-                return
-            if item is None:
-                continue
+        async for item in stub.chunks():
             remaining = max(0, self.bytes - stub.state["sent"])
             if remaining < len(item.data):
                 item = Chunk(item.data[:remaining], item.ts)

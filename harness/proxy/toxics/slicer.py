@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from typing import ClassVar
 
-from harness.proxy.pipeline import Chunk, End, Stub
+from harness.proxy.pipeline import Chunk, Stub
 from harness.proxy.toxics.units import US, attribute
 
 
@@ -40,13 +40,7 @@ class Slicer:
 
     async def pipe(self, stub: Stub) -> None:
         """Forward each chunk as several, pausing ``delay`` after each piece."""
-        while True:
-            item = await stub.recv()
-            if isinstance(item, End):
-                stub.close(item)
-                return
-            if item is None:
-                continue
+        async for item in stub.chunks():
             data, start = item.data, 0
             for end in self.cuts(len(data), stub.rng):
                 rest = Chunk(data[end:], item.ts) if end < len(data) else None
