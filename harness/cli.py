@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     u = sub.add_parser("up", help="build the lab and keep it up for manual reproduction")
     u.add_argument("path", metavar="PATH")
     u.add_argument("--fault", action="store_true", help="also inject the scenario's fault after hold")
+    u.add_argument("--backend", choices=["auto", "local", "docker"], help="override the scenario's target.backend")
     _proxy_options(u)
 
     x = sub.add_parser("proxy", help="serve the built-in Toxiproxy-compatible API")
@@ -86,6 +87,7 @@ def _proxy_options(p: argparse.ArgumentParser) -> None:
 
 
 def _proxy_command(args: argparse.Namespace) -> list[str] | None:
+    """A real toxiproxy-server's command for the local backend (docker runs an image)."""
     from harness.errors import Problem
     from harness.lab.toxiproxy import parse_command
 
@@ -192,7 +194,7 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     loaded = runner.prepare(args.paths, backend=args.backend)
     proxy_command = _proxy_command(args)
-    runner.require_machine(loaded)
+    runner.require_machine(loaded, args.backend)
     res = runner.new_results()
     folder = results_file.run_folder(args.report_dir, res.run_id)
 
@@ -201,7 +203,8 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
             err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {line}", highlight=False)
 
     try:
-        runner.run(loaded, results=res, progress=progress, proxy_command=proxy_command)
+        runner.run(loaded, results=res, progress=progress, proxy_command=proxy_command,
+                   backend=args.backend)
     except KeyboardInterrupt:
         results_file.write(res.as_json(), folder)  # what finished before the interrupt
         raise
@@ -222,11 +225,11 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
 def cmd_up(args: argparse.Namespace, out: Console, err: Console) -> int:
     from harness import runner
 
-    loaded = runner.prepare([args.path])
+    loaded = runner.prepare([args.path], backend=args.backend)
     proxy_command = _proxy_command(args)
-    runner.require_machine(loaded)
+    runner.require_machine(loaded, args.backend)
     return runner.hold_open(loaded[0], inject=args.fault, show=lambda s: out.print(s, markup=False),
-                            proxy_command=proxy_command)
+                            proxy_command=proxy_command, backend=args.backend)
 
 
 def cmd_proxy(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -272,7 +275,8 @@ def cmd_clean(args: argparse.Namespace, out: Console, err: Console) -> int:
     total = sum(len(v) for v in removed.values())
     for kind, items in removed.items():
         for item in items:
-            out.print(f"removed {kind[:-1].replace('_', ' ')} {item}", markup=False)
+            what = "" if kind == "docker" else kind[:-1].replace("_", " ") + " "
+            out.print(f"removed {what}{item}", markup=False)
     out.print(f"{total} leftover(s) removed" if total else "nothing to clean")
     return 0
 

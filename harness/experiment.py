@@ -25,6 +25,7 @@ from harness.errors import LabError
 from harness.faults import ProxyFault, build
 from harness.lab import naming
 from harness.lab.kernel import kernel_defaults
+from harness.lab.docker import DockerLab
 from harness.lab.local import LocalLab
 from harness.lab.netns import LoopInNamespace
 from harness.lab.toxiproxy import FAULTED, SPARED, LabProxy
@@ -38,6 +39,14 @@ from harness.targets.base import Session
 # Sessions are opened a few at a time: a burst of thousands would overflow the accept backlog.
 OPEN_CONCURRENCY = 32
 Progress = Callable[[str], None]
+
+
+Lab = LocalLab | DockerLab
+
+
+def new_lab(backend: str, run_id: str) -> Lab:
+    """A lab of ``backend`` (``local`` or ``docker``), to use as a context manager."""
+    return DockerLab(run_id=run_id) if backend == "docker" else LocalLab(run_id=run_id)
 
 
 def make_target(loaded: LoadedScenario) -> Any:
@@ -118,7 +127,7 @@ class OpenSessions(list[Session]):
         self.client = client
 
 
-async def _open_all(target: Any, lab: LocalLab, count: int, routing: Routing) -> list[Session]:
+async def _open_all(target: Any, lab: Lab, count: int, routing: Routing) -> list[Session]:
     gate = asyncio.Semaphore(OPEN_CONCURRENCY)
 
     async def one(i: int) -> Session:
@@ -144,7 +153,7 @@ async def _alive_all(target: Any, sessions: Sequence[Session]) -> list[tuple[boo
     return list(await asyncio.gather(*(target.alive(s) for s in sessions)))
 
 
-def open_sessions(lab: LocalLab, target: Any, count: int, routing: Routing) -> OpenSessions:
+def open_sessions(lab: Lab, target: Any, count: int, routing: Routing) -> OpenSessions:
     """Open ``count`` sessions from the client namespace; closing them is registered with the lab."""
     client = LoopInNamespace(lab.client_ns)
     lab.on_close("client event loop", client.close)
@@ -153,7 +162,7 @@ def open_sessions(lab: LocalLab, target: Any, count: int, routing: Routing) -> O
     return sessions
 
 
-def setup_routing(lab: LocalLab, target: Any, layer: str, faulted: set[int],
+def setup_routing(lab: Lab, target: Any, layer: str, faulted: set[int],
                   proxy_command: Sequence[str] | None) -> Routing:
     if layer != "proxy":
         return Routing()
@@ -164,7 +173,7 @@ def setup_routing(lab: LocalLab, target: Any, layer: str, faulted: set[int],
     return routing
 
 
-def _find_session_processes(lab: LocalLab, target: Any, sessions: Sequence[Session],
+def _find_session_processes(lab: Lab, target: Any, sessions: Sequence[Session],
                             keys: dict[int, Key], table: SocketTable) -> None:
     """For targets that fork a process per connection (sshd), the process is found from the
     server's side: the oldest process holding the session's server socket."""
@@ -189,7 +198,7 @@ def _last_activity(info: SockInfo | None, sampled_at: float, t0: float) -> float
 # -- one scenario -----------------------------------------------------------------------------
 
 def run_one(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: None,
-            proxy_command: Sequence[str] | None = None) -> dict[str, Any]:
+            proxy_command: Sequence[str] | None = None, backend: str = "local") -> dict[str, Any]:
     """Run one scenario in a fresh lab and return its results.json entry."""
     spec = ls.scenario
     target = make_target(ls)
@@ -199,7 +208,7 @@ def run_one(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: None
     chooser = random.Random(f"{run_id}/{spec.name}")
     faulted_ids = set(chooser.sample(range(count), spec.fault.pick_count(count)))
 
-    with LocalLab(run_id=run_id) as lab:
+    with new_lab(backend, run_id) as lab:
         kernel = kernel_defaults(lab.server_ns)
         target.start(lab)
         routing = setup_routing(lab, target, spec.fault.layer or "packet", faulted_ids, proxy_command)
@@ -362,21 +371,23 @@ def _headline(predictions: Sequence[Prediction]) -> Prediction | None:
 
 def hold_open(ls: LoadedScenario, *, inject: bool, show: Callable[[str], None],
               run_id: str, wait: Callable[[], None] | None = None,
-              proxy_command: Sequence[str] | None = None) -> int:
+              proxy_command: Sequence[str] | None = None, backend: str = "local") -> int:
     """``connchaos up``: build the lab, start the target, open the sessions (and optionally
     inject the fault), then hold everything until Ctrl-C or SIGTERM, and tear it down."""
     spec = ls.scenario
     target = make_target(ls)
     count = spec.sessions.count
     faulted_ids = set(range(spec.fault.pick_count(count)))
-    with LocalLab(run_id=run_id) as lab:
+    with new_lab(backend, run_id) as lab:
         target.start(lab)
         routing = setup_routing(lab, target, spec.fault.layer or "packet", faulted_ids, proxy_command)
         sessions = open_sessions(lab, target, count, routing)
         d = lab.describe()
-        show(f"lab {lab.lab_id} is up: {spec.target.service} at {d['server_addr']}:{target.port}"
-             f" in {d['server_ns']}; clients in {d['client_ns']} ({d['client_addr']});"
-             f" router {d['router_ns']}")
+        show(f"lab {lab.lab_id} is up ({lab.backend}): {spec.target.service} at"
+             f" {d['server_addr']}:{target.port} in {d['server_ns']}; clients in {d['client_ns']}"
+             f" ({d['client_addr']}); router {d['router_ns']}")
+        if "containers" in d:
+            show(f"containers: {d['containers']}; networks: {d['networks']}")
         if isinstance(routing, ProxyRouting):
             show(f"proxies in {lab.router_ns}: " + ", ".join(
                 f"{n} {h}:{p}" for n, (h, p) in routing.listen.items())

@@ -27,7 +27,7 @@ from harness.scenario import LoadedScenario, load_paths
 from harness.targets import available, target_class
 
 SCHEMA = "connchaos.results/1"
-BACKENDS = ("local",)
+BACKENDS = ("local", "docker")
 LAYERS = ("packet", "proxy")
 
 Progress = Callable[[str], None]
@@ -62,6 +62,7 @@ def support_problems(loaded: LoadedScenario, backend: str | None = None) -> list
                         f"fault {spec.fault.type!r} is not available (available: {', '.join(FAULTS)})"))
     problems.extend(_toxic_problems(loaded))
     problems.extend(_session_problems(loaded))
+    problems.extend(_backend_problems(loaded, backend))
     target = target_class(spec.target.service) if spec.target.service in services else None
     if target is not None:
         for name, message in target.check_settings(spec.target.settings):
@@ -86,10 +87,42 @@ def _session_problems(loaded: LoadedScenario) -> list[Problem]:
     if spec.target.service == "tcp" and spec.sessions.activity == "in-flight":
         problems.append(loaded.problem(("sessions", "activity"),
                         "in-flight needs a service connchaos can make send data; use idle with service: tcp"))
-    if spec.target.image is not None:
-        problems.append(loaded.problem(("target", "image"), "image: runs on the docker backend,"
-                                                            " which is not in this version"))
     return problems
+
+
+def _backend_problems(loaded: LoadedScenario, backend: str | None) -> list[Problem]:
+    """What the chosen backend cannot run: an image on the local backend, a command of the
+    user's own on docker (a command runs on this machine; in Docker the image is the server)."""
+    spec = loaded.scenario
+    chosen = backend or spec.target.backend
+    problems = []
+    if spec.target.image is not None and chosen == "local":
+        problems.append(loaded.problem(("target", "image"), "image: runs on the docker backend,"
+                                       " not with --backend local"))
+    if chosen == "docker" and spec.target.command is not None and spec.target.image is None:
+        problems.append(loaded.problem(("target", "command"), "on the docker backend your server"
+                                       " runs from an image: add image: (the command then runs in it)"))
+    return problems
+
+
+def backend_for(loaded: LoadedScenario, backend: str | None = None) -> str:
+    """``local`` or ``docker`` for this scenario. ``auto`` is docker when the scenario names an
+    image, else local when this machine can build a local lab for it, else docker when a
+    Docker engine answers, else local (whose check then names what is missing)."""
+    spec = loaded.scenario
+    chosen = backend or spec.target.backend
+    if chosen != "auto":
+        return chosen
+    if spec.target.image is not None:
+        return "docker"
+    if spec.target.command is not None:
+        return "local"
+    try:
+        _require_local([loaded])
+        return "local"
+    except MachineError:
+        from harness.lab.docker import engine_problem
+        return "docker" if engine_problem() is None else "local"
 
 
 def _toxic_problems(loaded: LoadedScenario) -> list[Problem]:
@@ -123,8 +156,49 @@ def prepare(paths: Iterable[str], backend: str | None = None) -> list[LoadedScen
     return loaded
 
 
-def require_machine(loaded: Sequence[LoadedScenario]) -> None:
-    """Raise MachineError (exit 3) naming the first thing this machine lacks for the local lab."""
+def require_machine(loaded: Sequence[LoadedScenario], backend: str | None = None) -> None:
+    """Raise MachineError (exit 3) naming the first thing this machine lacks for the
+    scenarios, each on its backend."""
+    by_backend: dict[str, list[LoadedScenario]] = {}
+    for ls in loaded:
+        by_backend.setdefault(backend_for(ls, backend), []).append(ls)
+    if "local" in by_backend:
+        _require_local(by_backend["local"])
+    if "docker" in by_backend:
+        _require_docker()
+
+
+def _require_docker() -> None:
+    """The docker backend enters the containers' network namespaces (root) and writes
+    nftables rules there with this machine's nft; the engine must answer."""
+    from harness.lab.docker import engine
+
+    if os.geteuid() != 0:
+        raise MachineError("root (the docker backend enters the containers' network namespaces)",
+                           "run as root")
+    if shutil.which("ip") is None:
+        raise MachineError("the ip command", "apt-get install iproute2")
+    if nft_binary() is None:
+        raise MachineError("nftables (the nft command)", "apt-get install nftables")
+    engine(timeout_s=10).close()
+
+
+def images_needed(loaded: Sequence[LoadedScenario], backend: str | None = None) -> list[str]:
+    """The project's images the docker scenarios run (the client's always; a service's own
+    unless the scenario names an image; the proxy's at the proxy layer, decided at start)."""
+    names = set()
+    for ls in loaded:
+        if backend_for(ls, backend) != "docker":
+            continue
+        names.add("client")
+        spec = ls.scenario
+        if spec.target.image is None and spec.target.service != "tcp" and not (
+                spec.target.service == "websocket" and spec.target.command):
+            names.add({"postgres": "postgres", "ssh": "ssh", "websocket": "websocket"}[spec.target.service])
+    return sorted(names)
+
+
+def _require_local(loaded: Sequence[LoadedScenario]) -> None:
     if os.geteuid() != 0:
         raise MachineError("root (network namespaces and nftables need it)", "run as root")
     for tool, package in (("ip", "iproute2"), ("setpriv", "util-linux")):
@@ -199,25 +273,46 @@ def new_results(run_id: str | None = None) -> RunResults:
                       started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
+def ensure_images(loaded: Sequence[LoadedScenario], backend: str | None = None,
+                  progress: Progress = _quiet) -> None:
+    """Build the images the docker scenarios need and are missing (a cache: once built,
+    nothing happens); without a registry the base image is built first (see images.py)."""
+    names = images_needed(loaded, backend)
+    if not names:
+        return
+    from harness.lab.images import connect, ensure
+
+    client = connect()
+    try:
+        ensure(client, names, progress)
+    finally:
+        client.close()
+
+
 def run(loaded: Sequence[LoadedScenario], *, results: RunResults | None = None,
         progress: Progress = _quiet, proxy_command: Sequence[str] | None = None,
-        on_scenario: Callable[[dict[str, Any]], None] | None = None) -> RunResults:
-    """Run scenarios one after the other, each in a lab of its own, into ``results``.
+        on_scenario: Callable[[dict[str, Any]], None] | None = None,
+        backend: str | None = None) -> RunResults:
+    """Run scenarios one after the other, each in a lab of its own (on its backend, or on
+    ``backend`` for all), into ``results``.
 
     KeyboardInterrupt (Ctrl-C, and SIGTERM as the CLI maps it) tears the current lab down and
     propagates; the scenarios finished so far stay in ``results``.
     """
-    require_machine(loaded)
+    require_machine(loaded, backend)
+    ensure_images(loaded, backend, progress)
     results = results or new_results()
     for ls in loaded:
-        progress(f"{ls.scenario.name}: starting ({ls.path})")
+        chosen = backend_for(ls, backend)
+        progress(f"{ls.scenario.name}: starting on {chosen} ({ls.path})")
         try:
-            entry = run_one(ls, results.run_id, progress=progress, proxy_command=proxy_command)
+            entry = run_one(ls, results.run_id, progress=progress, proxy_command=proxy_command,
+                            backend=chosen)
         except LabError as exc:
-            entry = _error_entry(ls, str(exc))
+            entry = _error_entry(ls, str(exc), chosen)
         except KeyboardInterrupt:
             results.interrupted = True
-            results.scenarios.append(_error_entry(ls, "interrupted"))
+            results.scenarios.append(_error_entry(ls, "interrupted", chosen))
             raise
         results.scenarios.append(entry)
         if on_scenario:
@@ -225,10 +320,10 @@ def run(loaded: Sequence[LoadedScenario], *, results: RunResults | None = None,
     return results
 
 
-def _error_entry(ls: LoadedScenario, reason: str) -> dict[str, Any]:
+def _error_entry(ls: LoadedScenario, reason: str, backend: str) -> dict[str, Any]:
     spec = ls.scenario
     return {"name": spec.name, "file": ls.path, "about": spec.about, "verdict": "error",
-            "reason": reason, "backend": "local", "layer": spec.fault.layer,
+            "reason": reason, "backend": backend, "layer": spec.fault.layer,
             "fault": spec.fault.type, "prediction": None, "sessions": [],
             "summary": summarize([])}
 
@@ -237,7 +332,8 @@ def _error_entry(ls: LoadedScenario, reason: str) -> dict[str, Any]:
 
 def hold_open(ls: LoadedScenario, *, inject: bool, show: Callable[[str], None],
               wait: Callable[[], None] | None = None,
-              proxy_command: Sequence[str] | None = None) -> int:
+              proxy_command: Sequence[str] | None = None, backend: str | None = None) -> int:
     """``connchaos up`` (see ``harness.experiment.hold_open``)."""
+    ensure_images([ls], backend, show)
     return _hold_open(ls, inject=inject, show=show, run_id=new_run_id(), wait=wait,
-                      proxy_command=proxy_command)
+                      proxy_command=proxy_command, backend=backend_for(ls, backend))

@@ -57,7 +57,35 @@ def ours() -> set[str]:
     found |= {f"folder {p}" for p in glob.glob(os.path.join(tempfile.gettempdir(), "connchaos-*"))}
     procs = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     found |= {f"process {line.strip()}" for line in procs.splitlines() if "/connchaos-" in line}
+    if shutil.which("docker") and docker_missing() is None:
+        for kind in ("container", "network"):
+            names = subprocess.run(["docker", kind, "ls", *(["-a"] if kind == "container" else []),
+                                    "-q", "--filter", "label=connchaos.run"],
+                                   capture_output=True, text=True).stdout.split()
+            found |= {f"docker {kind} {n}" for n in names}
+        # an image's anonymous volume carries no label: any new volume counts
+        volumes = subprocess.run(["docker", "volume", "ls", "-q"], capture_output=True, text=True).stdout
+        found |= {f"docker volume {v}" for v in volumes.split()}
     return found
+
+
+def docker_missing() -> str | None:
+    """Why the docker backend cannot run here, or None."""
+    from harness.lab.docker import engine_problem
+
+    if os.geteuid() != 0:
+        return "needs root (the docker backend enters the containers' namespaces)"
+    return engine_problem()
+
+
+@pytest.fixture
+def docker_machine(lab_machine: None) -> None:
+    """A Docker engine (and root): skip with the reason, or fail with CONNCHAOS_REQUIRE_DOCKER=1."""
+    reason = docker_missing()
+    if reason:
+        if os.environ.get("CONNCHAOS_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"CONNCHAOS_REQUIRE_DOCKER=1 but {reason}")
+        pytest.skip(reason)
 
 
 @pytest.fixture

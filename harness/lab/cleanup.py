@@ -1,8 +1,10 @@
 """``connchaos clean``: remove what a killed run left behind, and nothing that is not ours.
 
 Ours means: network namespaces and host links whose names start with ``cc-``, nftables tables
-named ``connchaos`` in the host namespace, temporary folders starting with ``connchaos-``, and
-the per-run user accounts named ``cc-<lab id>`` (the ssh target's). A lab whose owner process
+named ``connchaos`` in the host namespace, temporary folders starting with ``connchaos-``,
+the per-run user accounts named ``cc-<lab id>`` (the ssh target's), and Docker containers and
+networks labelled ``connchaos.run`` (removed with their anonymous volumes). Images are a cache
+(``connchaos images``), not leftovers. A lab whose owner process
 is still alive belongs to a run in progress and is left alone.
 """
 
@@ -17,6 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from typing import Any
 
 from pyroute2 import IPRoute
 
@@ -73,9 +76,36 @@ def leftovers() -> dict[str, list[str]]:
     return found
 
 
+def docker_leftovers(client: Any) -> list[str]:
+    """Our containers and networks (label ``connchaos.run``) of labs whose run is gone."""
+    from harness.lab.docker import lab_of, labelled
+
+    containers, networks = labelled(client)
+    return ([f"container {c.name}" for c in containers if not _owner_alive(lab_of(c))]
+            + [f"network {n.name}" for n in networks if not _owner_alive(lab_of(n))])
+
+
+def _docker_client() -> Any:
+    """The engine, if one answers; cleaning local leftovers does not need it."""
+    from harness.errors import MachineError
+    from harness.lab.docker import engine
+
+    try:
+        return engine(timeout_s=10)
+    except MachineError:
+        return None
+
+
 def clean() -> dict[str, list[str]]:
     """Remove the leftovers; returns what was removed."""
     found = leftovers()
+    client = _docker_client()
+    if client is not None:
+        from harness.lab.docker import remove_labelled
+
+        # containers first: the namespaces attached from them then hold nothing
+        with client:
+            found["docker"] = remove_labelled(client, keep=_owner_alive)
     for ns in found["namespaces"]:
         _remove_namespace(ns)  # ends the processes inside first (a server of a killed run)
     with IPRoute() as ipr:

@@ -9,43 +9,35 @@
 The router forwards between the two links; packet faults act there or in the client
 namespace, never in the server's (a drop in the server's own stack is not silent).
 Every object is created in ``__enter__`` and released in reverse order in ``close``, which
-also runs for exceptions, Ctrl-C and SIGTERM (the CLI turns SIGTERM into an exception).
+also runs for exceptions, Ctrl-C and SIGTERM (see ``harness.lab.base``).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from types import TracebackType
+from dataclasses import dataclass
 
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
 from harness.errors import LabError
 from harness.lab import naming
+from harness.lab.base import LabBase
 from harness.lab.netns import entered, list_namespaces, pids_in, write_sysctl
 from harness.lab.processes import end_processes, running
 
 
 @dataclass
-class LocalLab:
+class LocalLab(LabBase):
     """One lab on this machine. Use as a context manager."""
-
-    lab_id: str = field(default_factory=naming.new_lab_id)
-    run_id: str = ""
-    tmpdir: str = ""
-    _undo: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
 
     client_ns: str = ""
     router_ns: str = ""
     server_ns: str = ""
     client_addr: str = naming.CLIENT_ADDR
     server_addr: str = naming.SERVER_ADDR
+    router_client_addr: str = naming.ROUTER_CLIENT_ADDR
+    router_server_addr: str = naming.ROUTER_SERVER_ADDR
+    client_net: str = naming.CLIENT_NET
 
     def __post_init__(self) -> None:
         self.client_ns = naming.namespace(self.lab_id, "cli")
@@ -56,44 +48,10 @@ class LocalLab:
     def backend(self) -> str:
         return "local"
 
-    def __enter__(self) -> LocalLab:
-        try:
-            self._build()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    def on_close(self, what: str, fn: Callable[[], None]) -> None:
-        """Register a release step; steps run in reverse order of registration."""
-        self._undo.append((what, fn))
-
-    def close(self) -> None:
-        """Release everything this lab created, newest first; keep going past failures."""
-        errors = []
-        while self._undo:
-            what, fn = self._undo.pop()
-            try:
-                fn()
-            except Exception as exc:  # one failed release must not leak the rest
-                errors.append(f"{what}: {exc}")
-        if errors:
-            raise LabError("tearing down the lab", "; ".join(errors))
-
     # -- building ---------------------------------------------------------------------------
 
     def _build(self) -> None:
-        self.tmpdir = tempfile.mkdtemp(prefix=f"{naming.TMP_PREFIX}{self.lab_id}-")
-        self.on_close("temporary folder", lambda: shutil.rmtree(self.tmpdir, ignore_errors=True))
-        os.chmod(self.tmpdir, 0o755)
-        with open(os.path.join(self.tmpdir, naming.OWNER_FILE), "w") as f:
-            json.dump({"pid": os.getpid(), "run_id": self.run_id, "lab_id": self.lab_id,
-                       "namespaces": [self.client_ns, self.router_ns, self.server_ns],
-                       "started": time.time()}, f)
+        self._make_folder(namespaces=[self.client_ns, self.router_ns, self.server_ns])
 
         for ns in (self.client_ns, self.router_ns, self.server_ns):
             self._add_namespace(ns)

@@ -184,3 +184,20 @@ def pids_in(name: str) -> list[int]:
         if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
             pids.append(int(entry))
     return pids
+
+
+def listening(name: str, port: int, addr: str | None = None) -> bool:
+    """Does a TCP socket listen on ``port`` (on ``addr``, or any address) in namespace
+    ``name``? Read from the kernel's table, so it works whatever runs the service."""
+    want_port = f"{port:04X}"
+    want_addr = None if addr is None else "{:08X}".format(
+        int.from_bytes(bytes(int(p) for p in reversed(addr.split("."))), "big"))
+    # /proc/thread-self/net is the calling thread's namespace (/proc/net the process's)
+    with entered(name), open("/proc/thread-self/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local_addr, _, local_port = fields[1].partition(":")
+            if fields[3] == "0A" and local_port == want_port and (
+                    want_addr is None or local_addr in (want_addr, "00000000")):
+                return True
+    return False

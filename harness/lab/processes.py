@@ -11,6 +11,14 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Stoppable(Protocol):
+    """A service that stops itself (a container); see ``harness.lab.docker``."""
+
+    def stop(self, sig: int, grace_s: float) -> None: ...
 
 
 def running(pid: int) -> bool:
@@ -40,10 +48,13 @@ def end_processes(still_running: Callable[[], Iterable[int]], grace_s: float = 3
             return
 
 
-def stop_process(proc: subprocess.Popen[bytes] | None, sig: int, grace_s: float = 10.0) -> None:
+def stop_process(proc: Any, sig: int, grace_s: float = 10.0) -> None:
     """End a process the lab started: ``sig`` (the service's own clean shutdown), then
     SIGKILL if it is still there after ``grace_s``."""
     if proc is None or proc.poll() is not None:
+        return
+    if isinstance(proc, Stoppable):  # a container: docker signals its main process
+        proc.stop(sig, grace_s)
         return
     proc.send_signal(sig)
     try:
@@ -53,10 +64,13 @@ def stop_process(proc: subprocess.Popen[bytes] | None, sig: int, grace_s: float 
         proc.wait(5)
 
 
-def stop_process_group(proc: subprocess.Popen[bytes] | None, grace_s: float = 5.0) -> None:
+def stop_process_group(proc: Any, grace_s: float = 5.0) -> None:
     """End a command started in its own session (``sh -c`` and whatever it started):
     SIGTERM to the whole group, then SIGKILL to the group."""
     if proc is None:
+        return
+    if isinstance(proc, Stoppable):  # a container: its processes go with it
+        proc.stop(signal.SIGTERM, grace_s)
         return
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
@@ -76,20 +90,24 @@ def stop_process_group(proc: subprocess.Popen[bytes] | None, grace_s: float = 5.
         break
 
 
-def wait_ready(proc: subprocess.Popen[bytes], is_ready: Callable[[], bool], *, step: str,
-               what: str, log: str, timeout_s: float = 30.0) -> None:
-    """Poll ``is_ready`` until it says yes; a process that exits first, or a wait past
-    ``timeout_s``, is a LabError quoting the end of its log."""
+def wait_ready(proc: Any, is_ready: Callable[[], bool], *, step: str,
+               what: str, log: str | Callable[[], str], timeout_s: float = 30.0) -> None:
+    """Poll ``is_ready`` until it says yes; a process (or container) that exits first, or a
+    wait past ``timeout_s``, is a LabError quoting the end of its log (a file, or a callable
+    that returns the text)."""
     from harness.errors import LabError
+
+    def tail() -> str:
+        return log()[-800:].strip() if callable(log) else log_tail(log)
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise LabError(step, f"{what} exited: {log_tail(log)}")
+            raise LabError(step, f"{what} exited: {tail()}")
         if is_ready():
             return
         time.sleep(0.05)
-    raise LabError(step, f"not ready after {timeout_s:.0f} s: {log_tail(log)}")
+    raise LabError(step, f"not ready after {timeout_s:.0f} s: {tail()}")
 
 
 def log_tail(path: str, chars: int = 800) -> str:

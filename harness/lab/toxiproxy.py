@@ -24,7 +24,7 @@ from toxiproxy import Toxiproxy
 from toxiproxy.api import APIConsumer
 
 from harness.errors import LabError, MachineError
-from harness.lab import naming
+from harness.lab.docker import DockerLab
 from harness.lab.local import LocalLab
 from harness.lab.netns import LoopInNamespace, exec_argv
 from harness.lab.processes import log_tail, stop_process
@@ -43,17 +43,36 @@ def builtin_command() -> list[str]:
 class LabProxy:
     """A Toxiproxy server in ``lab``'s router namespace. ``start`` registers its teardown."""
 
-    lab: LocalLab
+    lab: LocalLab | DockerLab
     command: Sequence[str] | None = None     # a real toxiproxy-server; None = the built-in one
-    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    image: str | None = None                 # on the docker backend: the proxy's image
+    _proc: Any = field(default=None, init=False, repr=False)  # a Popen, or a ContainerProcess
     _thread: LoopInNamespace | None = field(default=None, init=False, repr=False)
     _log: str = field(default="", init=False, repr=False)
 
     @property
     def server(self) -> str:
+        if self.image:
+            return self.image
         return "built-in" if self.command is None else " ".join(self.command)
 
     def start(self, timeout_s: float = 20.0) -> None:
+        if isinstance(self.lab, DockerLab):
+            self._start_container()
+        else:
+            self._start_process()
+        self.lab.on_close("proxy server", self.stop)
+        self._thread = LoopInNamespace(self.lab.router_ns)
+        self.lab.on_close("proxy client thread", self._thread.close)
+        # toxiproxy-python keeps the API's address in class attributes: one lab at a time.
+        APIConsumer.host, APIConsumer.port = API_HOST, API_PORT
+        deadline = time.monotonic() + timeout_s
+        while not self.call(lambda: Toxiproxy().running()):
+            if self._proc is None or self._proc.poll() is not None or time.monotonic() > deadline:
+                raise LabError("starting the proxy server", self._tail() or "no answer on its API")
+            time.sleep(0.05)
+
+    def _start_process(self) -> None:
         argv = list(self.command) if self.command else builtin_command()
         self._log = os.path.join(self.lab.tmpdir, "proxy.log")
         with open(self._log, "wb") as log:
@@ -62,19 +81,25 @@ class LabProxy:
                                               stderr=subprocess.STDOUT, start_new_session=True)
             except OSError as exc:
                 raise MachineError(f"the proxy server {argv[0]}", str(exc)) from exc
-        self.lab.on_close("proxy server", self.stop)
-        self._thread = LoopInNamespace(self.lab.router_ns)
-        self.lab.on_close("proxy client thread", self._thread.close)
-        # toxiproxy-python keeps the API's address in class attributes: one lab at a time.
-        APIConsumer.host, APIConsumer.port = API_HOST, API_PORT
-        deadline = time.monotonic() + timeout_s
-        while not self.call(lambda: Toxiproxy().running()):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                raise LabError("starting the proxy server", self._tail() or "no answer on its API")
-            time.sleep(0.05)
+
+    def _start_container(self) -> None:
+        """The official Toxiproxy image when it is here or can be pulled, else the built-in
+        proxy's image; either joins the router's namespace. Both read ``--host=``/``--port=``
+        (Go's flag package takes the double dash too)."""
+        from harness.lab.images import connect, toxiproxy_image
+
+        assert isinstance(self.lab, DockerLab)
+        client = connect()
+        try:
+            self.image = toxiproxy_image(client)
+        finally:
+            client.close()
+        self._proc = self.lab.run_service("proxy", self.image, [f"--host={API_HOST}", f"--port={API_PORT}"],
+                                          beside="rtr")
 
     def _tail(self) -> str:
-        return log_tail(self._log)
+        logs = getattr(self._proc, "logs", None)
+        return logs() if logs else log_tail(self._log)
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
@@ -89,7 +114,7 @@ class LabProxy:
         """A proxy to ``upstream``, listening on the router's client side; returns its address."""
         proxy = self.call(lambda: Toxiproxy().create(
             upstream=f"{upstream[0]}:{upstream[1]}", name=name,
-            listen=f"{naming.ROUTER_CLIENT_ADDR}:0"))
+            listen=f"{self.lab.router_client_addr}:0"))
         host, _, port = proxy.listen.rpartition(":")
         return host, int(port)
 

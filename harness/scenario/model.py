@@ -83,15 +83,18 @@ class Target(_Part):
     def _own_server_fields_fit(self) -> Target:
         rules: list[tuple[tuple[str, ...], str]] = []
         if self.service in ("postgres", "ssh"):
-            for name in ("command", "ready", "image", "port"):
+            for name in ("command", "ready", "port"):
                 if getattr(self, name) is not None:
                     rules.append(((name,), f"{self.service} is started by connchaos; {name} is for"
-                                           " service: tcp or websocket"))
+                                           " service: tcp or websocket (image: picks the image it"
+                                           " runs on the docker backend)"))
         if self.service == "tcp" and self.command is None and self.image is None:
             rules.append((("command",), "service: tcp needs the command that starts your server"
                                         " (with {host} and {port}), or an image"))
-        if self.command is not None and self.port is None and self.service == "tcp":
-            rules.append((("port",), "with a command, say which port your server listens on"))
+        if (self.command is not None or self.image is not None) and self.port is None and self.service == "tcp":
+            rules.append((("port",), "say which port your server listens on"))
+        if self.image is not None and self.backend == "local":
+            rules.append((("image",), "image: runs on the docker backend; this target says backend: local"))
         if rules:
             raise _rules_error(rules)
         return self

@@ -39,7 +39,7 @@ class ServerError:
 
 
 class LabView(Protocol):
-    """The part of a lab a target needs."""
+    """The part of a lab a target needs (a LocalLab or a DockerLab)."""
 
     lab_id: str
     tmpdir: str
@@ -47,7 +47,30 @@ class LabView(Protocol):
     server_ns: str
     server_addr: str
 
+    @property
+    def backend(self) -> str: ...
+
     def on_close(self, what: str, fn: Any) -> None: ...
+
+
+def start_in_container(lab: LabView, role: str, image: str, argv: Sequence[str] | None,
+                       command: str | None, port: int, binds: Mapping[str, str] | None = None) -> Any:
+    """A service in its container beside the lab's server (docker backend): ``argv``, else the
+    user's ``command`` through ``sh -c`` (with {host} and {port} filled in), else the image's own
+    command. Returns it as a process (``harness.lab.docker.ContainerProcess``)."""
+    if argv is None and command:
+        argv = ["sh", "-c", command.replace("{host}", lab.server_addr).replace("{port}", str(port))]
+    # a command line of ours replaces the image's entrypoint; none keeps the image's own
+    return as_docker(lab).run_service(role, image, argv, binds=binds,
+                                      entrypoint=None if argv is None else [])
+
+
+def as_docker(lab: LabView) -> Any:
+    """``lab`` as the DockerLab it is (the targets' docker paths run only there)."""
+    from harness.lab.docker import DockerLab
+
+    assert isinstance(lab, DockerLab), lab
+    return lab
 
 
 class Target(Protocol):

@@ -32,10 +32,10 @@ from harness.core.prediction import Prediction, SocketSettings
 from harness.errors import LabError, MachineError
 from harness.faults.base import Flow
 from harness.lab import naming
-from harness.lab.netns import exec_argv
-from harness.lab.processes import stop_process
+from harness.lab.netns import exec_argv, listening
+from harness.lab.processes import stop_process, wait_ready
 from harness.scenario.model import Scenario
-from harness.targets.base import LabView, Scalar, ServerError, Session
+from harness.targets.base import LabView, as_docker, Scalar, ServerError, Session
 
 USER = "connchaos"
 CHANNEL = "connchaos_in_flight"
@@ -144,18 +144,21 @@ class PostgresTarget:
     sessions: int = 20
     listen_for_in_flight: bool = False
     port: int = 5432
+    image: str | None = None        # the user's own image (docker backend); None = ours
     service: ClassVar[str] = "postgres"
     needs_process: ClassVar[bool] = True
-    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _proc: Any = field(default=None, init=False, repr=False)  # a Popen, or a ContainerProcess
     _admin: psycopg.Connection[Any] | None = field(default=None, init=False, repr=False)
     _log_path: str = field(default="", init=False, repr=False)
+    _logs_at_stop: str = field(default="", init=False, repr=False)
     _sockdir: str = field(default="", init=False, repr=False)
     _server_addr: str = field(default="", init=False, repr=False)
 
     @classmethod
     def from_scenario(cls, spec: Scenario) -> PostgresTarget:
         return cls(settings=dict(spec.target.settings), sessions=spec.sessions.count,
-                   listen_for_in_flight=spec.sessions.activity == "in-flight")
+                   listen_for_in_flight=spec.sessions.activity == "in-flight",
+                   image=spec.target.image)
 
     # -- settings and prediction ------------------------------------------------------------
 
@@ -206,7 +209,22 @@ class PostgresTarget:
 
     # -- running ----------------------------------------------------------------------------
 
+    def _fixed(self) -> dict[str, str]:
+        """What the lab sets; the scenario's settings come after (and cannot name these)."""
+        return {"port": str(self.port), "log_line_prefix": "%m [%p] ", "log_timezone": "UTC",
+                "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+                "max_connections": str(max(100, self.sessions + 20))}
+
+    def _options(self, fixed: Mapping[str, str]) -> list[str]:
+        argv = []
+        for name, value in {**fixed, **{k: _pg_text(v) for k, v in self.settings.items()}}.items():
+            argv += ["-c", f"{name}={value}"]
+        return argv
+
     def start(self, lab: LabView) -> None:
+        if lab.backend == "docker":
+            self._start_container(lab)
+            return
         bindir = require_bindir()
         user = _run_user()
         base = os.path.join(lab.tmpdir, "postgres")
@@ -226,19 +244,38 @@ class PostgresTarget:
             f.write(f"local all all trust\nhost all all {naming.CLIENT_NET} trust\n"
                     f"host all all {naming.ROUTER_SERVER_ADDR}/32 trust\n")
 
-        argv = [*as_user, os.path.join(bindir, "postgres"), "-D", data]
-        fixed = {"listen_addresses": lab.server_addr, "port": str(self.port),
-                 "unix_socket_directories": self._sockdir, "log_line_prefix": "%m [%p] ",
-                 "log_timezone": "UTC", "fsync": "off", "synchronous_commit": "off",
-                 "full_page_writes": "off", "max_connections": str(max(100, self.sessions + 20))}
-        for name, value in {**fixed, **{k: _pg_text(v) for k, v in self.settings.items()}}.items():
-            argv += ["-c", f"{name}={value}"]
+        argv = [*as_user, os.path.join(bindir, "postgres"), "-D", data, *self._options(
+            {"listen_addresses": lab.server_addr, "unix_socket_directories": self._sockdir,
+             **self._fixed()})]
         self._log_path = os.path.join(base, "server.log")
         with open(self._log_path, "wb") as log:
             # its own session: a Ctrl-C in the terminal reaches the harness, which stops it
             self._proc = subprocess.Popen(exec_argv(lab.server_ns, argv), stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True)
         lab.on_close("postgres", self.stop)
+        self._admin = self._wait_ready()
+
+    def _start_container(self, lab: LabView) -> None:
+        """The official image's interface (ours has the same): it initialises the data folder
+        on first start and runs ``postgres -c ...``. The harness reaches the server through
+        the Unix socket folder, mounted from the lab's own folder."""
+        from harness.lab.images import image_ref
+
+        base = os.path.join(lab.tmpdir, "postgres")
+        self._sockdir = os.path.join(base, "sock")
+        os.makedirs(self._sockdir)
+        os.chmod(base, 0o755)
+        os.chmod(self._sockdir, 0o1777)  # the image's postgres user writes its socket here
+        self._proc = as_docker(lab).run_service(
+            "postgres", self.image or image_ref("postgres"),
+            ["postgres", *self._options({"listen_addresses": "*", **self._fixed()})],
+            env={"POSTGRES_HOST_AUTH_METHOD": "trust", "POSTGRES_USER": USER},
+            binds={self._sockdir: "/var/run/postgresql"})
+        lab.on_close("postgres", self.stop)
+        # The image's first start runs a temporary server on the socket only (initdb, init
+        # scripts); the real one is up once it listens on TCP.
+        wait_ready(self._proc, lambda: listening(lab.server_ns, self.port), step="starting postgres",
+                   what="the postgres container", log=self.log_tail, timeout_s=60)
         self._admin = self._wait_ready()
 
     def _wait_ready(self, timeout_s: float = 30.0) -> psycopg.Connection[Any]:
@@ -256,12 +293,18 @@ class PostgresTarget:
                 time.sleep(0.05)
         raise LabError("starting postgres", f"not ready after {timeout_s:.0f} s: {last}")
 
-    def log_tail(self, lines: int = 15) -> str:
+    def _log_lines(self) -> list[str]:
+        """The server's log: its file, or its container's output."""
+        if hasattr(self._proc, "logs"):
+            return self._proc.logs().splitlines(keepends=True)  # type: ignore[no-any-return]
         try:
             with open(self._log_path, errors="replace") as f:
-                return "".join(f.readlines()[-lines:]).strip()
+                return f.readlines()
         except OSError:
-            return ""
+            return []
+
+    def log_tail(self, lines: int = 15) -> str:
+        return "".join(self._log_lines()[-lines:]).strip()
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT), then SIGKILL if it lingers."""
@@ -270,6 +313,8 @@ class PostgresTarget:
             self._admin = None
         proc, self._proc = self._proc, None
         stop_process(proc, signal.SIGINT)
+        if hasattr(proc, "logs"):
+            self._logs_at_stop = proc.logs()
 
     async def open_session(self, lab: LabView, index: int,
                            via: tuple[str, int] | None = None) -> Session:
@@ -331,12 +376,7 @@ class PostgresTarget:
 
     def server_errors(self) -> dict[int | tuple[str, int], ServerError]:
         found: dict[int | tuple[str, int], ServerError] = {}
-        try:
-            with open(self._log_path, errors="replace") as f:
-                lines = f.readlines()
-        except OSError:
-            return found
-        for line in lines:
+        for line in self._log_lines() or self._logs_at_stop.splitlines():
             m = _LOG.match(line.rstrip("\n"))
             if not m:
                 continue

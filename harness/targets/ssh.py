@@ -56,10 +56,10 @@ from harness.errors import LabError, MachineError
 from harness.faults.base import Flow
 from harness.lab import naming
 from harness.lab.cleanup import remove_run_user
-from harness.lab.netns import entered, exec_argv
+from harness.lab.netns import exec_argv, listening
 from harness.lab.processes import end_processes, running
 from harness.scenario.model import Scenario
-from harness.targets.base import LabView, Scalar, ServerError, Session
+from harness.targets.base import LabView, as_docker, Scalar, ServerError, Session
 
 # The lab decides these: where sshd listens, its keys and files, who may log in and how.
 # A scenario setting one of them would cut the harness off from its own sessions.
@@ -82,6 +82,8 @@ DEFAULTS = {
 }
 # Levels that keep the lines server_errors reads ("Read error ..." is VERBOSE).
 LOG_LEVELS = {"VERBOSE", "DEBUG", "DEBUG1", "DEBUG2", "DEBUG3"}
+# The per-run account's uid inside a container (any free one: the container has no others).
+CONTAINER_UID = 4242
 PRIVSEP_DIR = "/run/sshd"
 IN_FLIGHT_BYTES = 4000
 SHOWN = ("ClientAliveInterval", "ClientAliveCountMax", "TCPKeepAlive")
@@ -201,10 +203,11 @@ class SshTarget:
     sessions: int = 20
     in_flight: bool = False
     port: int = 22
+    image: str | None = None        # the user's own image (docker backend); None = ours
     service: ClassVar[str] = "ssh"
     needs_process: ClassVar[bool] = True
     user: str = field(default="", init=False)
-    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _proc: Any = field(default=None, init=False, repr=False)  # a Popen, or a ContainerProcess
     _reader: threading.Thread | None = field(default=None, init=False, repr=False)
     _log: list[tuple[float, str]] = field(default_factory=list, init=False, repr=False)
     _log_path: str = field(default="", init=False, repr=False)
@@ -216,7 +219,7 @@ class SshTarget:
     @classmethod
     def from_scenario(cls, spec: Scenario) -> SshTarget:
         return cls(settings=dict(spec.target.settings), sessions=spec.sessions.count,
-                   in_flight=spec.sessions.activity == "in-flight")
+                   in_flight=spec.sessions.activity == "in-flight", image=spec.target.image)
 
     # -- settings and prediction ------------------------------------------------------------
 
@@ -278,7 +281,8 @@ class SshTarget:
     # -- running ----------------------------------------------------------------------------
 
     def start(self, lab: LabView) -> None:
-        sshd = require_sshd()
+        docker = lab.backend == "docker"
+        sshd = "/usr/sbin/sshd" if docker else require_sshd()
         base = os.path.join(lab.tmpdir, "ssh")
         os.makedirs(base, mode=0o755)
         self._server_addr = lab.server_addr
@@ -291,16 +295,19 @@ class SshTarget:
 
         self.user = f"{naming.PREFIX}{lab.lab_id}"
         self._home = os.path.join(base, "home")
-        # Registered before the account exists: a failed useradd leaves nothing, a half-made
-        # one is removed; and it runs after sshd's stop (steps run newest first).
-        lab.on_close(f"account {self.user}", lambda: remove_run_user(self.user))
-        self._add_user()
-
-        # sshd refuses to start without its privilege-separation folder (the unprivileged
-        # child chroots there). Debian's own service creates it at boot (tmpfiles.d) or
-        # start; on a machine where sshd never ran as a service it is missing, so create it
-        # the same way. It is the system's, shared with any other sshd: left in place.
-        os.makedirs(PRIVSEP_DIR, mode=0o755, exist_ok=True)
+        if docker:
+            # the account exists only in the container; its files carry the uid it gets there
+            self._write_keys(CONTAINER_UID, CONTAINER_UID)
+        else:
+            # Registered before the account exists: a failed useradd leaves nothing, a
+            # half-made one is removed; and it runs after sshd's stop (newest first).
+            lab.on_close(f"account {self.user}", lambda: remove_run_user(self.user))
+            self._add_user()
+            # sshd refuses to start without its privilege-separation folder (the unprivileged
+            # child chroots there). Debian's own service creates it at boot (tmpfiles.d) or
+            # start; on a machine where sshd never ran as a service it is missing, so create
+            # it the same way. It is the system's, shared with any other sshd: left in place.
+            os.makedirs(PRIVSEP_DIR, mode=0o755, exist_ok=True)
 
         config = os.path.join(base, "sshd_config")
         with open(config, "w") as f:
@@ -316,17 +323,30 @@ class SshTarget:
         self._log_path = os.path.join(base, "sshd.log")
         # sshd -e writes its log (and every per-connection child's) to stderr without a time
         # stamp; a reader thread stamps each line as it arrives.
-        self._proc = subprocess.Popen(exec_argv(lab.server_ns, argv), stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                      start_new_session=True)
+        if docker:
+            self._proc = self._start_container(lab, base, argv)
+        else:
+            self._proc = subprocess.Popen(exec_argv(lab.server_ns, argv), stdin=subprocess.DEVNULL,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                          start_new_session=True)
         lab.on_close("sshd", self.stop)
         self._reader = threading.Thread(target=self._read_log, args=(self._proc.stderr,),
                                         name="sshd-log", daemon=True)
         self._reader.start()
         self._wait_ready(lab.server_ns, lab.server_addr)
 
+    def _start_container(self, lab: LabView, base: str, argv: Sequence[str]) -> Any:
+        """sshd in the image (ours, or the user's with OpenSSH in it): the lab's folder is
+        mounted at the same path, so the config names the same files; the account is made in
+        the container before sshd starts."""
+        from harness.lab.images import image_ref
+
+        script = (f"mkdir -p {PRIVSEP_DIR} && useradd --system --no-create-home --home-dir {self._home}"
+                  f" --shell /bin/sh --password '*' --uid {CONTAINER_UID} {self.user} && exec \"$@\"")
+        return as_docker(lab).run_service("sshd", self.image or image_ref("ssh"), ["sh", "-c", script, "sh", *argv],
+                               entrypoint=[], binds={base: base}, stderr=True)
+
     def _add_user(self) -> None:
-        os.makedirs(os.path.join(self._home, ".ssh"), mode=0o700)
         deadline = time.monotonic() + 10
         while True:
             # a system account with no password ('*' is not locked: sshd without PAM refuses
@@ -340,13 +360,18 @@ class SshTarget:
                 raise LabError(f"adding the account {self.user}", done.stderr.strip())
             time.sleep(0.1)
         entry = pwd.getpwnam(self.user)
+        self._write_keys(entry.pw_uid, entry.pw_gid)
+
+    def _write_keys(self, uid: int, gid: int) -> None:
+        """The account's home with the client's key; StrictModes: the home, .ssh and the key
+        file belong to the user, writable only by it."""
         keys = os.path.join(self._home, ".ssh", "authorized_keys")
+        os.makedirs(os.path.dirname(keys), mode=0o700)
         assert self._client_key is not None
         with open(keys, "wb") as f:
             f.write(self._client_key.export_public_key())
-        # StrictModes: the home, .ssh and the key file belong to the user, writable only by it
         for path, mode in ((self._home, 0o755), (os.path.dirname(keys), 0o700), (keys, 0o600)):
-            os.chown(path, entry.pw_uid, entry.pw_gid)
+            os.chown(path, uid, gid)
             os.chmod(path, mode)
 
     def _read_log(self, stream: Any) -> None:
@@ -358,14 +383,6 @@ class SshTarget:
                 out.write(f"{now:.6f} {line}\n")
                 out.flush()
 
-    def _listening(self, ns: str, addr: str) -> bool:
-        want = "{:08X}:{:04X}".format(
-            int.from_bytes(bytes(int(p) for p in reversed(addr.split("."))), "big"), self.port)
-        # /proc/thread-self/net is the calling thread's namespace (/proc/net the process's)
-        with entered(ns), open("/proc/thread-self/net/tcp") as f:
-            return any(line.split()[1] == want and line.split()[3] == "0A"
-                       for line in f.readlines()[1:])
-
     def _wait_ready(self, ns: str, addr: str, timeout_s: float = 20.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -374,7 +391,7 @@ class SshTarget:
                 if self._reader is not None:
                     self._reader.join(2)
                 raise LabError("starting sshd", self.log_tail())
-            if self._listening(ns, addr):
+            if listening(ns, self.port, addr):
                 return
             time.sleep(0.02)
         raise LabError("starting sshd", f"not listening after {timeout_s:.0f} s: {self.log_tail()}")

@@ -25,7 +25,7 @@ from harness.lab.netns import entered, exec_argv
 from harness.lab.processes import log_tail, stop_process_group, wait_ready
 from harness.scenario.model import Scenario
 from harness.targets import openers
-from harness.targets.base import LabView, Scalar, ServerError, Session
+from harness.targets.base import LabView, Scalar, ServerError, Session, start_in_container
 
 DECLARED = {"tcp_keepalive": "bool", "tcp_keepalive_idle": "int", "tcp_keepalive_interval": "int",
             "tcp_keepalive_count": "int", "tcp_user_timeout": "int"}
@@ -42,9 +42,10 @@ class TcpTarget:
     opener_name: str = "raw"
     greeting: str | None = None
     workdir: str = field(default_factory=os.getcwd)   # the command runs here (the scenario's folder)
+    image: str | None = None        # the user's own image (docker backend)
     service: ClassVar[str] = "tcp"
     needs_process: ClassVar[bool] = False
-    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _proc: Any = field(default=None, init=False, repr=False)  # a Popen, or a ContainerProcess
     _opener: Any = field(default=None, init=False, repr=False)
     _server_addr: str = field(default="", init=False, repr=False)
     _log: str = field(default="", init=False, repr=False)
@@ -54,7 +55,7 @@ class TcpTarget:
         t = spec.target
         return cls(command=t.command or "", port=t.port or 0, ready=t.ready,
                    settings=dict(t.settings), opener_name=spec.sessions.opener or "raw",
-                   greeting=spec.sessions.greeting)
+                   greeting=spec.sessions.greeting, image=t.image)
 
     @classmethod
     def check_settings(cls, settings: Mapping[str, Scalar]) -> list[tuple[str, str]]:
@@ -93,6 +94,13 @@ class TcpTarget:
         self._opener = openers.make(self.opener_name, self.greeting)
         command = self.command.replace("{host}", lab.server_addr).replace("{port}", str(self.port))
         self._log = os.path.join(lab.tmpdir, "service.log")
+        if lab.backend == "docker":
+            assert self.image is not None  # the scenario check asks for one
+            self._proc = start_in_container(lab, "service", self.image, None, self.command or None,
+                                            self.port)
+            lab.on_close("service", self.stop)
+            self._wait_ready(lab)
+            return
         with open(self._log, "wb") as log:
             self._proc = subprocess.Popen(exec_argv(lab.server_ns, ["sh", "-c", command]), stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True,
@@ -103,7 +111,8 @@ class TcpTarget:
     def _wait_ready(self, lab: LabView, timeout_s: float = 30.0) -> None:
         assert self._proc is not None
         wait_ready(self._proc, lambda: self._is_ready(lab), step="starting the service",
-                   what=repr(self.command), log=self._log, timeout_s=timeout_s)
+                   what=repr(self.command or self.image), log=getattr(self._proc, "logs", self._log),
+                   timeout_s=timeout_s)
 
     def _is_ready(self, lab: LabView) -> bool:
         if self.ready and self.ready != "port":

@@ -60,7 +60,7 @@ from harness.faults.base import Flow
 from harness.lab.netns import entered, exec_argv
 from harness.lab.processes import log_tail, stop_process_group, wait_ready
 from harness.scenario.durations import parse_duration
-from harness.targets.base import LabView, Scalar, ServerError, Session
+from harness.targets.base import LabView, Scalar, ServerError, Session, start_in_container
 
 DEFAULT_PORT = 8765
 ALIVE_TIMEOUT_S = 5.0
@@ -119,9 +119,10 @@ class WebSocketTarget:
     in_flight: bool = False
     port: int = DEFAULT_PORT
     workdir: str = field(default_factory=os.getcwd)   # a command runs here (the scenario's folder)
+    image: str | None = None        # the user's own image (docker backend)
     service: ClassVar[str] = "websocket"
     needs_process: ClassVar[bool] = False
-    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _proc: Any = field(default=None, init=False, repr=False)  # a Popen, or a ContainerProcess
     _server_addr: str = field(default="", init=False, repr=False)
     _control: str = field(default="", init=False, repr=False)
     _log: str = field(default="", init=False, repr=False)
@@ -134,7 +135,7 @@ class WebSocketTarget:
         return cls(settings=dict(t.settings), command=getattr(t, "command", None),
                    ready=getattr(t, "ready", None),
                    in_flight=spec.sessions.activity == "in-flight",
-                   port=getattr(t, "port", None) or DEFAULT_PORT)
+                   port=getattr(t, "port", None) or DEFAULT_PORT, image=getattr(t, "image", None))
 
     @property
     def reference(self) -> bool:
@@ -217,7 +218,8 @@ class WebSocketTarget:
 
     def _reference_argv(self, lab: LabView) -> list[str]:
         ping = self.ping_settings()
-        argv = [sys.executable, "-m", "harness.targets.ws_reference",
+        python = "python3" if lab.backend == "docker" else sys.executable
+        argv = [python, "-m", "harness.targets.ws_reference",
                 "--host", lab.server_addr, "--port", str(self.port),
                 "--ping-interval", _arg(ping.interval_s), "--ping-timeout", _arg(ping.timeout_s),
                 "--close-timeout", _arg(ping.close_timeout_s),
@@ -240,6 +242,16 @@ class WebSocketTarget:
         self._control = os.path.join(base, "control.sock")
         self._log = os.path.join(base, "connections.log")
         self._output = os.path.join(base, "server.out")
+        if lab.backend == "docker":
+            from harness.lab.images import image_ref
+
+            self._proc = start_in_container(
+                lab, "websocket", self.image or image_ref("websocket"),
+                self._reference_argv(lab) if self.reference and not self.image else None,
+                self.command, self.port, binds={base: base})
+            lab.on_close("websocket server", self.stop)
+            self._wait_ready(lab)
+            return
         if self.reference:
             argv, cwd = self._reference_argv(lab), None
         else:
@@ -257,7 +269,7 @@ class WebSocketTarget:
         assert self._proc is not None
         what = "the reference server" if self.reference else repr(self.command)
         wait_ready(self._proc, lambda: self._is_ready(lab), step="starting the websocket server",
-                   what=what, log=self._output, timeout_s=timeout_s)
+                   what=what, log=getattr(self._proc, "logs", self._output), timeout_s=timeout_s)
 
     def _is_ready(self, lab: LabView) -> bool:
         if self.ready and self.ready != "port":

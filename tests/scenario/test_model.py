@@ -258,7 +258,15 @@ def test_a_tcp_service_needs_its_command_and_port() -> None:
         (("command",), "service: tcp needs the command that starts your server (with {host} and"
                        " {port}), or an image")]
     assert rules_of(minimal(target={"service": "tcp", "command": "srv"})) == [
-        (("port",), "with a command, say which port your server listens on")]
+        (("port",), "say which port your server listens on")]
+    assert rules_of(minimal(target={"service": "tcp", "image": "me/srv:1"})) == [
+        (("port",), "say which port your server listens on")]
+
+
+def test_an_image_runs_on_docker() -> None:
+    Scenario.model_validate(minimal(target={"service": "postgres", "image": "postgres:16"}))
+    assert rules_of(minimal(target={"service": "postgres", "image": "postgres:16", "backend": "local"})) == [
+        (("image",), "image: runs on the docker backend; this target says backend: local")]
 
 
 def test_services_connchaos_starts_take_no_command() -> None:

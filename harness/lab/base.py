@@ -1,0 +1,71 @@
+"""What every lab shares, whatever its backend: an undo list and a private folder.
+
+A lab creates its objects in ``_build`` (called by ``__enter__``) and registers how to
+release each one with ``on_close``; ``close`` releases them newest first, keeps going past a
+failed step, and runs for exceptions, Ctrl-C and SIGTERM (the CLI turns SIGTERM into an
+exception). The folder holds ``owner.json``, which tells ``connchaos clean`` whether the run
+that made the lab is still alive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from harness.errors import LabError
+from harness.lab import naming
+
+
+@dataclass
+class LabBase:
+    lab_id: str = field(default_factory=naming.new_lab_id)
+    run_id: str = ""
+    tmpdir: str = ""
+    _undo: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+
+    def __enter__(self) -> Any:
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _build(self) -> None:
+        raise NotImplementedError
+
+    def on_close(self, what: str, fn: Callable[[], None]) -> None:
+        """Register a release step; steps run in reverse order of registration."""
+        self._undo.append((what, fn))
+
+    def close(self) -> None:
+        """Release everything this lab created, newest first; keep going past failures."""
+        errors = []
+        while self._undo:
+            what, fn = self._undo.pop()
+            try:
+                fn()
+            except Exception as exc:  # one failed release must not leak the rest
+                errors.append(f"{what}: {exc}")
+        if errors:
+            raise LabError("tearing down the lab", "; ".join(errors))
+
+    def _make_folder(self, **owner: Any) -> None:
+        """The lab's ``connchaos-<lab>-`` folder with ``owner.json`` (our pid and what we own)."""
+        self.tmpdir = tempfile.mkdtemp(prefix=f"{naming.TMP_PREFIX}{self.lab_id}-")
+        self.on_close("temporary folder", lambda: shutil.rmtree(self.tmpdir, ignore_errors=True))
+        os.chmod(self.tmpdir, 0o755)
+        with open(os.path.join(self.tmpdir, naming.OWNER_FILE), "w") as f:
+            json.dump({"pid": os.getpid(), "run_id": self.run_id, "lab_id": self.lab_id,
+                       "started": time.time(), **owner}, f)
