@@ -55,11 +55,16 @@ def problems(data: Any, source: str) -> list[Problem]:
         return [Problem(source, None, "$.schema", f"{data['schema']!r} is not a results schema this"
                                                   f" connchaos reads (it reads {SCHEMA!r})")]
     validator = Draft202012Validator(schema())
-    found = sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
+    found = sorted(validator.iter_errors(data), key=_document_order)
     out = [Problem(source, None, e.json_path, _short(e.message)) for e in found[:_MAX_PROBLEMS]]
     if len(found) > _MAX_PROBLEMS:
         out.append(Problem(source, None, "", f"... and {len(found) - _MAX_PROBLEMS} more problems"))
     return out
+
+
+def _document_order(error: Any) -> list[tuple[int, str]]:
+    """Sort key: scenarios[2] before scenarios[11], as they are in the file."""
+    return [(part, "") if isinstance(part, int) else (-1, str(part)) for part in error.absolute_path]
 
 
 def _short(message: str) -> str:
