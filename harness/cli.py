@@ -99,7 +99,7 @@ def _report_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--p95-tolerance", metavar="TOL", type=_tolerance, default=_tolerance(DEFAULT_TOLERANCE),
                    help="how much a scenario's p95 reclaim may grow over the baseline's before it"
                         " is a regression: a percentage (20%%), a duration (500ms) or both, which"
-                        f" must both be exceeded (default {DEFAULT_TOLERANCE})")
+                        f" must both be exceeded (default {DEFAULT_TOLERANCE.replace('%', '%%')})")
 
 
 def _proxy_options(p: argparse.ArgumentParser) -> None:

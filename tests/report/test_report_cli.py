@@ -74,3 +74,12 @@ def test_a_bad_tolerance_is_exit_2(catalogue_path: Path) -> None:
     proc = run_cli("report", str(catalogue_path), "--p95-tolerance", "lots")
     assert proc.returncode == 2
     assert "--p95-tolerance: expected a percentage like 20%" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["run", "report"])
+def test_help_lists_the_report_options(command: str) -> None:
+    proc = run_cli(command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    for option in ("--junit", "--baseline", "--p95-tolerance"):
+        assert option in proc.stdout
+    assert "(default 20%,100ms)" in " ".join(proc.stdout.split())
