@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--report-dir", default="reports", help="reports go to REPORT_DIR/<run id>/ (default: reports)")
     r.add_argument("--json", metavar="PATH", help="also write results.json to PATH ('-' for stdout)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    _report_options(r)
     _proxy_options(r)
 
     c = sub.add_parser("check", help="validate scenario files, run nothing")
@@ -71,9 +72,35 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("what", choices=["proxy"], help="proxy: the built-in proxy against direct loopback")
     b.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
 
+    rp = sub.add_parser("report", help="re-render every report format from a results.json")
+    rp.add_argument("results", metavar="RESULTS", help="a results.json written by connchaos run")
+    rp.add_argument("--out", metavar="DIR", help="write the reports into DIR (default: next to RESULTS)")
+    _report_options(rp)
+
     sub.add_parser("doctor", help="what this machine can do")
     sub.add_parser("clean", help="remove anything an earlier run left behind")
     return p
+
+
+def _tolerance(text: str) -> Any:
+    from harness.report.baseline import Tolerance
+
+    try:
+        return Tolerance.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _report_options(p: argparse.ArgumentParser) -> None:
+    from harness.report.baseline import DEFAULT_TOLERANCE
+
+    p.add_argument("--junit", metavar="PATH", help="also write JUnit XML to PATH")
+    p.add_argument("--baseline", metavar="OLD", help="compare with an earlier run's results.json;"
+                                                     " a regression fails the run (exit 1)")
+    p.add_argument("--p95-tolerance", metavar="TOL", type=_tolerance, default=_tolerance(DEFAULT_TOLERANCE),
+                   help="how much a scenario's p95 reclaim may grow over the baseline's before it"
+                        " is a regression: a percentage (20%%), a duration (500ms) or both, which"
+                        f" must both be exceeded (default {DEFAULT_TOLERANCE.replace('%', '%%')})")
 
 
 def _proxy_options(p: argparse.ArgumentParser) -> None:
@@ -190,10 +217,11 @@ def _expect_text(spec: Any, predicted: float | None) -> str:
 
 def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from harness import runner
-    from harness.report import console, results as results_file
+    from harness.report import formats, results as results_file
 
     loaded = runner.prepare(args.paths, backend=args.backend)
     proxy_command = _proxy_command(args)
+    baseline = results_file.read(args.baseline) if args.baseline else None  # bad file: exit 2 now
     runner.require_machine(loaded, args.backend)
     res = runner.new_results()
     folder = results_file.run_folder(args.report_dir, res.run_id)
@@ -206,12 +234,10 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         runner.run(loaded, results=res, progress=progress, proxy_command=proxy_command,
                    backend=args.backend)
     except KeyboardInterrupt:
-        results_file.write(res.as_json(), folder)  # what finished before the interrupt
+        formats.write_all(res.as_json(), folder)  # what finished before the interrupt
         raise
     data = res.as_json()
-    path = results_file.write(data, folder)
-    console.render(data, out)
-    out.print(f"results: {path}", markup=False)
+    code = _publish(data, folder, args, baseline, out)
     if args.json:
         text = json.dumps(data, indent=1)
         if args.json == "-":
@@ -219,7 +245,42 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         else:
             with open(args.json, "w") as f:
                 f.write(text + "\n")
-    return res.exit_code
+    return code if code else res.exit_code
+
+
+def _publish(data: dict[str, Any], folder: str, args: argparse.Namespace,
+             baseline: dict[str, Any] | None, out: Console) -> int:
+    """Compare with the baseline, write every format, print the table: what ``run`` and
+    ``report`` share. Returns 1 when the baseline comparison found regressions, else 0."""
+    from harness.report import baseline as compare, console, formats
+
+    if baseline is not None:
+        data["baseline"] = compare.compare(baseline, data, args.p95_tolerance, args.baseline).as_json()
+    paths = formats.write_all(data, folder)
+    if args.junit:
+        paths.append(formats.write_junit(data, args.junit))
+    summary = formats.append_step_summary(data)
+    console.render(data, out)
+    console.render_baseline(data, out)
+    out.print(f"results: {paths[0]}", markup=False)
+    out.print("reports: " + ", ".join(paths[1:]), markup=False)
+    if summary:
+        out.print(f"summary appended to {summary}", markup=False)
+    return 1 if data.get("baseline", {}).get("regressions") else 0
+
+
+def cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
+    import os
+
+    from harness.report import results as results_file
+
+    data = results_file.read(args.results)
+    baseline = results_file.read(args.baseline) if args.baseline else None
+    folder = args.out or os.path.dirname(os.path.abspath(args.results))
+    code = _publish(data, folder, args, baseline, out)
+    verdicts = {s["verdict"] for s in data["scenarios"]}
+    run_code = 3 if "error" in verdicts else 1 if "fail" in verdicts else 0
+    return run_code if run_code else code
 
 
 def cmd_up(args: argparse.Namespace, out: Console, err: Console) -> int:

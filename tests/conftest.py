@@ -7,6 +7,7 @@ without them; with CONNCHAOS_REQUIRE_LAB=1 (set by .ci/run) they fail instead of
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -97,10 +98,40 @@ def no_leftovers(lab_machine: None) -> Iterator[None]:
     assert not left, f"left behind: {sorted(left)}"
 
 
-def run_cli(*args: str, timeout: float = 180, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """``connchaos ARGS`` in a subprocess, as a user would run it."""
+def run_cli(*args: str, timeout: float = 180, cwd: Path | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``connchaos ARGS`` in a subprocess, as a user would run it (``env``: added variables)."""
     return subprocess.run([*CONNCHAOS, *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd or REPO)
+                          cwd=cwd or REPO, env={**os.environ, **env} if env else None)
+
+
+def results_files_invalid(folder: Path) -> list[str]:
+    """Every results file (a JSON with ``"schema": "connchaos.results/..."``) under ``folder``
+    that departs from harness/report/results.schema.json, with its problems."""
+    from harness.report.results import problems
+
+    bad = []
+    for path in sorted(folder.rglob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and str(data.get("schema", "")).startswith("connchaos.results"):
+            bad += [str(p) for p in problems(data, str(path))]
+    return bad
+
+
+@pytest.fixture(autouse=True)
+def results_match_schema(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every results.json a test produces (in its tmp_path) must match the published schema;
+    a test that writes broken ones on purpose is marked ``invalid_results``."""
+    # Asked for now (not in teardown), so that tmp_path is still there when this ends.
+    wanted = "tmp_path" in request.fixturenames and not request.node.get_closest_marker("invalid_results")
+    folder = request.getfixturevalue("tmp_path") if wanted else None
+    yield
+    if folder is not None:
+        bad = results_files_invalid(folder)
+        assert not bad, "results.json departs from the schema:\n" + "\n".join(bad)
 
 
 def write_scenario(folder: Path, name: str, body: str) -> Path:

@@ -1,1 +1,2 @@
-"""Reports: results.json and the console summary."""
+"""Reports: results.json (and its JSON Schema), the console table, JUnit XML, the Markdown
+summary and baselines; ``formats.write_all`` writes a run folder's files."""

@@ -5,13 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
+
+from harness.core.prediction import format_seconds
 from rich.table import Table
 
 STYLE = {"pass": "green", "fail": "red", "error": "yellow"}
 
 
 def _s(value: float | None) -> str:
-    return "-" if value is None else f"{value:g} s"
+    return "-" if value is None else f"{format_seconds(value)} s"
 
 
 def render(results: dict[str, Any], console: Console) -> None:
@@ -37,3 +40,21 @@ def render(results: dict[str, Any], console: Console) -> None:
     for sc in results["scenarios"]:
         console.print(f"[{STYLE[sc['verdict']]}]{sc['verdict']:5}[/] {sc['name']}: {sc['reason']}",
                       highlight=False, soft_wrap=True)
+
+
+def render_baseline(results: dict[str, Any], console: Console) -> None:
+    """The baseline comparison, when there was one: each regression, then the notes."""
+    base = results.get("baseline")
+    if not base:
+        return
+    regressions = base.get("regressions") or []
+    head = escape(f"baseline {base.get('file')} (run {base.get('run_id')}, p95 tolerance"
+                  f" {base.get('p95_tolerance')}): ")
+    if regressions:
+        console.print(f"[red]{head}{len(regressions)} regression(s)[/]", highlight=False, soft_wrap=True)
+        for r in regressions:
+            console.print(f"[red]regression[/] {escape(r['text'])}", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"[green]{head}no regression[/]", highlight=False, soft_wrap=True)
+    for note in base.get("notes") or []:
+        console.print(f"[dim]note[/] {escape(note)}", highlight=False, soft_wrap=True)
