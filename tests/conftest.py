@@ -46,6 +46,32 @@ def lab_machine() -> None:
         pytest.skip(reason)
 
 
+def docker_missing() -> str | None:
+    """Why this machine has no usable Docker engine, or None."""
+    try:
+        import docker
+    except ImportError:
+        return "needs the docker Python package"
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+        client.close()
+    except docker.errors.DockerException as exc:
+        return f"needs a Docker engine ({exc})"
+    return None
+
+
+@pytest.fixture
+def docker_machine() -> None:
+    """Tests of the docker backend skip without an engine; with CONNCHAOS_REQUIRE_DOCKER=1
+    (set by .ci/run) they fail instead."""
+    reason = docker_missing()
+    if reason:
+        if os.environ.get("CONNCHAOS_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"CONNCHAOS_REQUIRE_DOCKER=1 but this machine {reason}")
+        pytest.skip(reason)
+
+
 def ours() -> set[str]:
     """Every object of the harness that exists right now, by kind and name."""
     found = set()
