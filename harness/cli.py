@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     ib = isub.add_parser("build", help="build what is missing or out of date (the base image first)")
     ib.add_argument("names", nargs="*", metavar="NAME",
                     help="postgres, ssh, websocket, client, toxiproxy (default: all)")
-    ib.add_argument("--rebuild", action="store_true", help="build even the images that are up to date")
+    ib.add_argument("--rebuild", action="store_true", help="build even the images that are up to date, without the layer cache")
     ib.add_argument("-v", "--verbose", action="store_true", help="show the build output")
     isub.add_parser("list", help="each image: up to date, stale or missing")
 

@@ -61,15 +61,20 @@ def docker_missing() -> str | None:
     return None
 
 
-@pytest.fixture
-def docker_machine() -> None:
-    """Tests of the docker backend skip without an engine; with CONNCHAOS_REQUIRE_DOCKER=1
-    (set by .ci/run) they fail instead."""
+def require_docker() -> None:
+    """Skip without a Docker engine; with CONNCHAOS_REQUIRE_DOCKER=1 (set by .ci/run) fail
+    instead. For module-scoped fixtures, which cannot use ``docker_machine``."""
     reason = docker_missing()
     if reason:
         if os.environ.get("CONNCHAOS_REQUIRE_DOCKER") == "1":
             pytest.fail(f"CONNCHAOS_REQUIRE_DOCKER=1 but this machine {reason}")
         pytest.skip(reason)
+
+
+@pytest.fixture
+def docker_machine() -> None:
+    """Tests of the docker backend skip without an engine (or fail: ``require_docker``)."""
+    require_docker()
 
 
 def ours() -> set[str]:

@@ -137,8 +137,8 @@ def _pull(client: Client, ref: str, progress: Progress) -> bool:
     try:
         client.images.pull(repo, tag=tag)
         return True
-    except docker.errors.APIError as exc:
-        progress(f"could not pull {ref}: {exc.explanation or exc}")
+    except (docker.errors.DockerException, OSError) as exc:   # OSError: requests' timeouts
+        progress(f"could not pull {ref}: {exc}")
         return False
 
 
@@ -320,7 +320,8 @@ def context(name: str, base_id: str) -> Context:
 def ensure(client: Client, names: Sequence[str] = NAMES, progress: Progress = _quiet,
            rebuild: bool = False, log: Progress | None = None, base: str = BASE) -> dict[str, str]:
     """Build each image of ``names`` that is missing or whose context changed (all of them
-    with ``rebuild``), the base first when needed. ``log`` receives the build output line
+    with ``rebuild``, and then without the engine's layer cache, so that a rebuild picks up
+    Debian's and PyPI's updates), the base first when needed. ``log`` receives the build output line
     by line. Returns name -> image ref."""
     unknown = [n for n in names if n not in NAMES]
     if unknown:
@@ -337,20 +338,20 @@ def ensure(client: Client, names: Sequence[str] = NAMES, progress: Progress = _q
         else:
             progress(f"building {ref}")
             started = time.monotonic()
-            _build(client, ctx, ref, base, log or _quiet)
+            _build(client, ctx, ref, base, log or _quiet, nocache=rebuild)
             progress(f"built {ref} in {time.monotonic() - started:.0f} s")
         refs[name] = ref
     return refs
 
 
-def _build(client: Client, ctx: Context, ref: str, base: str, log: Progress) -> None:
+def _build(client: Client, ctx: Context, ref: str, base: str, log: Progress, nocache: bool = False) -> None:
     labels = {LABEL_IMAGE: ctx.name, LABEL_VERSION: __version__, LABEL_CONTEXT: ctx.digest}
     tail: list[str] = []
     try:
         for chunk in client.api.build(fileobj=io.BytesIO(ctx.tar), custom_context=True,
                                       dockerfile=ctx.dockerfile, tag=ref, labels=labels,
                                       buildargs={"BASE": base}, rm=True, forcerm=True,
-                                      pull=False, decode=True):
+                                      pull=False, nocache=nocache, decode=True):
             if "error" in chunk:
                 raise LabError(f"building {ref}", "\n".join(tail[-15:] + [chunk["error"].strip()]))
             text = chunk.get("stream", "").rstrip("\n")
@@ -401,7 +402,7 @@ def _status_of(name: str, ref: str, image: Any | None, want: str | None) -> Stat
         return Status(name, ref, "missing", None, "")
     labels = image.labels or {}
     state = "up to date" if want is None or labels.get(LABEL_CONTEXT) == want else "stale"
-    if LABEL_BASE_BUILT in labels:
+    if LABEL_BASE_BUILT in labels and LABEL_IMAGE not in labels:   # built images inherit it
         state += f" (local: {labels[LABEL_BASE_BUILT]})"
     return Status(name, ref, state, image.attrs.get("Size", 0) / 1e6,
                   str(image.attrs.get("Created", ""))[:19])

@@ -12,6 +12,7 @@ import asyncio
 import os
 import secrets
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -20,8 +21,9 @@ from typing import Any
 
 import pytest
 
-from conftest import docker_missing, run_cli
+from conftest import require_docker, run_cli
 from harness import __version__
+from harness.errors import LabError
 from harness.lab import images
 
 docker = pytest.importorskip("docker")
@@ -68,6 +70,49 @@ def test_context_of_project_images_carries_the_package_and_site_cas(tmp_path: Pa
         "compose/postgres/Dockerfile", "compose/postgres/docker-entrypoint.sh"]
 
 
+@pytest.mark.parametrize("target", ["postgres", "ssh", "websocket"])
+def test_compose_file_has_target_proxy_and_client(target: str) -> None:
+    import yaml
+
+    data = yaml.safe_load((images.COMPOSE / f"{target}.yml").read_text())
+    services = data["services"]
+    assert set(services) == {target, "toxiproxy", "client"}
+    for svc in services.values():
+        assert svc["labels"]["connchaos.compose"] == target
+    assert services["toxiproxy"]["image"] == "${TOXIPROXY_IMAGE:-ghcr.io/shopify/toxiproxy:2.12.0}"
+    # the client reaches the target only through the proxy
+    assert services[target]["networks"] == ["server"]
+    assert services["client"]["networks"] == ["client"]
+    assert sorted(services["toxiproxy"]["networks"]) == ["client", "server"]
+    assert services["client"]["cap_add"] == ["NET_ADMIN"]
+    for name in (target, "client"):
+        build = services[name]["build"]
+        assert (images.COMPOSE / build["context"] / build["dockerfile"]).is_file()
+        assert services[name]["image"] == f"connchaos/{name}:${{CONNCHAOS_VERSION:-{__version__}}}"
+
+
+def _compose() -> list[str] | None:
+    for argv in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(argv[0]) is None:
+            continue
+        done = subprocess.run([*argv, "version"], capture_output=True, text=True)
+        if done.returncode == 0:
+            return argv
+    return None
+
+
+@pytest.mark.parametrize("target", ["postgres", "ssh", "websocket"])
+def test_compose_file_is_valid_for_compose(target: str) -> None:
+    compose = _compose()
+    if compose is None:
+        pytest.skip("needs docker compose or docker-compose")
+    env = {**os.environ, "TOXIPROXY_IMAGE": f"connchaos/toxiproxy:{__version__}"}
+    done = subprocess.run([*compose, "-f", str(images.COMPOSE / f"{target}.yml"), "config"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"image: connchaos/toxiproxy:{__version__}" in done.stdout
+
+
 def test_images_without_an_engine_is_exit_3(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     done = run_cli("images", "list", timeout=60)
@@ -85,10 +130,7 @@ def test_unknown_image_name_is_exit_2(docker_machine: None) -> None:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    if docker_missing():
-        if os.environ.get("CONNCHAOS_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"CONNCHAOS_REQUIRE_DOCKER=1 but this machine {docker_missing()}")
-        pytest.skip(docker_missing() or "")
+    require_docker()
     c = images.connect()
     yield c
     c.close()
@@ -187,6 +229,18 @@ def test_images_list_shows_every_image_up_to_date(built: dict[str, str]) -> None
         assert f"connchaos/{name}:{__version__}" in line and "up to date" in line
 
 
+def test_base_builder_cleans_up_when_debootstrap_fails(client: Any) -> None:
+    if os.geteuid() != 0 or shutil.which("debootstrap") is None:
+        pytest.skip("needs root and debootstrap")
+    name = f"connchaos-test/debian:broken-{secrets.token_hex(3)}"
+    before = set(Path(tempfile.gettempdir()).glob("connchaos-base-*"))
+    with pytest.raises(LabError, match="debootstrap bookworm"):
+        # nothing listens on port 9: debootstrap fails at its first download
+        images.build_base(client, name, "bookworm", mirror="http://127.0.0.1:9/debian")
+    assert set(Path(tempfile.gettempdir()).glob("connchaos-base-*")) == before
+    assert images._local(client, name) is None
+
+
 def test_postgres_takes_settings_and_accepts_connections(client: Any, built: dict[str, str],
                                                           network: Callable[..., Any]) -> None:
     import psycopg
@@ -204,7 +258,7 @@ def test_postgres_takes_settings_and_accepts_connections(client: Any, built: dic
 
     _until("postgres", answers, pg)
     with psycopg.connect(host=addr, user="postgres", dbname="postgres") as conn:
-        assert conn.execute("SHOW tcp_keepalives_idle").fetchone() == ("2s",)
+        assert conn.execute("SHOW tcp_keepalives_idle").fetchone() == ("2",)
         assert conn.execute("SHOW port").fetchone() == ("5432",)
     # the unix socket is where the official image has it
     code, out = pg.exec_run(["psql", "-h", "/var/run/postgresql", "-U", "postgres", "-Atc", "SELECT 1"],
@@ -251,6 +305,9 @@ def test_sshd_checks_a_config_and_lets_a_key_in(client: Any, built: dict[str, st
             "PubkeyAuthentication yes\nPasswordAuthentication no\nUsePAM no\nAllowUsers lab\n"
             "ClientAliveInterval 2\nPidFile /run/sshd-lab.pid\n")
         Path(folder, "bad_config").write_text("NoSuchOption yes\n")
+        # sshd reads authorized_keys as the account: it must reach the folder (StrictModes:
+        # nothing on the way may be writable by others)
+        os.chmod(folder, 0o755)
         mount = {folder: {"bind": "/lab", "mode": "ro"}}
 
         check = network(built["ssh"], volumes=mount, command=["/usr/sbin/sshd", "-t", "-f", "/lab/sshd_config"])
