@@ -399,3 +399,9 @@ def test_client_image_has_the_network_tools(client: Any, built: dict[str, str],
     helper.stop(timeout=20)
     helper.reload()
     assert helper.attrs["State"]["ExitCode"] == 143
+
+
+def test_doctor_reports_the_images(built: dict[str, str]) -> None:
+    done = run_cli("doctor", timeout=120)
+    line = next(line for line in done.stdout.splitlines() if "docker images" in line)
+    assert line.startswith("ok") and "up to date" in line, done.stdout
