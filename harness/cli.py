@@ -77,6 +77,15 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", metavar="DIR", help="write the reports into DIR (default: next to RESULTS)")
     _report_options(rp)
 
+    i = sub.add_parser("images", help="build or list the docker backend's container images")
+    isub = i.add_subparsers(dest="images_command", required=True, metavar="ACTION")
+    ib = isub.add_parser("build", help="build what is missing or out of date (the base image first)")
+    ib.add_argument("names", nargs="*", metavar="NAME",
+                    help="postgres, ssh, websocket, client, toxiproxy (default: all)")
+    ib.add_argument("--rebuild", action="store_true", help="build even the images that are up to date, without the layer cache")
+    ib.add_argument("-v", "--verbose", action="store_true", help="show the build output")
+    isub.add_parser("list", help="each image: up to date, stale or missing")
+
     sub.add_parser("doctor", help="what this machine can do")
     sub.add_parser("clean", help="remove anything an earlier run left behind")
     return p
@@ -307,6 +316,34 @@ def cmd_bench(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     code: int = bench(["--quick"] if args.quick else [])
     return code
+
+
+def cmd_images(args: argparse.Namespace, out: Console, err: Console) -> int:
+    from harness.lab import images
+
+    unknown = [n for n in getattr(args, "names", []) if n not in images.NAMES]
+    if unknown:
+        err.print(f"connchaos images build: no image named {', '.join(unknown)};"
+                  f" the images are {', '.join(images.NAMES)}", markup=False)
+        return 2
+    client = images.connect()
+    if args.images_command == "list":
+        for st in images.status(client):
+            size = f"{st.size_mb:7.0f} MB" if st.size_mb is not None else " " * 10
+            out.print(f"{st.name:21} {st.ref:36} {size}  {st.created:19}  {st.state}", markup=False)
+        return 0
+
+    def progress(line: str) -> None:
+        err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {line}", highlight=False)
+
+    def log(line: str) -> None:
+        err.print(f"    {line}", markup=False, highlight=False)
+
+    refs = images.ensure(client, args.names or images.NAMES, progress=progress,
+                         rebuild=args.rebuild, log=log if args.verbose else None)
+    for name, ref in refs.items():
+        out.print(f"{name:10} {ref}", markup=False)
+    return 0
 
 
 def cmd_doctor(args: argparse.Namespace, out: Console, err: Console) -> int:

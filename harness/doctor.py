@@ -59,6 +59,22 @@ def _netns_and_nft() -> tuple[Check, Check]:
         _run(["ip", "netns", "delete", name])
 
 
+def _images() -> Check:
+    """Whether `connchaos images build` has work to do (it is the fix either way)."""
+    from harness.errors import ConnchaosError
+    from harness.lab import images
+
+    try:
+        found = images.status(images.connect())
+    except ConnchaosError as exc:
+        return Check("docker images", False, str(exc), "docker backend", "connchaos images build")
+    todo = [f"{s.name} {s.state.split(' (')[0]}" for s in found
+            if s.name in ("base", *images.NAMES) and not s.state.startswith("up to date")]
+    return Check("docker images", not todo, ", ".join(todo) if todo else
+                 f"{len(images.NAMES)} images and the base up to date", "docker backend",
+                 "connchaos images build")
+
+
 def checks() -> list[Check]:
     """Everything doctor looks at, in order."""
     from harness.targets.postgres import find_bindir
@@ -86,6 +102,8 @@ def checks() -> list[Check]:
     found.append(Check("Docker engine", bool(engine and engine.returncode == 0),
                        (engine.stdout.strip() if engine and engine.returncode == 0 else "not reachable"),
                        "docker backend (not in this version)", "apt-get install docker.io; start dockerd"))
+    if engine and engine.returncode == 0:
+        found.append(_images())
     toxi = shutil.which("toxiproxy-server")
     found.append(Check("Toxiproxy server", toxi is not None, toxi or "not installed",
                        "proxy layer (not in this version)"))

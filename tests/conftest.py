@@ -47,6 +47,37 @@ def lab_machine() -> None:
         pytest.skip(reason)
 
 
+def docker_missing() -> str | None:
+    """Why this machine has no usable Docker engine, or None."""
+    try:
+        import docker
+    except ImportError:
+        return "needs the docker Python package"
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+        client.close()
+    except docker.errors.DockerException as exc:
+        return f"needs a Docker engine ({exc})"
+    return None
+
+
+def require_docker() -> None:
+    """Skip without a Docker engine; with CONNCHAOS_REQUIRE_DOCKER=1 (set by .ci/run) fail
+    instead. For module-scoped fixtures, which cannot use ``docker_machine``."""
+    reason = docker_missing()
+    if reason:
+        if os.environ.get("CONNCHAOS_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"CONNCHAOS_REQUIRE_DOCKER=1 but this machine {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def docker_machine() -> None:
+    """Tests of the docker backend skip without an engine (or fail: ``require_docker``)."""
+    require_docker()
+
+
 def ours() -> set[str]:
     """Every object of the harness that exists right now, by kind and name."""
     found = set()
