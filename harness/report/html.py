@@ -123,7 +123,7 @@ def _versus(entry: dict[str, Any]) -> str:
 def _scenario(entry: dict[str, Any]) -> str:
     name = escape(entry["name"])
     expect = entry.get("expect") or {}
-    pred = entry.get("prediction")
+    pred: dict[str, Any] = entry.get("prediction") or {}
     parts = [f'<section id="sc-{name}"><h2>{name}</h2>{_badge(entry["verdict"])}',
              f'<p class="reason"><b>{escape(entry["verdict"])}:</b> {escape(str(entry.get("reason", "")))}</p>']
     if entry.get("about"):
@@ -132,8 +132,7 @@ def _scenario(entry: dict[str, Any]) -> str:
     if entry.get("sessions"):
         dist = plots.distribution(
             entry, gate_s=_duration(expect.get("reclaimed_within")), held_s=_duration(expect.get("still_held_after")),
-            predicted_s=None if not pred else pred.get("reclaim_s"),
-            predicted_never=bool(pred) and pred.get("reclaim_s") is None)
+            predicted_s=pred.get("reclaim_s"), predicted_never=bool(pred) and pred.get("reclaim_s") is None)
         parts.append(f'<figure class="distribution">{dist}<figcaption>When the faulted sessions were'
                      ' reclaimed, counted from the fault; the dashed line is the prediction, the solid'
                      ' one the gate.</figcaption></figure>')
