@@ -45,8 +45,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="override every scenario's target.backend")
     r.add_argument("--report-dir", default="reports", help="reports go to REPORT_DIR/<run id>/ (default: reports)")
     r.add_argument("--json", metavar="PATH", help="also write results.json to PATH ('-' for stdout)")
-    r.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     _report_options(r)
+    talk = r.add_mutually_exclusive_group()
+    talk.add_argument("-q", "--quiet", action="store_true", help="no progress: only the table and the exit code")
+    talk.add_argument("-v", "--verbose", action="store_true",
+                      help="also each session's events as they are seen, and how each faulted session ended")
     _proxy_options(r)
 
     c = sub.add_parser("check", help="validate scenario files, run nothing")
@@ -227,6 +230,7 @@ def _expect_text(spec: Any, predicted: float | None) -> str:
 def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from harness import runner
     from harness.report import formats, results as results_file
+    from harness.report.progress import RunProgress
 
     loaded = runner.prepare(args.paths, backend=args.backend)
     proxy_command = _proxy_command(args)
@@ -235,13 +239,12 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     res = runner.new_results()
     folder = results_file.run_folder(args.report_dir, res.run_id)
 
-    def progress(line: str) -> None:
-        if not args.quiet:
-            err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {line}", highlight=False)
-
+    view = RunProgress(err, quiet=args.quiet, verbose=args.verbose)
     try:
-        runner.run(loaded, results=res, progress=progress, proxy_command=proxy_command,
-                   backend=args.backend)
+        with view:
+            runner.run(loaded, results=res, progress=view.line, proxy_command=proxy_command,
+                       on_scenario=view.scenario_done, on_observe=view.observe,
+                       on_event=view.event if args.verbose else None, backend=args.backend)
     except KeyboardInterrupt:
         formats.write_all(res.as_json(), folder)  # what finished before the interrupt
         raise

@@ -39,6 +39,10 @@ from harness.targets.base import Session
 # Sessions are opened a few at a time: a burst of thousands would overflow the accept backlog.
 OPEN_CONCURRENCY = 32
 Progress = Callable[[str], None]
+ObserveHook = Callable[[int, int, float, float], None]
+"""Called after each observer sample: (reclaimed, faulted, elapsed_s, deadline_s)."""
+EventHook = Callable[[int, float, str, str], None]
+"""Called for each observed event: (session id, seconds after the fault, what, detail)."""
 
 
 Lab = LocalLab | DockerLab
@@ -198,8 +202,11 @@ def _last_activity(info: SockInfo | None, sampled_at: float, t0: float) -> float
 # -- one scenario -----------------------------------------------------------------------------
 
 def run_one(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: None,
-            proxy_command: Sequence[str] | None = None, backend: str = "local") -> dict[str, Any]:
-    """Run one scenario in a fresh lab and return its results.json entry."""
+            proxy_command: Sequence[str] | None = None, on_observe: ObserveHook | None = None,
+            on_event: EventHook | None = None, backend: str = "local") -> dict[str, Any]:
+    """Run one scenario in a fresh lab and return its results.json entry.
+
+    ``on_observe`` and ``on_event`` follow the observation as it happens (progress views)."""
     spec = ls.scenario
     target = make_target(ls)
     fault = build(spec.fault)
@@ -229,6 +236,7 @@ def run_one(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: None
 
         watched = {s.id: Watched(s.id, keys[s.id], s.pid) for s in sessions}
         observer = Observer(table, target.port, list(watched.values()))
+        observer.on_event = on_event
         lab.on_close("observer", observer.close)
 
         before = observer.snapshot()
@@ -252,8 +260,13 @@ def run_one(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: None
                  f" watching up to {format_seconds(spec.deadline_s)} s")
 
         faulted_watch = [watched[s.id] for s in faulted]
+
+        def sampled() -> None:
+            if on_observe is not None:
+                on_observe(sum(1 for w in faulted_watch if w.released()), len(faulted_watch),
+                           time.time() - t0, spec.deadline_s)
         observer.run(interval_s=spec.observe.interval, until=t0 + spec.deadline_s,
-                     done=lambda: all(w.released() for w in faulted_watch))
+                     done=lambda: all(w.released() for w in faulted_watch), on_sample=sampled)
         observed_for = time.time() - t0
         checks = dict(zip((s.id for s in survivors),
                           client.run(_alive_all(target, survivors), timeout=60)))

@@ -20,7 +20,7 @@ from harness.core.prediction import (KernelDefaults, Prediction, combine, effect
 from harness.core.stats import summarize
 from harness.errors import LabError, MachineError, Problem, ScenarioError
 from harness.experiment import hold_open as _hold_open
-from harness.experiment import make_target, run_one
+from harness.experiment import EventHook, ObserveHook, make_target, run_one
 from harness.faults import FAULTS, PacketFault, build
 from harness.faults.nft import nft_binary
 from harness.scenario import LoadedScenario, load_paths
@@ -292,9 +292,13 @@ def ensure_images(loaded: Sequence[LoadedScenario], backend: str | None = None,
 def run(loaded: Sequence[LoadedScenario], *, results: RunResults | None = None,
         progress: Progress = _quiet, proxy_command: Sequence[str] | None = None,
         on_scenario: Callable[[dict[str, Any]], None] | None = None,
+        on_observe: ObserveHook | None = None, on_event: EventHook | None = None,
         backend: str | None = None) -> RunResults:
     """Run scenarios one after the other, each in a lab of its own (on its backend, or on
     ``backend`` for all), into ``results``.
+
+    ``on_observe`` is called after each observer sample with (reclaimed, faulted, elapsed_s,
+    deadline_s), ``on_event`` with each session event as it is seen (progress views).
 
     KeyboardInterrupt (Ctrl-C, and SIGTERM as the CLI maps it) tears the current lab down and
     propagates; the scenarios finished so far stay in ``results``.
@@ -307,7 +311,7 @@ def run(loaded: Sequence[LoadedScenario], *, results: RunResults | None = None,
         progress(f"{ls.scenario.name}: starting on {chosen} ({ls.path})")
         try:
             entry = run_one(ls, results.run_id, progress=progress, proxy_command=proxy_command,
-                            backend=chosen)
+                            backend=chosen, on_observe=on_observe, on_event=on_event)
         except LabError as exc:
             entry = _error_entry(ls, str(exc), chosen)
         except KeyboardInterrupt:

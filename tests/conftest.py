@@ -101,25 +101,6 @@ def ours() -> set[str]:
     return found
 
 
-def docker_missing() -> str | None:
-    """Why the docker backend cannot run here, or None."""
-    from harness.lab.docker import engine_problem
-
-    if os.geteuid() != 0:
-        return "needs root (the docker backend enters the containers' namespaces)"
-    return engine_problem()
-
-
-@pytest.fixture
-def docker_machine(lab_machine: None) -> None:
-    """A Docker engine (and root): skip with the reason, or fail with CONNCHAOS_REQUIRE_DOCKER=1."""
-    reason = docker_missing()
-    if reason:
-        if os.environ.get("CONNCHAOS_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"CONNCHAOS_REQUIRE_DOCKER=1 but {reason}")
-        pytest.skip(reason)
-
-
 @pytest.fixture
 def no_leftovers(lab_machine: None) -> Iterator[None]:
     """The test must leave nothing of ours behind (beyond what existed before it)."""

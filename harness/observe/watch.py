@@ -45,6 +45,8 @@ class Observer:
         self.sample_cost_s = 0.0
         self._exits = ExitWatcher()
         self._by_pid = {s.pid: s for s in self.sessions if s.pid is not None}
+        # told of every event as it is recorded: (session id, seconds after the fault, what, detail)
+        self.on_event: Callable[[int, float, str, str], None] | None = None
         for s in self.sessions:
             if s.pid is not None:
                 self._exits.watch(s.pid)
@@ -62,6 +64,8 @@ class Observer:
 
     def _event(self, s: Watched, at: float, what: str, detail: str = "") -> None:
         s.events.append(Event(t=round(at - self.t0, 4), what=what, detail=detail))
+        if self.on_event is not None:
+            self.on_event(s.id, at - self.t0, what, detail)
 
     def sample(self) -> None:
         """One dump: compare each session with its previous sample."""
@@ -106,11 +110,15 @@ class Observer:
                 s.process_gone_at = self._exits.exited[pid]
                 self._event(s, s.process_gone_at, "process-exit", str(pid))
 
-    def run(self, *, interval_s: float, until: float, done: Callable[[], bool]) -> None:
-        """Sample every ``interval_s`` until ``done()`` or the wall-clock time ``until``."""
+    def run(self, *, interval_s: float, until: float, done: Callable[[], bool],
+            on_sample: Callable[[], None] | None = None) -> None:
+        """Sample every ``interval_s`` until ``done()`` or the wall-clock time ``until``;
+        ``on_sample`` is called after each sample (progress views)."""
         next_at = time.time()
         while True:
             self.sample()
+            if on_sample is not None:
+                on_sample()
             if done() or time.time() >= until:
                 return
             next_at += interval_s

@@ -11,13 +11,14 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from harness.report import junit, markdown
+from harness.report import html, junit, markdown
 
 Render = Callable[[dict[str, Any]], str]
 
 FORMATS: list[tuple[str, Render]] = [
     ("junit.xml", junit.render),
     ("summary.md", markdown.render),
+    ("report.html", html.render),
 ]
 
 

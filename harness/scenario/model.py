@@ -12,6 +12,7 @@ import re
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -43,6 +44,7 @@ RULE_ERROR = "scenario_rule"
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _NAME_MAX = 80
+_TAG = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _rules_error(rules: list[tuple[tuple[str, ...], str]]) -> PydanticCustomError:
@@ -244,6 +246,17 @@ class Observe(_Part):
         return value
 
 
+def _tag(value: str) -> str:
+    # Tags become pytest markers (``-m slow``), which must be Python identifiers.
+    if not _TAG.fullmatch(value):
+        raise ValueError(f"a tag is a word of letters, digits and _ (a pytest marker); got {as_yaml(value)}")
+    return value
+
+
+Tag = Annotated[StrictStr, AfterValidator(_tag)]
+"""A scenario tag: a Python identifier, applied as a pytest marker."""
+
+
 class Scenario(_Part):
     """One scenario file: a target, its sessions, a fault, and what must follow."""
 
@@ -254,6 +267,7 @@ class Scenario(_Part):
     fault: Fault
     expect: Expect
     observe: Observe = Observe()
+    tags: list[Tag] = []                 # pytest markers for this scenario (the pytest plugin)
 
     @field_validator("name")
     @classmethod

@@ -1,0 +1,259 @@
+"""pytest plugin (entry point ``pytest11``): scenario files as test items, and the
+``connchaos_lab`` fixture for scenarios written in Python.
+
+``pytest scenarios/`` collects each YAML file that is a scenario (a top-level mapping with
+``target`` and ``fault``; any other YAML is left alone), one item per file named after the
+scenario, marked ``connchaos``, with its service and its ``tags``. Items run through the same
+library call as ``connchaos run`` (``harness.runner.prepare`` and ``run``); a failed
+expectation reads as the JUnit message does. Without root, nftables or the service, items
+skip with the reason (``CONNCHAOS_REQUIRE_LAB=1`` makes them fail instead).
+
+This module holds only options, hooks and fixtures; the machinery is imported when used, so
+the plugin costs nothing in test runs that collect no scenario.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import yaml
+
+if TYPE_CHECKING:
+    from harness.runner import RunResults
+    from harness.scenario import LoadedScenario
+
+SERVICES = ("postgres", "ssh", "websocket", "tcp")
+_RESULTS = pytest.StashKey["RunResults"]()
+_TOP_KEY = re.compile(r"^(target|fault)\s*:", re.MULTILINE)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("connchaos", "connchaos scenarios")
+    group.addoption("--connchaos-report-dir", metavar="DIR", default=None,
+                    help="write the scenarios' results.json to DIR/<run id>/")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "connchaos: a connchaos scenario (a scenario file or connchaos_lab)")
+    for service in SERVICES:
+        config.addinivalue_line("markers", f"{service}: a connchaos scenario on the {service} target")
+
+
+def looks_like_scenario(path: Path) -> bool:
+    """A top-level mapping with ``target`` and ``fault``; broken YAML that has both keys at
+    the top counts too, so that its problems are reported rather than silently skipped."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return False
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {m.group(1) for m in _TOP_KEY.finditer(text)} == {"target", "fault"}
+    return isinstance(data, dict) and "target" in data and "fault" in data
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if file_path.suffix in (".yaml", ".yml") and looks_like_scenario(file_path):
+        node: ScenarioFile = ScenarioFile.from_parent(parent, path=file_path)
+        return node
+    return None
+
+
+class ScenarioFile(pytest.File):
+    """One scenario file: one item, or a collection error naming file:line: field."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        from harness.errors import ScenarioError
+        from harness.runner import prepare
+
+        try:
+            loaded = prepare([str(self.path)])[0]
+        except ScenarioError as exc:
+            raise self.CollectError(f"{exc}\n{len(exc.problems)} problem(s) in this scenario file") from None
+        spec = loaded.scenario
+        item: ScenarioItem = ScenarioItem.from_parent(self, name=spec.name, loaded=loaded)
+        for mark in ("connchaos", spec.target.service, *spec.tags):
+            self.config.addinivalue_line("markers", f"{mark}: from a scenario's tags")
+            item.add_marker(mark)
+        yield item
+
+
+class ScenarioFailed(Exception):
+    """The scenario ran and an expectation failed (or the lab broke): its results entry."""
+
+    def __init__(self, entry: dict[str, Any]) -> None:
+        super().__init__(entry.get("reason", ""))
+        self.entry = entry
+
+
+def require_lab(loaded: list[LoadedScenario]) -> None:
+    """``harness.runner.require_machine``, with 'this machine cannot' as a skip (a failure
+    under CONNCHAOS_REQUIRE_LAB=1, as in CI)."""
+    from harness import runner
+    from harness.errors import MachineError
+
+    try:
+        runner.require_machine(loaded)
+    except MachineError as exc:
+        if os.environ.get("CONNCHAOS_REQUIRE_LAB") == "1":
+            pytest.fail(f"CONNCHAOS_REQUIRE_LAB=1 but {exc}", pytrace=False)
+        pytest.skip(str(exc))
+
+
+def _session_results(config: pytest.Config) -> RunResults:
+    from harness.runner import new_results
+
+    if _RESULTS not in config.stash:
+        config.stash[_RESULTS] = new_results()
+    return config.stash[_RESULTS]
+
+
+class ScenarioItem(pytest.Item):
+    """One scenario, run in a lab of its own through ``harness.runner.run``."""
+
+    def __init__(self, *, loaded: LoadedScenario, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.loaded = loaded
+
+    def runtest(self) -> None:
+        from harness import runner
+
+        results = _session_results(self.config)
+        require_lab([self.loaded])
+        runner.run([self.loaded], results=results)
+        entry = results.scenarios[-1]
+        self.user_properties.append(("verdict", entry["verdict"]))
+        if entry["verdict"] != "pass":
+            raise ScenarioFailed(entry)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
+                     style: Any = None) -> str | Any:
+        if isinstance(excinfo.value, ScenarioFailed):
+            from harness.report.messages import failure_message
+
+            entry = excinfo.value.entry
+            # the message first: pytest's short summary shows the first line
+            return f"{failure_message(entry)}\n(scenario {entry['name']} in {self.path}: {entry['verdict']})"
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"connchaos scenario {self.name}"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    folder = session.config.getoption("connchaos_report_dir")
+    results = session.config.stash.get(_RESULTS, None)
+    if folder and results is not None:
+        from harness.report import results as results_file
+
+        results_file.write(results.as_json(), results_file.run_folder(folder, results.run_id))
+
+
+# -- scenarios written in Python ---------------------------------------------------------------
+
+@dataclass
+class SessionOutcome:
+    """One session of a ``connchaos_lab`` run, as results.json has it."""
+
+    id: int
+    faulted: bool
+    reclaimed: bool
+    reclaim_s: float | None
+    predicted_s: float | None
+    mechanism: str | None
+    predicted_mechanism: str | None
+    alive_at_end: bool | None
+    events: list[dict[str, Any]] = field(repr=False)
+
+    def times(self, what: str) -> list[float]:
+        """When each event ``what`` (``probe``, ``retransmit``, ``socket-gone``...) happened,
+        in seconds after the fault."""
+        return [float(e["t"]) for e in self.events if e["what"] == what]
+
+
+@dataclass
+class LabRun:
+    """The outcome of ``connchaos_lab.run``: every session, and the scenario's results entry."""
+
+    entry: dict[str, Any] = field(repr=False)
+    sessions: list[SessionOutcome]
+
+    @property
+    def verdict(self) -> str:
+        return str(self.entry["verdict"])
+
+    @property
+    def prediction(self) -> dict[str, Any] | None:
+        pred: dict[str, Any] | None = self.entry["prediction"]
+        return pred
+
+    @property
+    def faulted(self) -> list[SessionOutcome]:
+        return [s for s in self.sessions if s.faulted]
+
+    @property
+    def survivors(self) -> list[SessionOutcome]:
+        return [s for s in self.sessions if not s.faulted]
+
+
+class ConnchaosLab:
+    """Build a lab, start a target, open sessions, inject a fault, observe: from Python."""
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self._request = request
+        self._count = 0
+
+    def scenario(self, *, service: str, settings: dict[str, Any] | None = None, sessions: int = 1,
+                 fault: str | dict[str, Any] = "blackhole", faulted: str | int | float = "all",
+                 activity: str = "idle", hold: str = "1s", deadline: str = "10s",
+                 expect: dict[str, Any] | None = None, **target: Any) -> LoadedScenario:
+        """The scenario these arguments describe, validated as a file would be (bad values
+        raise ``ScenarioError`` naming the field)."""
+        from harness.errors import ScenarioError
+        from harness.runner import support_problems
+        from harness.scenario import load_text
+
+        self._count += 1
+        base = re.sub(r"[^a-z0-9._-]+", "-", self._request.node.name.lower()).strip("-._") or "scenario"
+        name = f"{base[:70]}-{self._count}"
+        fault_map: dict[str, Any] = {"type": fault} if isinstance(fault, str) else dict(fault)
+        fault_map.setdefault("sessions", faulted)
+        data = {"name": name,
+                "target": {"service": service, "settings": settings or {}, **target},
+                "sessions": {"count": sessions, "activity": activity, "hold": hold},
+                "fault": fault_map,
+                "expect": expect or {"reclaimed_within": deadline},
+                "observe": {"deadline": deadline}}
+        # the test's folder is the scenario's folder (a tcp service's command runs there)
+        loaded = load_text(yaml.safe_dump(data, sort_keys=False), f"{self._request.path}::{name}")
+        problems = support_problems(loaded)
+        if problems:
+            raise ScenarioError(problems)
+        return loaded
+
+    def run(self, **kwargs: Any) -> LabRun:
+        """Run the scenario of ``scenario(**kwargs)`` until every faulted session is
+        reclaimed or the deadline passes; skips when the machine cannot build a lab."""
+        from harness.experiment import run_one
+        from harness.runner import new_run_id
+
+        loaded = self.scenario(**kwargs)
+        require_lab([loaded])
+        entry = run_one(loaded, new_run_id())
+        keep = {f for f in SessionOutcome.__dataclass_fields__}
+        return LabRun(entry=entry, sessions=[SessionOutcome(**{k: v for k, v in s.items() if k in keep})
+                                             for s in entry["sessions"]])
+
+
+@pytest.fixture
+def connchaos_lab(request: pytest.FixtureRequest) -> ConnchaosLab:
+    """Scenarios written in Python: ``connchaos_lab.run(service="postgres", settings={...},
+    sessions=5, fault="blackhole", deadline="10s")`` returns every session's outcome and events."""
+    return ConnchaosLab(request)
