@@ -201,7 +201,8 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
             err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {line}", highlight=False)
 
     try:
-        runner.run(loaded, results=res, progress=progress, proxy_command=proxy_command)
+        runner.run(loaded, results=res, progress=progress, proxy_command=proxy_command,
+                   report_folder=folder)
     except KeyboardInterrupt:
         results_file.write(res.as_json(), folder)  # what finished before the interrupt
         raise

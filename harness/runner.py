@@ -62,6 +62,7 @@ def support_problems(loaded: LoadedScenario, backend: str | None = None) -> list
                         f"fault {spec.fault.type!r} is not available (available: {', '.join(FAULTS)})"))
     problems.extend(_toxic_problems(loaded))
     problems.extend(_session_problems(loaded))
+    problems.extend(_load_problems(loaded))
     target = target_class(spec.target.service) if spec.target.service in services else None
     if target is not None:
         for name, message in target.check_settings(spec.target.settings):
@@ -90,6 +91,24 @@ def _session_problems(loaded: LoadedScenario) -> list[Problem]:
         problems.append(loaded.problem(("target", "image"), "image: runs on the docker backend,"
                                                             " which is not in this version"))
     return problems
+
+
+def _load_problems(loaded: LoadedScenario) -> list[Problem]:
+    """What a load run cannot do with this target (the schema checked the rest)."""
+    from harness.load.locust import USERS
+
+    spec = loaded.scenario
+    if spec.load is None:
+        return []
+    if spec.target.service not in USERS:
+        return [loaded.problem(("target", "service"), f"load runs have Locust users for"
+                               f" {', '.join(USERS)}; {spec.target.service} is not in this version")]
+    limit = spec.target.settings.get("max_connections")
+    if spec.target.service == "postgres" and isinstance(limit, int) and limit <= spec.load.users:
+        return [loaded.problem(("target", "settings", "max_connections"),
+                               f"must exceed load.users ({spec.load.users}) so every user gets a"
+                               f" backend; leave it out and connchaos sets users + 20")]
+    return []
 
 
 def _toxic_problems(loaded: LoadedScenario) -> list[Problem]:
@@ -201,18 +220,24 @@ def new_results(run_id: str | None = None) -> RunResults:
 
 def run(loaded: Sequence[LoadedScenario], *, results: RunResults | None = None,
         progress: Progress = _quiet, proxy_command: Sequence[str] | None = None,
-        on_scenario: Callable[[dict[str, Any]], None] | None = None) -> RunResults:
+        on_scenario: Callable[[dict[str, Any]], None] | None = None,
+        report_folder: str | None = None) -> RunResults:
     """Run scenarios one after the other, each in a lab of its own, into ``results``.
 
     KeyboardInterrupt (Ctrl-C, and SIGTERM as the CLI maps it) tears the current lab down and
-    propagates; the scenarios finished so far stay in ``results``.
+    propagates; the scenarios finished so far stay in ``results``. A scenario with ``load:``
+    runs under Locust (``harness.load``); its Locust files go to ``report_folder/<name>/``.
     """
     require_machine(loaded)
     results = results or new_results()
     for ls in loaded:
         progress(f"{ls.scenario.name}: starting ({ls.path})")
         try:
-            entry = run_one(ls, results.run_id, progress=progress, proxy_command=proxy_command)
+            if ls.scenario.load is not None:
+                from harness.load.experiment import run_load
+                entry = run_load(ls, results.run_id, progress=progress, report_folder=report_folder)
+            else:
+                entry = run_one(ls, results.run_id, progress=progress, proxy_command=proxy_command)
         except LabError as exc:
             entry = _error_entry(ls, str(exc))
         except KeyboardInterrupt:
