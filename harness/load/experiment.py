@@ -28,7 +28,7 @@ from harness.core.timeline import Event, outcome, sort_events
 from harness.core.verdict import Expectations, SessionResult, judge
 from harness.errors import LabError
 from harness.faults import build
-from harness.faults.base import Flow
+from harness.faults.base import Flow, PacketFault
 from harness.lab.kernel import kernel_defaults
 from harness.lab.local import LocalLab
 from harness.load.locust import USERS, LocustRun
@@ -108,6 +108,8 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
         raise LabError("starting the load", f"no Locust user for service {service}")
     target = make_target(ls)
     fault = build(spec.fault)
+    if not isinstance(fault, PacketFault):  # the schema admits only packet faults with load:
+        raise LabError("applying the fault", f"{spec.fault.type} is not a packet fault")
     started = time.monotonic()
     spawn_s = load.users / load.spawn_rate
     with LocalLab(run_id=run_id) as lab:
@@ -125,7 +127,7 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
                            spawn_rate=float(load.spawn_rate), workers=load.workers,
                            run_time_s=spawn_s + load.hold + spec.deadline_s + 300)
         locust.start()
-        lab.on_close("locust", locust.stop)
+        lab.on_close("locust", lambda: locust.stop(settle=False))
         progress(f"{spec.name}: {service} up in {lab.server_ns}; Locust"
                  f" ({'local' if not load.workers else f'master + {load.workers} workers'}) spawning"
                  f" {load.users} users at {load.spawn_rate:g}/s in {lab.client_ns}")
@@ -183,6 +185,8 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
         evs.append(Event(round(opened_s, 4), "opened", client))
         evs.append(Event(round(last, 4), "last-activity"))
         is_faulted = w.key in faulted_keys
+        if is_faulted:
+            evs.append(Event(0.0, "fault", spec.fault.type))
         err = (errors.get(w.pid) if w.pid is not None else None) or errors.get((w.key[2], w.key[3]))
         if err is not None:
             evs.append(Event(round(err.at - t0, 4), "server-error", err.kind))

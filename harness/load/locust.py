@@ -32,6 +32,7 @@ from harness.lab.processes import log_tail, running, stop_process
 
 USERS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "users.py")
 MASTER_PORT = 5557
+SETTLE_S = 3.5    # Locust's WORKER_REPORT_INTERVAL (3 s) and a margin
 USERS = {"postgres": "PostgresUser", "websocket": "WebSocketUser", "tcp": "TcpUser"}
 """The User class in users.py of each service (Locust takes class names on its command line;
 users.py itself is never imported here: importing Locust monkey-patches the process)."""
@@ -42,7 +43,7 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 class LocustRun:
     """The Locust processes of one load run, and the files they leave."""
 
-    client_ns: str
+    client_ns: str | None             # None: this namespace (the users' own tests)
     folder: str                       # Locust's logs, statistics and the users' events files
     user_class: str                   # WebSocketUser, PostgresUser, TcpUser
     env: dict[str, str]               # CONNCHAOS_LOAD_* for the users
@@ -81,7 +82,8 @@ class LocustRun:
         for role in roles:
             with open(os.path.join(self.folder, f"{role}.out"), "wb") as out:
                 # its own session: Ctrl-C in the terminal reaches the harness, which stops it
-                proc = subprocess.Popen(exec_argv(self.client_ns, self._argv(role)), stdout=out,
+                argv = self._argv(role)
+                proc = subprocess.Popen(exec_argv(self.client_ns, argv) if self.client_ns else argv, stdout=out,
                                         stderr=subprocess.STDOUT, env=env, start_new_session=True)
             self.procs.append(proc)
             self.roles.append(role)
@@ -107,9 +109,16 @@ class LocustRun:
             found[role] = proc_usage(proc.pid)
         return found
 
-    def stop(self, grace_s: float = 30.0) -> None:
+    def stop(self, grace_s: float = 30.0, settle: bool = True) -> None:
         """SIGTERM to the master (or local runner), which stops its workers and writes the
-        statistics; then the workers that are left, then SIGKILL."""
+        statistics; then the workers that are left, then SIGKILL.
+
+        With ``settle``, first wait for the statistics to be complete: workers report to the
+        master every 3 s (their last report at quit may come after the master stopped
+        listening: it waits 0.5 s) and the CSV files are rewritten every second.
+        """
+        if settle and all(p.poll() is None for p in self.procs):
+            time.sleep(SETTLE_S if self.workers else 1.2)
         for role, proc in zip(self.roles, self.procs):
             if role in ("master", "local"):
                 stop_process(proc, signal.SIGTERM, grace_s)
