@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--report-dir", default="reports")
     args = p.parse_args(argv)
     ws_users, pg_users = (1000, 200) if args.quick else (10_000, 1000)
-    texts = {"websocket": WEBSOCKET.format(users=ws_users, rate=500),
+    texts = {"websocket": WEBSOCKET.format(users=ws_users, rate=200),
              "postgres": POSTGRES.format(users=pg_users, rate=200)}
     loaded = [load_text(text, f"<bench {name}>") for name, text in texts.items()
               if args.only in (None, name)]

@@ -48,25 +48,31 @@ def _sessions_of(table: dict[Key, SockInfo], client_addr: str) -> list[Key]:
 
 
 def _wait_for_users(locust: LocustRun, table: SocketTable, port: int, client_addr: str,
-                    users: int, timeout_s: float, progress: Progress) -> dict[Key, SockInfo]:
-    """Poll until the server holds ``users`` established sessions from the client."""
+                    users: int, timeout_s: float, progress: Progress) -> None:
+    """Wait until every user has opened its session (the users' events files: cheap to
+    read, where a table dump of thousands of sockets would load the machine while it
+    spawns), then until the server's table holds them all (one dump per try)."""
     deadline = time.monotonic() + timeout_s
     shown = -1
     while True:
         locust.check_running("spawning the load")
-        dump = table.dump(port)
-        held = len(_sessions_of(dump, client_addr))
-        if held >= users:
-            return dump
-        failed = [e for e in locust.events() if e.get("what") == "open-failed"]
-        if failed and held + len(failed) >= users:
+        events = locust.events()
+        opened = sum(1 for e in events if e.get("what") == "opened")
+        failed = [e for e in events if e.get("what") == "open-failed"]
+        if failed:
             raise LabError("spawning the load", f"{len(failed)} of {users} sessions could not be"
                                                 f" opened; first: {failed[0].get('detail')}")
+        if opened >= users:
+            held = len(_sessions_of(table.dump(port), client_addr))
+            if held >= users:
+                return
+        else:
+            held = opened
         if time.monotonic() > deadline:
             raise LabError("spawning the load", f"the server holds {held} of {users} sessions"
                                                 f" after {timeout_s:.0f} s")
-        if held // 1000 != shown // 1000 or shown < 0:
-            progress(f"  {held} of {users} sessions held")
+        if held // 1000 != shown // 1000:
+            progress(f"  {held} of {users} sessions open")
             shown = held
         time.sleep(0.5)
 
@@ -132,7 +138,7 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
                  f" ({'local' if not load.workers else f'master + {load.workers} workers'}) spawning"
                  f" {load.users} users at {load.spawn_rate:g}/s in {lab.client_ns}")
         _wait_for_users(locust, table, target.port, lab.client_addr, load.users,
-                        spawn_s + 60 + 5 * load.workers, progress)
+                        max(120.0, 3 * spawn_s) + 5 * load.workers, progress)
         progress(f"{spec.name}: {load.users} sessions held; holding {format_seconds(load.hold)} s")
         time.sleep(load.hold)
 

@@ -68,8 +68,11 @@ class ResourceSampler:
         try:
             with SocketTable(self.namespace) as table:
                 while True:
+                    started = time.monotonic()
                     self.series.append(self.sample(table))
-                    if self._stop.wait(self.interval_s):
+                    cost = time.monotonic() - started
+                    # a slow dump (thousands of sockets) must not become a busy loop
+                    if self._stop.wait(max(self.interval_s, 4 * cost)):
                         return
         except LabError as exc:
             # the lab going away under the sampler ends the series, not the run

@@ -44,6 +44,8 @@ PORT = int(os.environ.get("CONNCHAOS_LOAD_PORT", "0") or 0)
 EVERY = float(os.environ["CONNCHAOS_LOAD_EVERY"]) if os.environ.get("CONNCHAOS_LOAD_EVERY") else None
 TIMEOUT = float(os.environ.get("CONNCHAOS_LOAD_TIMEOUT", "10"))
 CHECK_TIMEOUT = float(os.environ.get("CONNCHAOS_LOAD_CHECK_TIMEOUT", "5"))
+# Opening thousands at once on a small machine queues SYNs and handshakes: allow longer.
+OPEN_TIMEOUT = float(os.environ.get("CONNCHAOS_LOAD_OPEN_TIMEOUT", "30"))
 
 CHECK = gevent.event.Event()
 """Set by SIGUSR1: every user still holding its session checks it once."""
@@ -129,7 +131,7 @@ class SessionUser(User):
     def on_start(self) -> None:
         started = time.perf_counter()
         try:
-            with gevent.Timeout(TIMEOUT, RequestTimeout(f"no session within {TIMEOUT:g} s")):
+            with gevent.Timeout(OPEN_TIMEOUT, RequestTimeout(f"no session within {OPEN_TIMEOUT:g} s")):
                 self.handle, self.client = self.connect()
         except Exception as exc:
             self._report("open", started, exc)
@@ -195,7 +197,7 @@ class PostgresUser(SessionUser):
 
         conn = psycopg.connect(host=HOST, port=PORT, dbname="postgres",
                                user=os.environ.get("CONNCHAOS_LOAD_PG_USER", "connchaos"),
-                               autocommit=True, connect_timeout=max(1, int(TIMEOUT)),
+                               autocommit=True, connect_timeout=max(1, int(OPEN_TIMEOUT)),
                                application_name="connchaos-load")
         with socket.socket(fileno=os.dup(conn.pgconn.socket)) as s:
             return conn, _address(s)
@@ -222,7 +224,7 @@ class WebSocketUser(SessionUser):
         # no client pings (the server's heartbeat is what is measured), no proxy from the
         # environment, no compression (its buffers cost more than the session itself)
         ws = connect(f"ws://{HOST}:{PORT}{os.environ.get('CONNCHAOS_LOAD_WS_PATH', '/connchaos/load')}",
-                     ping_interval=None, proxy=None, compression=None, open_timeout=TIMEOUT,
+                     ping_interval=None, proxy=None, compression=None, open_timeout=OPEN_TIMEOUT,
                      close_timeout=0.5, max_queue=None)
         return ws, _address(ws.socket)
 
@@ -245,7 +247,7 @@ class TcpUser(SessionUser):
     protocol = "tcp"
 
     def connect(self) -> tuple[Any, str]:
-        sock = socket.create_connection((HOST, PORT), timeout=TIMEOUT)
+        sock = socket.create_connection((HOST, PORT), timeout=OPEN_TIMEOUT)
         sock.settimeout(None)
         return sock, _address(sock)
 
