@@ -60,7 +60,8 @@ def figures(entry: dict[str, Any]) -> list[str]:
     pred = entry["prediction"] or {}
     lines = [
         f"{entry['name']}: {entry['verdict']} ({entry['reason'] or 'every expectation met'})",
-        f"  sessions held      {load['held']} of {load['users']} (Locust: master + {load['workers']} workers)",
+        f"  sessions held      {load['held']} of {load['users']} (Locust: master + {load['workers']} workers;"
+        f" {load.get('open_failed', 0)} could not be opened)",
         f"  faulted            {summary['faulted']}; reclaimed {summary['reclaimed']};"
         f" survivors killed {summary['survivors_killed']}; survivors answering their check"
         f" {load['survivors_checked_ok']} of {load['held'] - load['faulted']}",

@@ -48,31 +48,36 @@ def _sessions_of(table: dict[Key, SockInfo], client_addr: str) -> list[Key]:
 
 
 def _wait_for_users(locust: LocustRun, table: SocketTable, port: int, client_addr: str,
-                    users: int, timeout_s: float, progress: Progress) -> None:
-    """Wait until every user has opened its session (the users' events files: cheap to
-    read, where a table dump of thousands of sockets would load the machine while it
-    spawns), then until the server's table holds them all (one dump per try)."""
+                    users: int, timeout_s: float, progress: Progress) -> list[dict[str, Any]]:
+    """Wait until every user has opened its session or failed to (the users' events files:
+    cheap to read, where a table dump of thousands of sockets would load the machine while
+    it spawns), then until the server's table holds the opened ones (one dump per try).
+
+    Sessions that could not be opened are a fact of the load (an overloaded server refuses
+    handshakes), reported and left out; none opened at all is a LabError. Returns the
+    ``open-failed`` events."""
     deadline = time.monotonic() + timeout_s
+    settled: float | None = None
     shown = -1
     while True:
         locust.check_running("spawning the load")
         events = locust.events()
         opened = sum(1 for e in events if e.get("what") == "opened")
         failed = [e for e in events if e.get("what") == "open-failed"]
-        if failed:
-            raise LabError("spawning the load", f"{len(failed)} of {users} sessions could not be"
-                                                f" opened; first: {failed[0].get('detail')}")
-        if opened >= users:
+        held = opened
+        if opened + len(failed) >= users:
             held = len(_sessions_of(table.dump(port), client_addr))
-            if held >= users:
-                return
-        else:
-            held = opened
+            settled = settled or time.monotonic()
+            if held >= opened or time.monotonic() - settled > 5:
+                if held == 0:
+                    raise LabError("spawning the load", f"no session could be opened; first failure:"
+                                                        f" {failed[0].get('detail') if failed else '?'}")
+                return failed
         if time.monotonic() > deadline:
             raise LabError("spawning the load", f"the server holds {held} of {users} sessions"
                                                 f" after {timeout_s:.0f} s")
         if held // 1000 != shown // 1000:
-            progress(f"  {held} of {users} sessions open")
+            progress(f"  {held} of {users} sessions open" + (f", {len(failed)} failed" if failed else ""))
             shown = held
         time.sleep(0.5)
 
@@ -137,9 +142,11 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
         progress(f"{spec.name}: {service} up in {lab.server_ns}; Locust"
                  f" ({'local' if not load.workers else f'master + {load.workers} workers'}) spawning"
                  f" {load.users} users at {load.spawn_rate:g}/s in {lab.client_ns}")
-        _wait_for_users(locust, table, target.port, lab.client_addr, load.users,
-                        max(120.0, 3 * spawn_s) + 5 * load.workers, progress)
-        progress(f"{spec.name}: {load.users} sessions held; holding {format_seconds(load.hold)} s")
+        open_failed = _wait_for_users(locust, table, target.port, lab.client_addr, load.users,
+                                      max(120.0, 3 * spawn_s) + 5 * load.workers, progress)
+        progress(f"{spec.name}: {load.users - len(open_failed)} sessions held"
+                 + (f" ({len(open_failed)} could not be opened)" if open_failed else "")
+                 + f"; holding {format_seconds(load.hold)} s")
         time.sleep(load.hold)
 
         before = table.dump(target.port)
@@ -256,7 +263,8 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
         "duration_s": round(time.monotonic() - started, 3),
         "load": {
             "users": load.users, "workers": load.workers, "spawn_rate": load.spawn_rate,
-            "held": len(keys), "faulted": len(faulted_keys),
+            "held": len(keys), "faulted": len(faulted_keys), "open_failed": len(open_failed),
+            **({"open_failed_first": open_failed[0].get("detail")} if open_failed else {}),
             "survivors_checked_ok": sum(1 for c in survivors if checks.get(c, {}).get("ok")),
             "survivors_broken_at_client": len(client_broken),
             "sessions_listed": "faulted sessions and killed survivors; untouched survivors are counted only",
