@@ -72,8 +72,10 @@ def _parser() -> argparse.ArgumentParser:
                         " lets a proxy hold more connections than one process's file limit allows")
 
     b = sub.add_parser("bench", help="benchmarks that print figures")
-    b.add_argument("what", choices=["proxy"], help="proxy: the built-in proxy against direct loopback")
+    b.add_argument("what", choices=["proxy", "load"], help="proxy: the built-in proxy against direct"
+                   " loopback; load: 10,000 WebSocket and 1,000 PostgreSQL sessions under Locust, 10% blackholed")
     b.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    b.add_argument("--only", choices=["websocket", "postgres"], help="load: run one of the two")
 
     rp = sub.add_parser("report", help="re-render every report format from a results.json")
     rp.add_argument("results", metavar="RESULTS", help="a results.json written by connchaos run")
@@ -244,7 +246,8 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         with view:
             runner.run(loaded, results=res, progress=view.line, proxy_command=proxy_command,
                        on_scenario=view.scenario_done, on_observe=view.observe,
-                       on_event=view.event if args.verbose else None, backend=args.backend)
+                       on_event=view.event if args.verbose else None, backend=args.backend,
+                       report_folder=folder)
     except KeyboardInterrupt:
         formats.write_all(res.as_json(), folder)  # what finished before the interrupt
         raise
@@ -315,6 +318,10 @@ def cmd_proxy(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, out: Console, err: Console) -> int:
+    if args.what == "load":
+        from harness.load.bench import main as bench_load
+
+        return bench_load((["--quick"] if args.quick else []) + (["--only", args.only] if args.only else []))
     from harness.proxy.bench import main as bench
 
     code: int = bench(["--quick"] if args.quick else [])

@@ -63,6 +63,7 @@ def support_problems(loaded: LoadedScenario, backend: str | None = None) -> list
     problems.extend(_toxic_problems(loaded))
     problems.extend(_session_problems(loaded))
     problems.extend(_backend_problems(loaded, backend))
+    problems.extend(_load_problems(loaded))
     target = target_class(spec.target.service) if spec.target.service in services else None
     if target is not None:
         for name, message in target.check_settings(spec.target.settings):
@@ -123,6 +124,24 @@ def backend_for(loaded: LoadedScenario, backend: str | None = None) -> str:
     except MachineError:
         from harness.lab.docker import engine_problem
         return "docker" if engine_problem() is None else "local"
+
+
+def _load_problems(loaded: LoadedScenario) -> list[Problem]:
+    """What a load run cannot do with this target (the schema checked the rest)."""
+    from harness.load.locust import USERS
+
+    spec = loaded.scenario
+    if spec.load is None:
+        return []
+    if spec.target.service not in USERS:
+        return [loaded.problem(("target", "service"), f"load runs have Locust users for"
+                               f" {', '.join(USERS)}; {spec.target.service} is not in this version")]
+    limit = spec.target.settings.get("max_connections")
+    if spec.target.service == "postgres" and isinstance(limit, int) and limit <= spec.load.users:
+        return [loaded.problem(("target", "settings", "max_connections"),
+                               f"must exceed load.users ({spec.load.users}) so every user gets a"
+                               f" backend; leave it out and connchaos sets users + 20")]
+    return []
 
 
 def _toxic_problems(loaded: LoadedScenario) -> list[Problem]:
@@ -293,7 +312,7 @@ def run(loaded: Sequence[LoadedScenario], *, results: RunResults | None = None,
         progress: Progress = _quiet, proxy_command: Sequence[str] | None = None,
         on_scenario: Callable[[dict[str, Any]], None] | None = None,
         on_observe: ObserveHook | None = None, on_event: EventHook | None = None,
-        backend: str | None = None) -> RunResults:
+        backend: str | None = None, report_folder: str | None = None) -> RunResults:
     """Run scenarios one after the other, each in a lab of its own (on its backend, or on
     ``backend`` for all), into ``results``.
 
@@ -301,7 +320,8 @@ def run(loaded: Sequence[LoadedScenario], *, results: RunResults | None = None,
     deadline_s), ``on_event`` with each session event as it is seen (progress views).
 
     KeyboardInterrupt (Ctrl-C, and SIGTERM as the CLI maps it) tears the current lab down and
-    propagates; the scenarios finished so far stay in ``results``.
+    propagates; the scenarios finished so far stay in ``results``. A scenario with ``load:``
+    runs under Locust (``harness.load``); its Locust files go to ``report_folder/<name>/``.
     """
     require_machine(loaded, backend)
     ensure_images(loaded, backend, progress)
@@ -310,8 +330,13 @@ def run(loaded: Sequence[LoadedScenario], *, results: RunResults | None = None,
         chosen = backend_for(ls, backend)
         progress(f"{ls.scenario.name}: starting on {chosen} ({ls.path})")
         try:
-            entry = run_one(ls, results.run_id, progress=progress, proxy_command=proxy_command,
-                            backend=chosen, on_observe=on_observe, on_event=on_event)
+            if ls.scenario.load is not None:
+                from harness.load.experiment import run_load
+                entry = run_load(ls, results.run_id, progress=progress, report_folder=report_folder,
+                                 backend=chosen)
+            else:
+                entry = run_one(ls, results.run_id, progress=progress, proxy_command=proxy_command,
+                                backend=chosen, on_observe=on_observe, on_event=on_event)
         except LabError as exc:
             entry = _error_entry(ls, str(exc), chosen)
         except KeyboardInterrupt:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -211,9 +212,12 @@ def _keys_at(field_path: FieldPath) -> list[str]:
     for part in field_path:
         info = model.model_fields.get(part) if isinstance(part, str) else None
         annotation = info.annotation if info is not None else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+        # an optional section (``load: Load | None``) is the model inside the union
+        members = typing.get_args(annotation) or (annotation,)
+        found = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
+        if not found:
             return []
-        model = annotation
+        model = found[0]
     return list(model.model_fields)
 
 

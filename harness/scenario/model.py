@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -31,6 +31,8 @@ __all__ = [
     "Expect",
     "Fault",
     "FaultSessions",
+    "Load",
+    "LoadEvery",
     "Observe",
     "RULE_ERROR",
     "Scenario",
@@ -257,6 +259,45 @@ Tag = Annotated[StrictStr, AfterValidator(_tag)]
 """A scenario tag: a Python identifier, applied as a pytest marker."""
 
 
+class LoadEvery(_Part):
+    """A load session's activity: one small request every ``every``."""
+
+    every: Duration
+
+    @field_validator("every")
+    @classmethod
+    def _not_too_often(cls, value: float) -> float:
+        # Below 100ms per session the load generator, not the server, is what gets measured.
+        if value < 0.1:
+            raise ValueError(f"must be at least 100ms; got {format_duration(value)}")
+        return value
+
+
+def _load_activity(value: object) -> object:
+    # "idle" is None (no requests); a mapping is checked by LoadEvery. Checked by hand so
+    # that a bad value gives one message, not one per union member.
+    if value == "idle" or value is None:
+        return None
+    if isinstance(value, dict):
+        return value
+    raise ValueError(f"expected idle, or every: <duration> (like every: 2s); got {as_yaml(value)}")
+
+
+class Load(_Part):
+    """A load run: the sessions are Locust users, in processes of their own (``harness.load``)."""
+
+    users: StrictInt = Field(ge=1, le=10_000)
+    spawn_rate: StrictInt | float = Field(default=100, gt=0, le=10_000)   # users started per second
+    hold: Duration = 1.0                 # after every user holds its session, before the fault
+    activity: Annotated[LoadEvery | None, BeforeValidator(_load_activity)] = None   # None: idle
+    workers: StrictInt = Field(default=0, ge=0, le=32)   # 0: one local Locust process; N: master + N workers
+
+    @property
+    def every_s(self) -> float | None:
+        """Seconds between two requests of a session; None when idle."""
+        return None if self.activity is None else self.activity.every
+
+
 class Scenario(_Part):
     """One scenario file: a target, its sessions, a fault, and what must follow."""
 
@@ -267,6 +308,18 @@ class Scenario(_Part):
     fault: Fault
     expect: Expect
     observe: Observe = Observe()
+    load: Load | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _load_fills_sessions(cls, data: Any) -> Any:
+        """With ``load:``, the sessions are ``load.users``: ``sessions:`` may be left out."""
+        if isinstance(data, dict) and isinstance(data.get("load"), dict) and "sessions" not in data:
+            users = data["load"].get("users")
+            ok = isinstance(users, int) and not isinstance(users, bool) and 1 <= users <= 10_000
+            # a bad users value is reported at load.users; the placeholder keeps it the only report
+            return {**data, "sessions": {"count": users if ok else 1}}
+        return data
     tags: list[Tag] = []                 # pytest markers for this scenario (the pytest plugin)
 
     @field_validator("name")
@@ -283,6 +336,8 @@ class Scenario(_Part):
     @model_validator(mode="after")
     def _parts_agree(self) -> Scenario:
         rules: list[tuple[tuple[str, ...], str]] = []
+        if self.load is not None:
+            rules.extend(self._load_rules(self.load))
         picked = self.fault.sessions
         if isinstance(picked, int) and picked > self.sessions.count:
             message = f"asks for {picked} sessions but sessions.count is {self.sessions.count}"
@@ -308,6 +363,19 @@ class Scenario(_Part):
             filled = self.observe.model_copy(update={"deadline": self._gate_end()})
             object.__setattr__(self, "observe", filled)
         return self
+
+    def _load_rules(self, load: Load) -> list[tuple[tuple[str, ...], str]]:
+        rules: list[tuple[tuple[str, ...], str]] = []
+        if self.sessions.count != load.users:
+            rules.append((("sessions", "count"), f"with load:, the sessions are load.users ({load.users});"
+                                                 " leave sessions.count out or make it equal"))
+        for name in sorted(self.sessions.model_fields_set - {"count"}):
+            rules.append((("sessions", name), f"with load:, sessions takes only count; {name} is"
+                                              " load's to say (load.hold, load.activity)"))
+        if self.fault.type not in PACKET_FAULTS:
+            rules.append((("fault", "type"), f"load runs take packet faults ({', '.join(PACKET_FAULTS)});"
+                                             f" got {self.fault.type}"))
+        return rules
 
     def _gate_end(self) -> float:
         """The latest moment an expectation is decided at."""

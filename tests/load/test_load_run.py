@@ -1,0 +1,53 @@
+"""The small load run through the CLI, as a user runs it: 300 WebSocket sessions held by
+Locust (a master and two workers) in a real lab, 20% blackholed at the router."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.usefixtures("no_leftovers")
+
+
+def test_small_load_run_reclaims_the_faulted_fraction_and_spares_the_rest(tmp_path: Path) -> None:
+    proc = run_cli("run", "scenarios/load-websocket-small.yaml", "--report-dir", str(tmp_path), timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [folder] = list(tmp_path.iterdir())
+    [entry] = json.loads((folder / "results.json").read_text())["scenarios"]
+    assert entry["verdict"] == "pass", entry["reason"]
+    load, summary = entry["load"], entry["summary"]
+    assert (load["users"], load["workers"], load["held"]) == (300, 2, 300)
+
+    # the faulted fraction: chosen from the server's table, every one reclaimed by the ping
+    # (or, with an echo in flight at the fault, by TCP_USER_TIMEOUT)
+    assert summary["faulted"] == load["faulted"] == 60 and summary["reclaimed"] == 60
+    faulted = [s for s in entry["sessions"] if s["faulted"]]
+    assert len(faulted) == 60 and len({s["client"] for s in faulted}) == 60
+    for s in faulted:
+        assert s["reclaimed"] and s["mechanism"] in ("heartbeat", "user-timeout"), s
+        assert s["reclaim_s"] <= 8
+        assert {"fault", "opened", "last-activity"} <= {e["what"] for e in s["events"]}
+
+    # the survivors: still held by the server and answering their own client's check
+    assert summary["survivors_killed"] == 0
+    assert load["survivors_checked_ok"] == 240 and load["survivors_broken_at_client"] == 0
+    assert all(s["faulted"] for s in entry["sessions"])   # untouched survivors are only counted
+
+    # Locust's own statistics, in the entry and as files in the report folder
+    stats = {r["name"]: r for r in load["locust"]["stats"]}
+    assert stats["open"]["requests"] == 300 and stats["open"]["failures"] == 0
+    assert stats["alive-check"]["requests"] == 240 and stats["alive-check"]["failures"] == 0
+    assert stats["request"]["requests"] > 300
+    for name in ("locust_stats.csv", "stats.json", "master.log", "worker0.log", "worker1.log"):
+        assert (folder / "load-websocket-small" / "locust" / name).is_file(), name
+    assert set(load["usage"]["locust"]) == {"master", "worker0", "worker1"}
+
+    # the server over time: the sessions arrive, then the faulted ones go
+    series = load["resources"]["series"]
+    assert max(s["established"] for s in series) == 300
+    assert any(s["t"] > 0 and s["established"] == 240 for s in series), series
+    assert all(s["processes"] >= 1 and s["fds"] > 0 and s["rss_mib"] > 0 for s in series)
