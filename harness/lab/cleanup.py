@@ -104,8 +104,10 @@ def clean() -> dict[str, list[str]]:
         from harness.lab.docker import remove_labelled
 
         # containers first: the namespaces attached from them then hold nothing
-        with client:
+        try:
             found["docker"] = remove_labelled(client, keep=_owner_alive)
+        finally:
+            client.close()
     for ns in found["namespaces"]:
         _remove_namespace(ns)  # ends the processes inside first (a server of a killed run)
     with IPRoute() as ipr:

@@ -179,20 +179,24 @@ def _version() -> str:
 
 
 def _wait_for_line(proc: subprocess.Popen[str], text: str, timeout_s: float, stream: str = "stderr") -> None:
+    """Read the process's output (without blocking) until ``text`` shows up."""
+    import selectors
+
     pipe = proc.stderr if stream == "stderr" else proc.stdout
     assert pipe is not None
-    os.set_blocking(pipe.fileno(), False)
+    fd = pipe.fileno()
     deadline = time.monotonic() + timeout_s
     seen = ""
-    while time.monotonic() < deadline:
-        chunk = pipe.read()
-        if chunk:
-            seen += chunk
-            if text in seen:
-                return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.2)
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if sel.select(timeout=0.5):
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                seen += chunk.decode(errors="replace")
+                if text in seen:
+                    return
     raise AssertionError(f"never saw {text!r}: {seen[-2000:]}")
 
 
