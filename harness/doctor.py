@@ -101,10 +101,10 @@ def checks() -> list[Check]:
     engine = _run(["docker", "info", "--format", "{{.ServerVersion}}"]) if docker else None
     found.append(Check("Docker engine", bool(engine and engine.returncode == 0),
                        (engine.stdout.strip() if engine and engine.returncode == 0 else "not reachable"),
-                       "docker backend (not in this version)", "apt-get install docker.io; start dockerd"))
+                       "docker backend", "apt-get install docker.io; start dockerd"))
     if engine and engine.returncode == 0:
         found.append(_images())
     toxi = shutil.which("toxiproxy-server")
     found.append(Check("Toxiproxy server", toxi is not None, toxi or "not installed",
-                       "proxy layer (not in this version)"))
+                       "proxy layer: optional, the built-in proxy stands in (--toxiproxy-server)"))
     return found

@@ -16,9 +16,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONNCHAOS, REPO, ours, run_cli, write_scenario
+from conftest import CONNCHAOS, REPO, ours, require_docker, run_cli, write_scenario
 
-pytestmark = [pytest.mark.root, pytest.mark.usefixtures("docker_machine")]
+pytestmark = [pytest.mark.root, pytest.mark.usefixtures("docker_machine", "images_built")]
+
+
+@pytest.fixture(scope="module")
+def images_built() -> None:
+    """Every image of the project, built if missing (a cache: seconds when up to date)."""
+    require_docker()
+    from harness.lab import images
+
+    client = images.connect()
+    try:
+        images.ensure(client, images.NAMES)
+    finally:
+        client.close()
 
 KEEPALIVE = """\
 name: {name}
