@@ -67,7 +67,9 @@ def _parser() -> argparse.ArgumentParser:
                         " lets a proxy hold more connections than one process's file limit allows")
 
     b = sub.add_parser("bench", help="benchmarks that print figures")
-    b.add_argument("what", choices=["proxy"], help="proxy: the built-in proxy against direct loopback")
+    b.add_argument("what", choices=["proxy", "sockdiag"],
+                   help="proxy: the built-in proxy against direct loopback; sockdiag: one"
+                        " socket-table sample at 10,000 connections, against pyroute2's reader")
     b.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
 
     sub.add_parser("doctor", help="what this machine can do")
@@ -239,7 +241,10 @@ def cmd_proxy(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from harness.proxy.bench import main as bench
+    if args.what == "sockdiag":
+        from harness.observe.bench import main as bench
+    else:
+        from harness.proxy.bench import main as bench
 
     code: int = bench(["--quick"] if args.quick else [])
     return code
