@@ -72,8 +72,10 @@ def _parser() -> argparse.ArgumentParser:
                         " lets a proxy hold more connections than one process's file limit allows")
 
     b = sub.add_parser("bench", help="benchmarks that print figures")
-    b.add_argument("what", choices=["proxy", "load"], help="proxy: the built-in proxy against direct"
-                   " loopback; load: 10,000 WebSocket and 1,000 PostgreSQL sessions under Locust, 10% blackholed")
+    b.add_argument("what", choices=["proxy", "sockdiag", "load"],
+                   help="proxy: the built-in proxy against direct loopback; sockdiag: one"
+                        " socket-table sample at 10,000 connections, against pyroute2's reader;"
+                        " load: 10,000 WebSocket and 1,000 PostgreSQL sessions under Locust, 10% blackholed")
     b.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     b.add_argument("--only", choices=["websocket", "postgres"], help="load: run one of the two")
 
@@ -322,7 +324,10 @@ def cmd_bench(args: argparse.Namespace, out: Console, err: Console) -> int:
         from harness.load.bench import main as bench_load
 
         return bench_load((["--quick"] if args.quick else []) + (["--only", args.only] if args.only else []))
-    from harness.proxy.bench import main as bench
+    if args.what == "sockdiag":
+        from harness.observe.bench import main as bench
+    else:
+        from harness.proxy.bench import main as bench
 
     code: int = bench(["--quick"] if args.quick else [])
     return code
