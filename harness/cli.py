@@ -125,8 +125,7 @@ def _proxy_options(p: argparse.ArgumentParser) -> None:
                         " namespace instead of the built-in one; it must serve its API on"
                         " 127.0.0.1:8474 (e.g. 'toxiproxy-server -host 127.0.0.1 -port 8474')")
     p.add_argument("--toxiproxy-url", metavar="URL",
-                   help="an already running Toxiproxy server (docker backend only: on the local"
-                        " backend the proxy must live inside the lab; use --toxiproxy-server)")
+                   help="not supported: the proxy must live inside the lab (see --toxiproxy-server)")
 
 
 def _proxy_command(args: argparse.Namespace) -> list[str] | None:
@@ -136,8 +135,13 @@ def _proxy_command(args: argparse.Namespace) -> list[str] | None:
 
     if args.toxiproxy_url:
         raise ScenarioError([Problem("--toxiproxy-url", None, "", (
-            "the local backend runs the proxy inside the lab's router namespace, where a server"
-            " at a URL cannot reach the target; name a server binary with --toxiproxy-server CMD"))])
+            "the proxy runs inside the lab, on the path between client and target, where a"
+            " server at a URL cannot be; name a server binary with --toxiproxy-server CMD (local"
+            " backend) or let the docker backend run the Toxiproxy image"))])
+    if args.toxiproxy_server and getattr(args, "backend", None) == "docker":
+        raise ScenarioError([Problem("--toxiproxy-server", None, "", (
+            "on the docker backend the proxy is an image (the official Toxiproxy one when it can"
+            " be had, else connchaos/toxiproxy); --toxiproxy-server is for the local backend"))])
     return parse_command(args.toxiproxy_server)
 
 

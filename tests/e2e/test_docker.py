@@ -144,6 +144,12 @@ def test_an_image_with_backend_local_is_bad_input(tmp_path: Path) -> None:
     assert f"{scenario}:5" in done.stderr and "target.image" in done.stderr, done.stderr
 
 
+def test_a_proxy_command_is_for_the_local_backend(tmp_path: Path) -> None:
+    done = run_cli("run", str(REPO / "scenarios" / "layers-proxy-stall.yaml"), "--backend", "docker",
+                   "--toxiproxy-server", "toxiproxy-server", "--report-dir", str(tmp_path))
+    assert done.returncode == 2 and "the proxy is an image" in done.stderr, done.stderr
+
+
 def test_sigint_during_a_docker_run_leaves_no_container_network_or_volume(tmp_path: Path, no_leftovers: None) -> None:
     scenario = write_scenario(tmp_path, "pg-long", KEEPALIVE.format(name="pg-long").replace(
         "deadline: 15s", "deadline: 60s").replace("tcp_keepalives_idle: 2", "tcp_keepalives_idle: 50"))
