@@ -324,20 +324,37 @@ def run_one(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: None
         entries.append(_session_entry(s, w.key, out, pred, alive, is_faulted, events))
 
     headline = _headline(predictions)
+    fault_text = fault.describe() + (f" ({spec.fault.direction})" if spec.fault.direction else "")
+    return {
+        **judged_entry(ls, results, headline, lab=lab, fault=fault, fault_text=fault_text,
+                       target=target, activity=spec.sessions.activity, kernel=kernel,
+                       observer=observer, observed_for=observed_for, started=started,
+                       lab_extra=routing.describe()),
+        "sessions": entries,
+        "summary": summarize(results),
+    }
+
+
+def judged_entry(ls: LoadedScenario, results: Sequence[SessionResult], headline: Prediction | None, *,
+                 lab: Any, fault: Any, fault_text: str, target: Any, activity: str, kernel: Any,
+                 observer: Observer, observed_for: float, started: float,
+                 lab_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The verdict on ``results`` and the head of the scenario's results.json entry (all but
+    its sessions and summary), shared by plain and load runs."""
+    spec = ls.scenario
     exp = spec.expect
     verdict = judge(Expectations(reclaimed_within=exp.reclaimed_within,
                                  still_held_after=exp.still_held_after,
                                  survivors_untouched=exp.survivors_untouched,
                                  mechanism=exp.mechanism),
-                    results, deadline_s=spec.deadline_s, prediction=headline)
-    fault_text = fault.describe() + (f" ({spec.fault.direction})" if spec.fault.direction else "")
+                    list(results), deadline_s=spec.deadline_s, prediction=headline)
     return {
         "name": spec.name, "file": ls.path, "about": spec.about.strip(),
         "verdict": verdict.verdict, "reason": verdict.reason,
         "backend": lab.backend, "layer": fault.layer, "fault": spec.fault.type,
         "fault_detail": fault_text,
         "target": {"service": spec.target.service, "settings": target.describe_settings()},
-        "activity": spec.sessions.activity,
+        "activity": activity,
         "expect": {k: v for k, v in exp.model_dump().items() if v is not None},
         "deadline_s": spec.deadline_s,
         "observed_s": round(observed_for, 3),
@@ -349,12 +366,10 @@ def run_one(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: None
                    "tcp_keepalive_intvl": kernel.keepalive_intvl_s,
                    "tcp_keepalive_probes": kernel.keepalive_probes,
                    "tcp_retries2": kernel.tcp_retries2, "hz": kernel.hz},
-        "lab": {**{k: v for k, v in lab.describe().items() if k != "tmpdir"}, **routing.describe()},
+        "lab": {**{k: v for k, v in lab.describe().items() if k != "tmpdir"}, **(lab_extra or {})},
         "observer": {"interval_s": spec.observe.interval, "samples": observer.samples,
                      "mean_sample_ms": round(1000 * observer.sample_cost_s / max(1, observer.samples), 3)},
         "duration_s": round(time.monotonic() - started, 3),
-        "sessions": entries,
-        "summary": summarize(results),
     }
 
 

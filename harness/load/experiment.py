@@ -25,11 +25,11 @@ from typing import Any
 from harness.core.prediction import Prediction, combine, effective, format_seconds, predict
 from harness.core.stats import summarize
 from harness.core.timeline import Event, outcome, sort_events
-from harness.core.verdict import Expectations, SessionResult, judge
+from harness.core.verdict import SessionResult
 from harness.errors import LabError
 from harness.faults import build
 from harness.faults.base import Flow, PacketFault
-from harness.experiment import new_lab
+from harness.experiment import judged_entry, new_lab
 from harness.lab.kernel import kernel_defaults
 from harness.load.locust import USERS, LocustRun
 from harness.load.resources import ResourceSampler
@@ -232,35 +232,12 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
 
     headline = max(predictions, key=lambda p: float("inf") if p.reclaim_s is None else p.reclaim_s,
                    default=None)
-    exp = spec.expect
-    verdict = judge(Expectations(reclaimed_within=exp.reclaimed_within,
-                                 still_held_after=exp.still_held_after,
-                                 survivors_untouched=exp.survivors_untouched,
-                                 mechanism=exp.mechanism),
-                    results, deadline_s=spec.deadline_s, prediction=headline)
     client_broken = [e for c, e in broken.items() if c in survivors]
     return {
-        "name": spec.name, "file": ls.path, "about": spec.about.strip(),
-        "verdict": verdict.verdict, "reason": verdict.reason,
-        "backend": lab.backend, "layer": fault.layer, "fault": spec.fault.type,
-        "fault_detail": fault.describe(),
-        "target": {"service": service, "settings": target.describe_settings()},
-        "activity": "idle" if load.every_s is None else f"every {format_seconds(load.every_s)} s",
-        "expect": {k: v for k, v in exp.model_dump().items() if v is not None},
-        "deadline_s": spec.deadline_s,
-        "observed_s": round(observed_for, 3),
-        "prediction": None if headline is None else {
-            "reclaim_s": None if headline.reclaim_s is None else round(headline.reclaim_s, 3),
-            "mechanism": headline.mechanism, "formula": headline.formula,
-            "slack_s": round(headline.slack_s, 3)},
-        "kernel": {"tcp_keepalive_time": kernel.keepalive_time_s,
-                   "tcp_keepalive_intvl": kernel.keepalive_intvl_s,
-                   "tcp_keepalive_probes": kernel.keepalive_probes,
-                   "tcp_retries2": kernel.tcp_retries2, "hz": kernel.hz},
-        "lab": {k: v for k, v in lab.describe().items() if k != "tmpdir"},
-        "observer": {"interval_s": spec.observe.interval, "samples": observer.samples,
-                     "mean_sample_ms": round(1000 * observer.sample_cost_s / max(1, observer.samples), 3)},
-        "duration_s": round(time.monotonic() - started, 3),
+        **judged_entry(ls, results, headline, lab=lab, fault=fault, fault_text=fault.describe(),
+                       target=target,
+                       activity="idle" if load.every_s is None else f"every {format_seconds(load.every_s)} s",
+                       kernel=kernel, observer=observer, observed_for=observed_for, started=started),
         "load": {
             "users": load.users, "workers": load.workers, "spawn_rate": load.spawn_rate,
             "held": len(keys), "faulted": len(faulted_keys), "open_failed": len(open_failed),

@@ -28,7 +28,7 @@ def test_a_run_writes_every_format_and_gates_on_its_baseline(tmp_path: Path) -> 
                    env={"GITHUB_STEP_SUMMARY": str(step)})
     assert proc.returncode == 1, proc.stdout + proc.stderr  # the verdict passed; the baseline did not
     (folder,) = (tmp_path / "r").iterdir()
-    assert sorted(p.name for p in folder.iterdir()) == ["junit.xml", "results.json", "summary.md"]
+    assert sorted(p.name for p in folder.iterdir()) == ["junit.xml", "report.html", "results.json", "summary.md"]
     data = json.loads((folder / "results.json").read_text())
     (entry,) = data["scenarios"]
     assert entry["verdict"] == "pass"

@@ -19,8 +19,8 @@ def test_report_renders_every_format_next_to_the_results(tmp_path: Path, failing
     proc = run_cli("report", str(tmp_path / "results.json"), "--junit", str(tmp_path / "ci" / "junit.xml"),
                    env={"GITHUB_STEP_SUMMARY": str(summary)})
     assert proc.returncode == 1, proc.stderr  # the run had a failing scenario
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ci", "junit.xml", "results.json", "step-summary.md",
-                                                         "summary.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ci", "junit.xml", "report.html", "results.json",
+                                                         "step-summary.md", "summary.md"]
     assert (tmp_path / "ci" / "junit.xml").read_text() == (tmp_path / "junit.xml").read_text()
     assert json.loads((tmp_path / "results.json").read_text()) == json.loads(failing_path.read_text())
     assert summary.read_text() == "earlier step\n" + (tmp_path / "summary.md").read_text() + "\n"
@@ -31,7 +31,7 @@ def test_report_renders_every_format_next_to_the_results(tmp_path: Path, failing
 def test_report_into_another_folder_and_a_passing_run(tmp_path: Path, catalogue_path: Path) -> None:
     proc = run_cli("report", str(catalogue_path), "--out", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["junit.xml", "results.json", "summary.md"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["junit.xml", "report.html", "results.json", "summary.md"]
     assert not (catalogue_path.parent / "junit.xml").exists()
 
 
