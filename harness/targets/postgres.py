@@ -32,7 +32,7 @@ from harness.core.prediction import Prediction, SocketSettings
 from harness.errors import LabError, MachineError
 from harness.faults.base import Flow
 from harness.lab import naming
-from harness.lab.netns import exec_argv, listening
+from harness.lab.netns import exec_argv
 from harness.lab.processes import stop_process, wait_ready
 from harness.scenario.model import Scenario
 from harness.targets.base import LabView, as_docker, Scalar, ServerError, Session
@@ -274,7 +274,7 @@ class PostgresTarget:
         lab.on_close("postgres", self.stop)
         # The image's first start runs a temporary server on the socket only (initdb, init
         # scripts); the real one is up once it listens on TCP.
-        wait_ready(self._proc, lambda: listening(lab.server_ns, self.port), step="starting postgres",
+        wait_ready(self._proc, lambda: lab.listening(self.port), step="starting postgres",
                    what="the postgres container", log=self.log_tail, timeout_s=60)
         self._admin = self._wait_ready()
 
