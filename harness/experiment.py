@@ -433,8 +433,12 @@ def hold_open(ls: LoadedScenario, *, inject: bool, show: Callable[[str], None],
         show(f"{len(sessions)} sessions held open: " + ", ".join(
             f"#{s.id} {s.flow.client_addr}:{s.flow.client_port} (server pid {s.pid})" for s in sessions[:10])
             + (" ..." if len(sessions) > 10 else ""))
-        show(f"client shell:  ip netns exec {d['client_ns']} bash")
-        show(f"server table:  ip netns exec {d['server_ns']} ss -tnoi sport = :{target.port}")
+        if lab.rootless:
+            show(f"client shell:  docker exec -it {d['client_ns']} bash")
+            show(f"server table:  docker exec {d['server_ns']} ss -tnoi sport = :{target.port}")
+        else:
+            show(f"client shell:  ip netns exec {d['client_ns']} bash")
+            show(f"server table:  ip netns exec {d['server_ns']} ss -tnoi sport = :{target.port}")
         if inject:
             time.sleep(spec.sessions.hold)
             fault = build(spec.fault)
@@ -446,7 +450,8 @@ def hold_open(ls: LoadedScenario, *, inject: bool, show: Callable[[str], None],
                 chosen = [s for s in sessions if s.id in faulted_ids]
                 fault.apply(lab, routing.fault_flows(chosen, routing.server_keys(target, chosen)))
                 ns = lab.router_ns if fault.where == "router" else lab.client_ns
-                where = f"rules: ip netns exec {ns} nft list table inet {naming.NFT_TABLE}"
+                enter = "docker exec" if lab.rootless else "ip netns exec"
+                where = f"rules: {enter} {ns} nft list table inet {naming.NFT_TABLE}"
             lab.on_close("fault", fault.revert)
             show(f"fault {spec.fault.type} ({fault.describe()}) applied to sessions"
                  f" {sorted(faulted_ids)[:10]}{' ...' if len(faulted_ids) > 10 else ''}; {where}")
