@@ -50,7 +50,7 @@ def _netns_and_nft() -> tuple[Check, Check]:
 
         # the same loader and rule shape the packet faults use
         try:
-            nft.load(name, f"table {nft.TABLE} {{\n{chain('forward', 'forward', 'tcp dport 9 drop')}}}\n")
+            nft.load(nft.InNamespace(name), "rtr", f"table {nft.TABLE} {{\n{chain('forward', 'forward', 'tcp dport 9 drop')}}}\n")
             ok, detail = True, "loaded a table in a lab namespace"
         except LabError as exc:
             ok, detail = False, str(exc)

@@ -23,14 +23,13 @@ from harness.core.timeline import Event, outcome, sort_events
 from harness.core.verdict import Expectations, SessionResult, judge
 from harness.errors import LabError
 from harness.faults import ProxyFault, build
+from harness.faults.base import Flow
 from harness.lab import naming
-from harness.lab.kernel import kernel_defaults
 from harness.lab.docker import DockerLab
 from harness.lab.local import LocalLab
 from harness.lab.netns import LoopInNamespace
 from harness.lab.toxiproxy import FAULTED, SPARED, LabProxy
-from harness.observe.owners import session_pids
-from harness.observe.sockdiag import Key, SockInfo, SocketTable
+from harness.observe.sockdiag import Key, SockInfo, TableReader
 from harness.observe.watch import Observer, Watched
 from harness.scenario import LoadedScenario
 from harness.targets import target_class
@@ -78,6 +77,10 @@ class Routing:
     def describe(self) -> dict[str, Any]:
         return {}
 
+    def fault_flows(self, sessions: Sequence[Session], keys: dict[int, Key]) -> list[Flow]:
+        """The connections a packet fault acts on: the sessions' own."""
+        return [s.flow for s in sessions]
+
 
 @dataclass
 class ProxyRouting(Routing):
@@ -121,6 +124,20 @@ class ProxyRouting(Routing):
                 "proxies": {n: f"{h}:{p}" for n, (h, p) in self.listen.items()}}
 
 
+@dataclass
+class ForwarderRouting(ProxyRouting):
+    """The docker backend without root: the harness cannot open sockets in the client's
+    namespace, so sessions go from here to a forwarder there (the built-in proxy, no toxics),
+    whose upstream-side sockets are the clients the server sees; packet faults act on those
+    upstream legs, in the client's or router's container."""
+
+    def fault_flows(self, sessions: Sequence[Session], keys: dict[int, Key]) -> list[Flow]:
+        return [Flow(keys[s.id][2], keys[s.id][3], keys[s.id][0], keys[s.id][1]) for s in sessions]
+
+    def describe(self) -> dict[str, Any]:
+        return {"forwarders": {n: f"{h}:{p}" for n, (h, p) in self.listen.items()}}
+
+
 # -- sessions ---------------------------------------------------------------------------------
 
 class OpenSessions(list[Session]):
@@ -159,7 +176,7 @@ async def _alive_all(target: Any, sessions: Sequence[Session]) -> list[tuple[boo
 
 def open_sessions(lab: Lab, target: Any, count: int, routing: Routing) -> OpenSessions:
     """Open ``count`` sessions from the client namespace; closing them is registered with the lab."""
-    client = LoopInNamespace(lab.client_ns)
+    client = lab.session_loop()
     lab.on_close("client event loop", client.close)
     sessions = OpenSessions(client, client.run(_open_all(target, lab, count, routing)))
     lab.on_close("sessions", lambda: client.run(_close_all(target, sessions), timeout=30))
@@ -168,8 +185,14 @@ def open_sessions(lab: Lab, target: Any, count: int, routing: Routing) -> OpenSe
 
 def setup_routing(lab: Lab, target: Any, layer: str, faulted: set[int],
                   proxy_command: Sequence[str] | None) -> Routing:
-    if layer != "proxy":
+    if layer != "proxy" and not lab.rootless:
         return Routing()
+    if layer != "proxy":
+        proxy = LabProxy(lab, beside="cli")
+        proxy.start()
+        routing: ProxyRouting = ForwarderRouting(proxy=proxy, faulted=faulted)
+        routing.open((lab.server_addr, target.port))
+        return routing
     proxy = LabProxy(lab, command=proxy_command)
     proxy.start()
     routing = ProxyRouting(proxy=proxy, faulted=faulted)
@@ -178,13 +201,13 @@ def setup_routing(lab: Lab, target: Any, layer: str, faulted: set[int],
 
 
 def _find_session_processes(lab: Lab, target: Any, sessions: Sequence[Session],
-                            keys: dict[int, Key], table: SocketTable) -> None:
+                            keys: dict[int, Key], table: TableReader) -> None:
     """For targets that fork a process per connection (sshd), the process is found from the
     server's side: the oldest process holding the session's server socket."""
     missing = [s for s in sessions if s.pid is None]
     if not missing:
         return
-    found = session_pids(lab.server_ns, table.dump(target.port), [keys[s.id] for s in missing])
+    found = lab.session_pids(table.dump(target.port), [keys[s.id] for s in missing])
     for s in missing:
         s.pid = found.get(keys[s.id])
         if s.pid is None:
@@ -216,16 +239,18 @@ def run_one(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: None
     faulted_ids = set(chooser.sample(range(count), spec.fault.pick_count(count)))
 
     with new_lab(backend, run_id) as lab:
-        kernel = kernel_defaults(lab.server_ns)
+        kernel = lab.kernel_defaults()
         target.start(lab)
         routing = setup_routing(lab, target, spec.fault.layer or "packet", faulted_ids, proxy_command)
         progress(f"{spec.name}: {spec.target.service} up in {lab.server_ns}"
                  + (f"; proxy ({routing.describe()['proxy_server']}) in {lab.router_ns}"
-                    if isinstance(routing, ProxyRouting) else ""))
+                    if type(routing) is ProxyRouting else "")
+                 + ("; sessions through a forwarder in the client's container (no root)"
+                    if isinstance(routing, ForwarderRouting) else ""))
         sessions = open_sessions(lab, target, count, routing)
         client = sessions.client
         keys = routing.server_keys(target, sessions)
-        table = SocketTable(lab.server_ns)
+        table = lab.socket_table()
         lab.on_close("socket table", table.close)
         if target.needs_process:
             _find_session_processes(lab, target, sessions, keys, table)
@@ -248,7 +273,7 @@ def run_one(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: None
             assert isinstance(routing, ProxyRouting)
             fault.apply(routing.proxy, FAULTED)
         else:
-            fault.apply(lab, [s.flow for s in faulted])
+            fault.apply(lab, routing.fault_flows(faulted, keys))
         lab.on_close("fault", fault.revert)
         t0 = time.time()
         observer.start(t0, before)
@@ -416,15 +441,19 @@ def hold_open(ls: LoadedScenario, *, inject: bool, show: Callable[[str], None],
              f" ({d['client_addr']}); router {d['router_ns']}")
         if "containers" in d:
             show(f"containers: {d['containers']}; networks: {d['networks']}")
-        if isinstance(routing, ProxyRouting):
+        if type(routing) is ProxyRouting:
             show(f"proxies in {lab.router_ns}: " + ", ".join(
                 f"{n} {h}:{p}" for n, (h, p) in routing.listen.items())
                 + f"; API: ip netns exec {lab.router_ns} curl -s 127.0.0.1:8474/proxies")
         show(f"{len(sessions)} sessions held open: " + ", ".join(
             f"#{s.id} {s.flow.client_addr}:{s.flow.client_port} (server pid {s.pid})" for s in sessions[:10])
             + (" ..." if len(sessions) > 10 else ""))
-        show(f"client shell:  ip netns exec {d['client_ns']} bash")
-        show(f"server table:  ip netns exec {d['server_ns']} ss -tnoi sport = :{target.port}")
+        if lab.rootless:
+            show(f"client shell:  docker exec -it {d['client_ns']} bash")
+            show(f"server table:  docker exec {d['server_ns']} ss -tnoi sport = :{target.port}")
+        else:
+            show(f"client shell:  ip netns exec {d['client_ns']} bash")
+            show(f"server table:  ip netns exec {d['server_ns']} ss -tnoi sport = :{target.port}")
         if inject:
             time.sleep(spec.sessions.hold)
             fault = build(spec.fault)
@@ -433,9 +462,11 @@ def hold_open(ls: LoadedScenario, *, inject: bool, show: Callable[[str], None],
                 fault.apply(routing.proxy, FAULTED)
                 where = f"proxy {FAULTED}"
             else:
-                fault.apply(lab, [s.flow for s in sessions if s.id in faulted_ids])
+                chosen = [s for s in sessions if s.id in faulted_ids]
+                fault.apply(lab, routing.fault_flows(chosen, routing.server_keys(target, chosen)))
                 ns = lab.router_ns if fault.where == "router" else lab.client_ns
-                where = f"rules: ip netns exec {ns} nft list table inet {naming.NFT_TABLE}"
+                enter = "docker exec" if lab.rootless else "ip netns exec"
+                where = f"rules: {enter} {ns} nft list table inet {naming.NFT_TABLE}"
             lab.on_close("fault", fault.revert)
             show(f"fault {spec.fault.type} ({fault.describe()}) applied to sessions"
                  f" {sorted(faulted_ids)[:10]}{' ...' if len(faulted_ids) > 10 else ''}; {where}")

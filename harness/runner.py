@@ -184,22 +184,36 @@ def require_machine(loaded: Sequence[LoadedScenario], backend: str | None = None
     if "local" in by_backend:
         _require_local(by_backend["local"])
     if "docker" in by_backend:
-        _require_docker()
+        _require_docker(by_backend["docker"])
 
 
-def _require_docker() -> None:
-    """The docker backend enters the containers' network namespaces (root) and writes
-    nftables rules there with this machine's nft; the engine must answer."""
+def _require_docker(loaded: Sequence[LoadedScenario] = ()) -> None:
+    """As root the docker backend enters the containers' network namespaces and writes
+    nftables rules there with this machine's nft; without root it reaches them through the
+    engine alone (README, "Without root"). Either way the engine must answer."""
     from harness.lab.docker import engine
 
     if os.geteuid() != 0:
-        raise MachineError("root (the docker backend enters the containers' network namespaces)",
-                           "run as root")
+        _require_rootless(loaded)
+        engine(timeout_s=10).close()
+        return
     if shutil.which("ip") is None:
         raise MachineError("the ip command", "apt-get install iproute2")
     if nft_binary() is None:
         raise MachineError("nftables (the nft command)", "apt-get install nftables")
     engine(timeout_s=10).close()
+
+
+def _require_rootless(loaded: Sequence[LoadedScenario]) -> None:
+    """What the docker backend cannot do yet without root."""
+    for ls in loaded:
+        spec = ls.scenario
+        if spec.target.service == "ssh":
+            raise MachineError("root for the ssh target on the docker backend (its key files"
+                               " are handed to the server's account by owner)", "run as root")
+        if spec.load is not None:
+            raise MachineError("root for a load run on the docker backend (Locust runs in the"
+                               " client's network namespace)", "run as root")
 
 
 def images_needed(loaded: Sequence[LoadedScenario], backend: str | None = None) -> list[str]:
@@ -210,6 +224,8 @@ def images_needed(loaded: Sequence[LoadedScenario], backend: str | None = None) 
         if backend_for(ls, backend) != "docker":
             continue
         names.add("client")
+        if os.geteuid() != 0:
+            names.add("toxiproxy")   # the forwarder and the observer's agent, without root
         spec = ls.scenario
         if spec.target.image is None and spec.target.service != "tcp" and not (
                 spec.target.service == "websocket" and spec.target.command):

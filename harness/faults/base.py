@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, Protocol
+from typing import ClassVar, Literal
 
 from harness.core.prediction import Peer
 from harness.faults import nft
@@ -32,11 +32,8 @@ class Flow:
         return f"{self.client_addr}:{self.client_port} -> {self.server_addr}:{self.server_port}"
 
 
-class LabNamespaces(Protocol):
-    """The part of a lab a packet fault needs."""
-
-    client_ns: str
-    router_ns: str
+LabNamespaces = nft.RunsIn
+"""The part of a lab a packet fault needs: running nft on its client or router host."""
 
 
 def flow_set(flows: Sequence[Flow]) -> str:
@@ -71,7 +68,7 @@ class PacketFault:
     where: ClassVar[Where]
     peer: ClassVar[Peer]            # what the server's next packet meets, for the prediction
     layer: ClassVar[str] = "packet"
-    _applied: list[str] = field(default_factory=list, init=False, repr=False)
+    _applied: list[tuple[LabNamespaces, str]] = field(default_factory=list, init=False, repr=False)
 
     def rules(self, flows: Sequence[Flow]) -> str:
         """The body of our nft table for these flows."""
@@ -88,14 +85,14 @@ class PacketFault:
         """Make the flows' packets vanish (or draw resets) from now on."""
         if not flows:
             return
-        ns = lab.router_ns if self.where == "router" else lab.client_ns
-        nft.load(ns, self.ruleset(flows))
-        self._applied.append(ns)
+        role = "rtr" if self.where == "router" else "cli"
+        nft.load(lab, role, self.ruleset(flows))
+        self._applied.append((lab, role))
 
     def revert(self) -> None:
         """Remove what ``apply`` loaded."""
         while self._applied:
-            nft.delete_table(self._applied.pop())
+            nft.delete_table(*self._applied.pop())
 
 
 __all__ = ["Flow", "PacketFault", "naming"]

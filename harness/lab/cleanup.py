@@ -96,9 +96,14 @@ def _docker_client() -> Any:
         return None
 
 
-def clean() -> dict[str, list[str]]:
-    """Remove the leftovers; returns what was removed."""
+def clean(namespaces: bool = True) -> dict[str, list[str]]:
+    """Remove the leftovers; returns what was removed. ``namespaces=False`` (not root): only
+    the docker objects and the folders, leaving what needs root."""
     found = leftovers()
+    if not namespaces:
+        for kind in ("namespaces", "links", "nft_tables", "users"):
+            found[kind] = []
+        found["folders"] = [f for f in found["folders"] if _owned_by_me(f)]
     client = _docker_client()
     if client is not None:
         from harness.lab.docker import remove_labelled
@@ -122,6 +127,13 @@ def clean() -> dict[str, list[str]]:
     for folder in found["folders"]:
         shutil.rmtree(folder, ignore_errors=True)
     return found
+
+
+def _owned_by_me(path: str) -> bool:
+    try:
+        return os.stat(path).st_uid == os.geteuid()
+    except OSError:
+        return False
 
 
 def run_users() -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+from collections.abc import Callable
 
 from harness.core.prediction import KernelDefaults
 from harness.lab.netns import read_sysctl
@@ -27,8 +28,11 @@ def config_hz() -> int:
 
 def kernel_defaults(namespace: str) -> KernelDefaults:
     """The keepalive and retransmission sysctls of ``namespace``."""
-    def get(key: str) -> str:
-        return read_sysctl(namespace, f"net.ipv4.{key}")
+    return from_sysctls(lambda key: read_sysctl(namespace, f"net.ipv4.{key}"))
+
+
+def from_sysctls(get: Callable[[str], str]) -> KernelDefaults:
+    """The defaults from a reader of ``net.ipv4.<key>`` (here, or the observer's agent)."""
     return KernelDefaults(
         keepalive_time_s=float(get("tcp_keepalive_time")),
         keepalive_intvl_s=float(get("tcp_keepalive_intvl")),

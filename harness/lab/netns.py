@@ -61,8 +61,11 @@ class LoopInNamespace:
     lab runs here, so libpq/asyncio connections come from the client host.
     """
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str | None) -> None:
+        """``name`` None: the loop stays in the harness's own namespace (the docker backend
+        without root reaches the lab over the host's bridges)."""
+        self.name = name or "host"
+        self._enter = name is not None
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -74,11 +77,12 @@ class LoopInNamespace:
 
     def _run(self) -> None:
         try:
-            fd = os.open(os.path.join(NETNS_RUN_DIR, self.name), os.O_RDONLY)
-            try:
-                _setns(fd)
-            finally:
-                os.close(fd)
+            if self._enter:
+                fd = os.open(os.path.join(NETNS_RUN_DIR, self.name), os.O_RDONLY)
+                try:
+                    _setns(fd)
+                finally:
+                    os.close(fd)
         except BaseException as exc:  # reported to the constructor's caller
             self._error = exc if isinstance(exc, LabError) else LabError(
                 f"entering namespace {self.name}", str(exc))
@@ -168,7 +172,8 @@ def list_namespaces() -> list[str]:
 
 
 def pids_in(name: str) -> list[int]:
-    """PIDs of the processes whose network namespace is ``name``."""
+    """PIDs of the processes whose network namespace is ``name`` (or the namespace file at
+    an absolute path: ``/proc/self/ns/net`` is the caller's own)."""
     try:
         target = os.stat(os.path.join(NETNS_RUN_DIR, name))
     except OSError:
@@ -189,11 +194,17 @@ def pids_in(name: str) -> list[int]:
 def listening(name: str, port: int, addr: str | None = None) -> bool:
     """Does a TCP socket listen on ``port`` (on ``addr``, or any address) in namespace
     ``name``? Read from the kernel's table, so it works whatever runs the service."""
+    with entered(name):
+        return listening_here(port, addr)
+
+
+def listening_here(port: int, addr: str | None = None) -> bool:
+    """``listening`` in the calling thread's own namespace (the observer's agent)."""
     want_port = f"{port:04X}"
     want_addr = None if addr is None else "{:08X}".format(
         int.from_bytes(bytes(int(p) for p in reversed(addr.split("."))), "big"))
     # /proc/thread-self/net is the calling thread's namespace (/proc/net the process's)
-    with entered(name), open("/proc/thread-self/net/tcp") as f:
+    with open("/proc/thread-self/net/tcp") as f:
         for line in f.readlines()[1:]:
             fields = line.split()
             local_addr, _, local_port = fields[1].partition(":")

@@ -6,6 +6,12 @@ namespace*. toxiproxy-python is called from a thread that lives in that namespac
 HTTP requests reach that API and no port of the host is involved. Clients reach the proxies
 at the router's client-side address; the proxies reach the server from the router's
 server-side address, which is the peer the server sees.
+
+Without root (docker backend) no thread can enter the router's namespace: the proxy then
+listens for its API on every address of its container and the harness calls it at the
+container's address on the lab's client-side bridge, which this machine is attached to. The
+same proxy beside the client (``beside="cli"``) is the forwarder sessions go through at the
+packet layer without root (``harness.experiment.ForwarderRouting``).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class LabProxy:
     lab: LocalLab | DockerLab
     command: Sequence[str] | None = None     # a real toxiproxy-server; None = the built-in one
     image: str | None = None                 # on the docker backend: the proxy's image
+    beside: str = "rtr"                      # whose network it joins: the router's, or the client's
     _proc: Any = field(default=None, init=False, repr=False)  # a Popen, or a ContainerProcess
     _thread: LoopInNamespace | None = field(default=None, init=False, repr=False)
     _log: str = field(default="", init=False, repr=False)
@@ -62,15 +69,26 @@ class LabProxy:
         else:
             self._start_process()
         self.lab.on_close("proxy server", self.stop)
-        self._thread = LoopInNamespace(self.lab.router_ns)
-        self.lab.on_close("proxy client thread", self._thread.close)
+        if not self.lab.rootless:
+            self._thread = LoopInNamespace(self.lab.namespace_of(self.beside))
+            self.lab.on_close("proxy client thread", self._thread.close)
         # toxiproxy-python keeps the API's address in class attributes: one lab at a time.
-        APIConsumer.host, APIConsumer.port = API_HOST, API_PORT
+        APIConsumer.host, APIConsumer.port = self.api_host, API_PORT
         deadline = time.monotonic() + timeout_s
         while not self.call(lambda: Toxiproxy().running()):
             if self._proc is None or self._proc.poll() is not None or time.monotonic() > deadline:
                 raise LabError("starting the proxy server", self._tail() or "no answer on its API")
             time.sleep(0.05)
+
+    @property
+    def api_host(self) -> str:
+        """Where the harness calls the API: inside the namespace, or over the bridge."""
+        return self.listen_addr if self.lab.rootless else API_HOST
+
+    @property
+    def listen_addr(self) -> str:
+        """The address the proxies listen on: the router's (or client's) client-side one."""
+        return self.lab.client_addr if self.beside == "cli" else self.lab.router_client_addr
 
     def _start_process(self) -> None:
         argv = list(self.command) if self.command else builtin_command()
@@ -88,14 +106,20 @@ class LabProxy:
         (Go's flag package takes the double dash too)."""
         from harness.lab.images import connect, toxiproxy_image
 
+        from harness.lab.images import image_ref
+
         assert isinstance(self.lab, DockerLab)
-        client = connect()
-        try:
-            self.image = toxiproxy_image(client)
-        finally:
-            client.close()
-        self._proc = self.lab.run_service("proxy", self.image, [f"--host={API_HOST}", f"--port={API_PORT}"],
-                                          beside="rtr")
+        if self.beside == "cli":
+            self.image = image_ref("toxiproxy")   # the forwarder: ours lists its connections
+        else:
+            client = connect()
+            try:
+                self.image = toxiproxy_image(client)
+            finally:
+                client.close()
+        host = "0.0.0.0" if self.lab.rootless else API_HOST
+        self._proc = self.lab.run_service("forwarder" if self.beside == "cli" else "proxy", self.image,
+                                          [f"--host={host}", f"--port={API_PORT}"], beside=self.beside)
 
     def _tail(self) -> str:
         logs = getattr(self._proc, "logs", None)
@@ -106,15 +130,16 @@ class LabProxy:
         stop_process(proc, signal.SIGTERM)
 
     def call(self, fn: Callable[[], T]) -> T:
-        """Run a toxiproxy-python call from inside the router namespace."""
-        assert self._thread is not None
+        """Run a toxiproxy-python call from inside the router namespace (without root: here)."""
+        if self._thread is None:
+            return fn()
         return self._thread.call(fn)
 
     def create(self, name: str, upstream: tuple[str, int]) -> tuple[str, int]:
         """A proxy to ``upstream``, listening on the router's client side; returns its address."""
         proxy = self.call(lambda: Toxiproxy().create(
             upstream=f"{upstream[0]}:{upstream[1]}", name=name,
-            listen=f"{self.lab.router_client_addr}:0"))
+            listen=f"{self.listen_addr}:0"))
         host, _, port = proxy.listen.rpartition(":")
         return host, int(port)
 

@@ -36,7 +36,12 @@ def socket_holders(namespace: str) -> dict[int, list[int]]:
 def session_pids(namespace: str, table: dict[Key, SockInfo], keys: Iterable[Key]) -> dict[Key, int]:
     """For each server-side socket, the first (oldest: the per-connection parent) process
     that holds it; sockets no process holds are left out."""
-    holders = socket_holders(namespace)
+    return pids_holding(socket_holders(namespace), table, keys)
+
+
+def pids_holding(holders: dict[int, list[int]], table: dict[Key, SockInfo],
+                 keys: Iterable[Key]) -> dict[Key, int]:
+    """``session_pids`` from a ``socket_holders`` answer (the agent's, without root)."""
     found = {}
     for key in keys:
         info = table.get(key)

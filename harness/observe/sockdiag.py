@@ -21,6 +21,7 @@ Wire layout, from the kernel's uapi headers: ``linux/netlink.h`` (nlmsghdr),
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import os
@@ -31,7 +32,7 @@ from socket import AF_INET
 from dataclasses import dataclass
 from types import TracebackType
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from harness.errors import LabError
 from harness.lab.netns import entered
@@ -318,17 +319,27 @@ def _remember(addresses: dict[int, str], raw: int) -> str:
 
 # -- the table --------------------------------------------------------------------------------
 
+class TableReader(Protocol):
+    """What the observer needs of a socket table: this module's ``SocketTable``, or
+    ``harness.observe.agent.RemoteSocketTable`` (the docker backend without root)."""
+
+    def dump(self, local_port: int) -> dict[Key, SockInfo]: ...
+
+    def close(self) -> None: ...
+
+
 class SocketTable:
     """Dumps of the TCP socket table of a namespace. Use as a context manager."""
 
-    def __init__(self, namespace: str) -> None:
-        self.namespace = namespace
+    def __init__(self, namespace: str | None) -> None:
+        """``namespace`` by name; None: the caller's own (the observer's agent)."""
+        self.namespace = namespace or "this namespace"
         self._seq = 0
         self._unfinished: int | None = None     # the sequence number of a dump left unread
         self._buf = bytearray(RECV_BUFFER)
         self._parser = Parser()
         try:
-            with entered(namespace):
+            with entered(namespace) if namespace else contextlib.nullcontext():
                 self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
         except OSError as exc:
             raise LabError(f"opening sock_diag in {namespace}", str(exc)) from exc

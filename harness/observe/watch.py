@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from harness.core.timeline import Event
 from harness.observe.procs import ExitWatcher
-from harness.observe.sockdiag import Key, SockInfo, SocketTable
+from harness.observe.sockdiag import Key, SockInfo, TableReader
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Watched:
 class Observer:
     """Samples the server namespace's socket table and the sessions' processes."""
 
-    def __init__(self, table: SocketTable, port: int, sessions: Sequence[Watched]) -> None:
+    def __init__(self, table: TableReader, port: int, sessions: Sequence[Watched]) -> None:
         self.table = table
         self.port = port
         self.sessions = list(sessions)

@@ -46,11 +46,37 @@ class LabView(Protocol):
     client_ns: str
     server_ns: str
     server_addr: str
+    rootless: bool
 
     @property
     def backend(self) -> str: ...
 
     def on_close(self, what: str, fn: Any) -> None: ...
+
+    def listening(self, port: int, addr: str | None = None) -> bool: ...
+
+    def server_answers(self, addr: str, port: int, timeout_s: float = 0.5) -> bool: ...
+
+    def run_in(self, role: str, argv: list[str], *, input: str | None = None,
+               step: str = "") -> Any: ...
+
+
+def ready_command_succeeds(lab: LabView, command: str, cwd: str | None) -> bool:
+    """A scenario's ``ready:`` command, run in the server's network: on this machine inside
+    the namespace (in ``cwd``), or without root in the server's container."""
+    import subprocess
+
+    from harness.errors import LabError
+    from harness.lab.netns import exec_argv
+
+    if lab.rootless:
+        try:
+            lab.run_in("srv", ["sh", "-c", command])
+            return True
+        except LabError:
+            return False
+    argv = exec_argv(lab.server_ns, ["sh", "-c", command])
+    return subprocess.run(argv, capture_output=True, cwd=cwd, check=False).returncode == 0
 
 
 def start_in_container(lab: LabView, role: str, image: str, argv: Sequence[str] | None,

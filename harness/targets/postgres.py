@@ -32,7 +32,7 @@ from harness.core.prediction import Prediction, SocketSettings
 from harness.errors import LabError, MachineError
 from harness.faults.base import Flow
 from harness.lab import naming
-from harness.lab.netns import exec_argv, listening
+from harness.lab.netns import exec_argv
 from harness.lab.processes import stop_process, wait_ready
 from harness.scenario.model import Scenario
 from harness.targets.base import LabView, as_docker, Scalar, ServerError, Session
@@ -151,7 +151,7 @@ class PostgresTarget:
     _admin: psycopg.Connection[Any] | None = field(default=None, init=False, repr=False)
     _log_path: str = field(default="", init=False, repr=False)
     _logs_at_stop: str = field(default="", init=False, repr=False)
-    _sockdir: str = field(default="", init=False, repr=False)
+    _sockdir: str = field(default="", init=False, repr=False)   # or the server's address
     _server_addr: str = field(default="", init=False, repr=False)
 
     @classmethod
@@ -261,20 +261,28 @@ class PostgresTarget:
         the Unix socket folder, mounted from the lab's own folder."""
         from harness.lab.images import image_ref
 
-        base = os.path.join(lab.tmpdir, "postgres")
-        self._sockdir = os.path.join(base, "sock")
-        os.makedirs(self._sockdir)
-        os.chmod(base, 0o755)
-        os.chmod(self._sockdir, 0o1777)  # the image's postgres user writes its socket here
+        binds = {}
+        if lab.rootless:
+            # The image makes the socket folder its postgres user's (sticky): a harness
+            # without root could not delete it again. It talks over TCP instead, from this
+            # machine's side of the server's bridge.
+            self._sockdir = lab.server_addr
+        else:
+            base = os.path.join(lab.tmpdir, "postgres")
+            self._sockdir = os.path.join(base, "sock")
+            os.makedirs(self._sockdir)
+            os.chmod(base, 0o755)
+            os.chmod(self._sockdir, 0o1777)  # the image's postgres user writes its socket here
+            binds = {self._sockdir: "/var/run/postgresql"}
         self._proc = as_docker(lab).run_service(
             "postgres", self.image or image_ref("postgres"),
             ["postgres", *self._options({"listen_addresses": "*", **self._fixed()})],
             env={"POSTGRES_HOST_AUTH_METHOD": "trust", "POSTGRES_USER": USER},
-            binds={self._sockdir: "/var/run/postgresql"})
+            binds=binds)
         lab.on_close("postgres", self.stop)
         # The image's first start runs a temporary server on the socket only (initdb, init
         # scripts); the real one is up once it listens on TCP.
-        wait_ready(self._proc, lambda: listening(lab.server_ns, self.port), step="starting postgres",
+        wait_ready(self._proc, lambda: lab.listening(self.port), step="starting postgres",
                    what="the postgres container", log=self.log_tail, timeout_s=60)
         self._admin = self._wait_ready()
 

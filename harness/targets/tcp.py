@@ -11,7 +11,6 @@ table: a service of unknown shape has no per-session process to wait for.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -21,11 +20,12 @@ from typing import Any, ClassVar
 from harness.core.prediction import Prediction, SocketSettings
 from harness.errors import LabError
 from harness.faults.base import Flow
-from harness.lab.netns import entered, exec_argv
+from harness.lab.netns import exec_argv
 from harness.lab.processes import log_tail, stop_process_group, wait_ready
 from harness.scenario.model import Scenario
 from harness.targets import openers
-from harness.targets.base import LabView, Scalar, ServerError, Session, start_in_container
+from harness.targets.base import (LabView, Scalar, ServerError, Session, ready_command_succeeds,
+                                  start_in_container)
 
 DECLARED = {"tcp_keepalive": "bool", "tcp_keepalive_idle": "int", "tcp_keepalive_interval": "int",
             "tcp_keepalive_count": "int", "tcp_user_timeout": "int"}
@@ -116,13 +116,8 @@ class TcpTarget:
 
     def _is_ready(self, lab: LabView) -> bool:
         if self.ready and self.ready != "port":
-            argv = exec_argv(lab.server_ns, ["sh", "-c", self.ready])
-            return subprocess.run(argv, capture_output=True, cwd=self.workdir).returncode == 0
-        try:
-            with entered(lab.server_ns), socket.create_connection((lab.server_addr, self.port), 0.5):
-                return True
-        except OSError:
-            return False
+            return ready_command_succeeds(lab, self.ready, self.workdir)
+        return lab.server_answers(lab.server_addr, self.port)
 
     def _tail(self) -> str:
         return log_tail(self._log)

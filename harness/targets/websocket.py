@@ -57,10 +57,11 @@ from harness.core.websocket import (
 )
 from harness.errors import LabError
 from harness.faults.base import Flow
-from harness.lab.netns import entered, exec_argv
+from harness.lab.netns import exec_argv
 from harness.lab.processes import log_tail, stop_process_group, wait_ready
 from harness.scenario.durations import parse_duration
-from harness.targets.base import LabView, Scalar, ServerError, Session, start_in_container
+from harness.targets.base import (LabView, Scalar, ServerError, Session, ready_command_succeeds,
+                                  start_in_container)
 
 DEFAULT_PORT = 8765
 ALIVE_TIMEOUT_S = 5.0
@@ -273,12 +274,8 @@ class WebSocketTarget:
 
     def _is_ready(self, lab: LabView) -> bool:
         if self.ready and self.ready != "port":
-            argv = exec_argv(lab.server_ns, ["sh", "-c", self.ready])
-            return subprocess.run(argv, capture_output=True, cwd=self.workdir, check=False).returncode == 0
-        try:
-            with entered(lab.server_ns), socket.create_connection((lab.server_addr, self.port), 0.5):
-                pass
-        except OSError:
+            return ready_command_succeeds(lab, self.ready, self.workdir)
+        if not lab.server_answers(lab.server_addr, self.port):
             return False
         return not self.reference or self._ask({}) is not None
 

@@ -221,6 +221,8 @@ async def serve_until_stopped(args: argparse.Namespace, echo: EchoServer) -> Non
     try:
         if args.control:
             control = await asyncio.start_unix_server(echo.control, path=args.control)
+            # in a container it runs as root; the harness that asks may not be (docker, no root)
+            os.chmod(args.control, 0o666)
         server = await serve(echo.handler, sock=listening_socket(args),
                              ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
                              close_timeout=args.close_timeout, max_queue=None)

@@ -54,7 +54,7 @@ def socket_states(lab: LocalLab, idle: int = IDLE) -> Iterator[dict[str, int]]:
 
         cli, conn = session(main)
         ports["in-flight"] = port = cli.getsockname()[1]
-        nft.load(lab.router_ns, "table inet connchaos {\n" + chain(
+        nft.load(lab, "rtr", "table inet connchaos {\n" + chain(
             "forward", "forward", f"tcp sport {port} drop", f"tcp dport {port} drop") + "}\n")
         conn.sendall(b"x" * 1000)
 
