@@ -98,12 +98,14 @@ def _usage_self() -> dict[str, float]:
     return {"cpu_s": round(ru.ru_utime + ru.ru_stime, 2), "peak_rss_mib": round(ru.ru_maxrss / 1024, 1)}
 
 
-def locust_env(spec: Any, target: Any, server_addr: str) -> dict[str, str]:
-    """What ``harness/load/users.py`` reads: where the target is, and the activity."""
+def locust_env(spec: Any, target: Any, server_addr: str, folder: str = "") -> dict[str, str]:
+    """What ``harness/load/users.py`` reads: where the target is, the activity, and what the
+    target gives its clients (an ssh account's key: ``load_env``)."""
     every = spec.load.every_s
+    extra = target.load_env(folder) if hasattr(target, "load_env") else {}
     return {"CONNCHAOS_LOAD_HOST": server_addr, "CONNCHAOS_LOAD_PORT": str(target.port),
             "CONNCHAOS_LOAD_EVERY": "" if every is None else repr(every),
-            "CONNCHAOS_LOAD_PG_USER": "connchaos"}
+            "CONNCHAOS_LOAD_PG_USER": "connchaos", **extra}
 
 
 def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: None,
@@ -134,7 +136,7 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
         folder = os.path.join(lab.tmpdir, "locust")
         os.makedirs(folder)
         locust = LocustRun(client_ns=lab.client_ns, folder=folder, user_class=USERS[service],
-                           env=locust_env(spec, target, lab.server_addr), users=load.users,
+                           env=locust_env(spec, target, lab.server_addr, folder), users=load.users,
                            spawn_rate=float(load.spawn_rate), workers=load.workers,
                            run_time_s=spawn_s + load.hold + spec.deadline_s + 300)
         locust.start()

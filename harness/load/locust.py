@@ -33,7 +33,7 @@ from harness.lab.processes import log_tail, running, stop_process
 USERS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "users.py")
 MASTER_PORT = 5557
 SETTLE_S = 3.5    # Locust's WORKER_REPORT_INTERVAL (3 s) and a margin
-USERS = {"postgres": "PostgresUser", "websocket": "WebSocketUser", "tcp": "TcpUser"}
+USERS = {"postgres": "PostgresUser", "websocket": "WebSocketUser", "ssh": "SshUser", "tcp": "TcpUser"}
 """The User class in users.py of each service (Locust takes class names on its command line;
 users.py itself is never imported here: importing Locust monkey-patches the process)."""
 _TICKS = os.sysconf("SC_CLK_TCK")

@@ -7,7 +7,7 @@ all become greenlets. Nothing here may run inside the harness's asyncio process.
 
 What a user does, configured by environment variables (``harness.load.locust`` sets them):
 
-- on start, opens its session (reported to Locust's statistics as ``open``) and writes an
+- on start, opens its session (postgres, websocket, ssh or raw tcp) (reported to Locust's statistics as ``open``) and writes an
   ``opened`` line with its client address to the events file;
 - then holds it: idle, or one small request every ``CONNCHAOS_LOAD_EVERY`` seconds
   (``SELECT 1``, a WebSocket message and its echo, a byte and its echo), each reported as
@@ -261,3 +261,49 @@ class TcpUser(SessionUser):
     def close(self) -> None:
         self.handle.close()
 
+
+
+class SshUser(SessionUser):
+    """An SSH connection with one channel running ``cat`` (paramiko, whose transport thread
+    is a greenlet under gevent); the request is a line and its echo. The lab's ssh target
+    gives the account, its key and the server's host key (``SshTarget.load_env``)."""
+
+    protocol = "ssh"
+    _sent = 0
+
+    def connect(self) -> tuple[Any, str]:
+        import paramiko
+
+        key = paramiko.Ed25519Key.from_private_key_file(os.environ["CONNCHAOS_LOAD_SSH_KEY"])
+        sock = socket.create_connection((HOST, PORT), timeout=OPEN_TIMEOUT)
+        client = _address(sock)
+        transport = paramiko.Transport(sock)
+        try:
+            transport.start_client(timeout=OPEN_TIMEOUT)
+            offered = transport.get_remote_server_key()
+            if f"{offered.get_name()} {offered.get_base64()}" != os.environ["CONNCHAOS_LOAD_SSH_HOST_KEY"]:
+                raise paramiko.SSHException("the server's host key is not the lab's")
+            transport.auth_publickey(os.environ["CONNCHAOS_LOAD_SSH_USER"], key)
+            channel = transport.open_session(timeout=OPEN_TIMEOUT)
+            channel.exec_command("cat")
+        except BaseException:
+            transport.close()
+            raise
+        return (transport, channel), client
+
+    def exchange(self) -> int:
+        _, channel = self.handle
+        self._sent += 1
+        token = f"connchaos-load-{self._sent}\n".encode()
+        channel.sendall(token)
+        seen = b""
+        while token not in seen:
+            data = channel.recv(4096)
+            if not data:
+                raise ConnectionError("closed by the server")
+            seen = seen[-len(token):] + data
+        return len(token)
+
+    def close(self) -> None:
+        transport, _ = self.handle
+        transport.close()

@@ -346,6 +346,17 @@ class SshTarget:
         return as_docker(lab).run_service("sshd", self.image or image_ref("ssh"), ["sh", "-c", script, "sh", *argv],
                                entrypoint=[], binds={base: base}, stderr=True)
 
+    def load_env(self, folder: str) -> dict[str, str]:
+        """For load runs (``harness/load/users.py``, another process): the account, its key
+        in a file of the lab's folder, and the host key the clients must be offered."""
+        assert self._client_key is not None and self._host_key is not None
+        path = os.path.join(folder, "client_ed25519")
+        self._client_key.write_private_key(path)
+        os.chmod(path, 0o600)
+        host = self._host_key.export_public_key().decode().split()
+        return {"CONNCHAOS_LOAD_SSH_USER": self.user, "CONNCHAOS_LOAD_SSH_KEY": path,
+                "CONNCHAOS_LOAD_SSH_HOST_KEY": f"{host[0]} {host[1]}"}
+
     def _add_user(self) -> None:
         deadline = time.monotonic() + 10
         while True:

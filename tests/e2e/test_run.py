@@ -291,8 +291,10 @@ def test_a_machine_without_root_or_nftables_gets_exit_3(monkeypatch: pytest.Monk
     from harness import cli
 
     scenario = str(REPO / "scenarios/postgres-client-vanishes.yaml")
+    # (backend: auto would move to the docker backend, which runs without root: see
+    # tests/e2e/test_docker_rootless.py)
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert cli.main(["run", scenario]) == 3
+    assert cli.main(["run", scenario, "--backend", "local"]) == 3
     assert "root" in capsys.readouterr().err
     monkeypatch.undo()
     monkeypatch.setattr(runner, "nft_binary", lambda: None)

@@ -63,14 +63,14 @@ def test_a_proxy_fault_is_refused_with_load() -> None:
     assert (line, field) == (3, "fault.type") and "packet faults" in message
 
 
-def test_services_without_locust_users_and_small_max_connections_are_exit_2(tmp_path: object) -> None:
+def test_every_service_has_a_locust_user_and_a_small_max_connections_is_exit_2(tmp_path: object) -> None:
     import pathlib
     folder = pathlib.Path(str(tmp_path))
-    (folder / "ssh.yaml").write_text(BASE.replace("websocket", "ssh") + "load: {users: 3}\n")
-    with pytest.raises(ScenarioError) as info:
-        prepare([str(folder / "ssh.yaml")])
-    assert [(p.line, p.field) for p in info.value.problems] == [(2, "target.service")]
-    assert info.value.exit_code == 2
+    for service in ("ssh", "postgres", "tcp"):
+        body = BASE.replace("{service: websocket}", "{service: %s%s}" % (
+            service, ", command: 'x {port}', port: 7000" if service == "tcp" else ""))
+        (folder / f"{service}.yaml").write_text(body + "load: {users: 3}\n")
+        assert prepare([str(folder / f"{service}.yaml")])[0].scenario.load is not None
     pg = BASE.replace("{service: websocket}", "\n  service: postgres\n  settings: {max_connections: 50}")
     (folder / "pg.yaml").write_text(pg + "load: {users: 100}\n")
     with pytest.raises(ScenarioError) as info:

@@ -51,3 +51,46 @@ def test_small_load_run_reclaims_the_faulted_fraction_and_spares_the_rest(tmp_pa
     assert max(s["established"] for s in series) == 300
     assert any(s["t"] > 0 and s["established"] == 240 for s in series), series
     assert all(s["processes"] >= 1 and s["fds"] > 0 and s["rss_mib"] > 0 for s in series)
+
+
+SSH_LOAD = """\
+name: load-ssh-small
+about: 60 SSH sessions held by Locust (paramiko, a channel running cat), a line echoed every
+  2 s; a quarter blackholed; sshd's ClientAlive (1 s, count 2) lets them go.
+target:
+  service: ssh
+  settings: {ClientAliveInterval: 1, ClientAliveCountMax: 2}
+load:
+  users: 60
+  spawn_rate: 30
+  hold: 1s
+  activity: {every: 2s}
+  workers: 2
+fault:
+  type: blackhole
+  sessions: 0.25
+expect:
+  reclaimed_within: 10s
+  survivors_untouched: true
+observe:
+  deadline: 14s
+  interval: 50ms
+"""
+
+
+def test_ssh_sessions_under_load_are_reclaimed_by_client_alive(tmp_path: Path) -> None:
+    scenario = tmp_path / "load-ssh-small.yaml"
+    scenario.write_text(SSH_LOAD)
+    proc = run_cli("run", str(scenario), "--report-dir", str(tmp_path / "reports"), timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [folder] = list((tmp_path / "reports").iterdir())
+    [entry] = json.loads((folder / "results.json").read_text())["scenarios"]
+    load, summary = entry["load"], entry["summary"]
+    assert (load["held"], load["faulted"], summary["reclaimed"]) == (60, 15, 15), entry["reason"]
+    for s in entry["sessions"]:
+        if s["faulted"]:
+            assert s["mechanism"] == "heartbeat" and s["server_pid"], s
+    assert summary["survivors_killed"] == 0 and load["survivors_checked_ok"] == 45
+    stats = {r["name"]: r for r in load["locust"]["stats"]}
+    assert stats["open"]["requests"] == 60 and stats["open"]["failures"] == 0
+    assert stats["request"]["requests"] > 0 and stats["alive-check"]["failures"] == 0

@@ -120,7 +120,7 @@ def test_real_scenarios_pass_and_fail_with_the_verdicts_message(pytester: pytest
     result.stdout.fnmatch_lines(["*defaults.yml::pg-defaults FAILED*"])
     result.stdout.fnmatch_lines([
         "*_ connchaos scenario pg-defaults _*",
-        "2 of 2 faulted sessions not reclaimed within 2 s (deadline 2 s)*predicted 7874.* s (keepalive)*",
+        "2 of 2 faulted sessions not reclaimed within 2 s (deadline 2 s)*predicted 7874.* s by keepalive*",
         "(scenario pg-defaults in *defaults.yml: fail)",
         "*short test summary info*",
         "FAILED defaults.yml::pg-defaults - 2 of 2 faulted sessions not reclaimed*",
