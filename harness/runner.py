@@ -226,10 +226,10 @@ def images_needed(loaded: Sequence[LoadedScenario], backend: str | None = None) 
         names.add("client")
         if os.geteuid() != 0:
             names.add("toxiproxy")   # the forwarder and the observer's agent, without root
-        spec = ls.scenario
-        if spec.target.image is None and spec.target.service != "tcp" and not (
-                spec.target.service == "websocket" and spec.target.command):
-            names.add({"postgres": "postgres", "ssh": "ssh", "websocket": "websocket"}[spec.target.service])
+        # tcp, and a command of the user's own, run from the user's image (_backend_problems)
+        target = ls.scenario.target
+        if target.image is None and target.service != "tcp":
+            names.add(target.service)
     return sorted(names)
 
 

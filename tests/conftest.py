@@ -38,13 +38,19 @@ def lab_missing() -> str | None:
     return None
 
 
+def skip_or_fail(reason: str, require: str = "CONNCHAOS_REQUIRE_LAB") -> None:
+    """Skip with ``reason``; when ``require`` (set by .ci/run) is 1, fail instead: there the
+    capability must be present."""
+    if os.environ.get(require) == "1":
+        pytest.fail(f"{require}=1 but this machine {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture
 def lab_machine() -> None:
     reason = lab_missing()
     if reason:
-        if os.environ.get("CONNCHAOS_REQUIRE_LAB") == "1":
-            pytest.fail(f"CONNCHAOS_REQUIRE_LAB=1 but this machine {reason}")
-        pytest.skip(reason)
+        skip_or_fail(reason)
 
 
 def docker_missing() -> str | None:
@@ -67,15 +73,53 @@ def require_docker() -> None:
     instead. For module-scoped fixtures, which cannot use ``docker_machine``."""
     reason = docker_missing()
     if reason:
-        if os.environ.get("CONNCHAOS_REQUIRE_DOCKER") == "1":
-            pytest.fail(f"CONNCHAOS_REQUIRE_DOCKER=1 but this machine {reason}")
-        pytest.skip(reason)
+        skip_or_fail(reason, "CONNCHAOS_REQUIRE_DOCKER")
 
 
 @pytest.fixture
 def docker_machine() -> None:
     """Tests of the docker backend skip without an engine (or fail: ``require_docker``)."""
     require_docker()
+
+
+@pytest.fixture(scope="session")
+def images_built() -> None:
+    """Every image of the project, built if missing (a cache: seconds when up to date)."""
+    require_docker()
+    from harness.lab import images
+
+    client = images.connect()
+    try:
+        images.ensure(client, images.NAMES)
+    finally:
+        client.close()
+
+
+def keepalive_scenario(name: str) -> str:
+    """Idle PostgreSQL sessions whose clients vanish, reclaimed by keepalive 2/1/3: the
+    scenario the docker tests run on every backend and mode."""
+    return f"""\
+name: {name}
+about: Idle clients vanish; keepalive 2/1/3 reclaims each backend about 5 s after it last spoke.
+target:
+  service: postgres
+  settings:
+    tcp_keepalives_idle: 2
+    tcp_keepalives_interval: 1
+    tcp_keepalives_count: 3
+sessions:
+  count: 6
+  hold: 1s
+fault:
+  type: client-vanish
+  sessions: 4
+expect:
+  reclaimed_within: 8s
+  survivors_untouched: true
+  mechanism: keepalive
+observe:
+  deadline: 15s
+"""
 
 
 def ours() -> set[str]:

@@ -76,15 +76,6 @@ def leftovers() -> dict[str, list[str]]:
     return found
 
 
-def docker_leftovers(client: Any) -> list[str]:
-    """Our containers and networks (label ``connchaos.run``) of labs whose run is gone."""
-    from harness.lab.docker import lab_of, labelled
-
-    containers, networks = labelled(client)
-    return ([f"container {c.name}" for c in containers if not _owner_alive(lab_of(c))]
-            + [f"network {n.name}" for n in networks if not _owner_alive(lab_of(n))])
-
-
 def _docker_client() -> Any:
     """The engine, if one answers; cleaning local leftovers does not need it."""
     from harness.errors import MachineError

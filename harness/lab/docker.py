@@ -39,7 +39,6 @@ import os
 import signal
 import subprocess
 import tarfile
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,7 +125,6 @@ class ContainerProcess:
     container: Any
     pid: int = 0
     stderr: LogLines | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def poll(self) -> int | None:
         try:
@@ -160,16 +158,6 @@ class ContainerProcess:
         except Exception:
             return ""
 
-    def stop(self, sig: int = signal.SIGTERM, grace_s: float = 10.0) -> None:
-        """``sig`` (the service's clean shutdown), then SIGKILL after ``grace_s``."""
-        if self.poll() is not None:
-            return
-        self.send_signal(sig)
-        try:
-            self.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            self.wait(10)
 
 
 @dataclass
@@ -195,7 +183,7 @@ class DockerLab(LabBase):
         self.client_ns = naming.namespace(self.lab_id, "cli")
         self.router_ns = naming.namespace(self.lab_id, "rtr")
         self.server_ns = naming.namespace(self.lab_id, "srv")
-        self.rootless = self.rootless or not running_as_root()
+        self.rootless = self.rootless or os.geteuid() != 0
 
     @property
     def backend(self) -> str:
@@ -492,7 +480,3 @@ def remove_labelled(client: Any, keep: Any = lambda lab: False) -> list[str]:
             _quietly(n.remove)
             removed.append(f"network {n.name}")
     return removed
-
-
-def running_as_root() -> bool:
-    return os.geteuid() == 0

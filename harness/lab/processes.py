@@ -11,14 +11,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol, runtime_checkable
-
-
-@runtime_checkable
-class Stoppable(Protocol):
-    """A service that stops itself (a container); see ``harness.lab.docker``."""
-
-    def stop(self, sig: int, grace_s: float) -> None: ...
+from typing import Any
 
 
 def running(pid: int) -> bool:
@@ -50,11 +43,9 @@ def end_processes(still_running: Callable[[], Iterable[int]], grace_s: float = 3
 
 def stop_process(proc: Any, sig: int, grace_s: float = 10.0) -> None:
     """End a process the lab started: ``sig`` (the service's own clean shutdown), then
-    SIGKILL if it is still there after ``grace_s``."""
+    SIGKILL if it is still there after ``grace_s``. A ``Popen``, or a container seen as one
+    (``harness.lab.docker.ContainerProcess``: docker signals its main process)."""
     if proc is None or proc.poll() is not None:
-        return
-    if isinstance(proc, Stoppable):  # a container: docker signals its main process
-        proc.stop(sig, grace_s)
         return
     proc.send_signal(sig)
     try:
@@ -69,8 +60,8 @@ def stop_process_group(proc: Any, grace_s: float = 5.0) -> None:
     SIGTERM to the whole group, then SIGKILL to the group."""
     if proc is None:
         return
-    if isinstance(proc, Stoppable):  # a container: its processes go with it
-        proc.stop(signal.SIGTERM, grace_s)
+    if not isinstance(proc, subprocess.Popen):  # a container: its processes go with it
+        stop_process(proc, signal.SIGTERM, grace_s)
         return
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:

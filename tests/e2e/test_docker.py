@@ -16,45 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONNCHAOS, REPO, ours, require_docker, run_cli, write_scenario
+from conftest import CONNCHAOS, REPO, keepalive_scenario, ours, run_cli, write_scenario
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("docker_machine", "images_built")]
-
-
-@pytest.fixture(scope="module")
-def images_built() -> None:
-    """Every image of the project, built if missing (a cache: seconds when up to date)."""
-    require_docker()
-    from harness.lab import images
-
-    client = images.connect()
-    try:
-        images.ensure(client, images.NAMES)
-    finally:
-        client.close()
-
-KEEPALIVE = """\
-name: {name}
-about: Idle clients vanish; keepalive 2/1/3 reclaims each backend about 5 s after it last spoke.
-target:
-  service: postgres
-  settings:
-    tcp_keepalives_idle: 2
-    tcp_keepalives_interval: 1
-    tcp_keepalives_count: 3
-sessions:
-  count: 6
-  hold: 1s
-fault:
-  type: client-vanish
-  sessions: 4
-expect:
-  reclaimed_within: 8s
-  survivors_untouched: true
-  mechanism: keepalive
-observe:
-  deadline: 15s
-"""
 
 
 def run_json(tmp_path: Path, scenario: Path, *args: str, timeout: float = 600) -> tuple[int, dict[str, Any], str]:
@@ -70,7 +34,7 @@ def reclaims(entry: dict[str, Any]) -> list[tuple[float, float]]:
 
 
 def test_the_same_keepalive_scenario_measures_alike_on_local_and_docker(tmp_path: Path, no_leftovers: None) -> None:
-    scenario = write_scenario(tmp_path, "pg-keepalive", KEEPALIVE.format(name="pg-keepalive"))
+    scenario = write_scenario(tmp_path, "pg-keepalive", keepalive_scenario("pg-keepalive"))
     results = {}
     for backend in ("local", "docker"):
         code, data, text = run_json(tmp_path, scenario, "--backend", backend)
@@ -137,7 +101,7 @@ observe:
 
 
 def test_an_image_with_backend_local_is_bad_input(tmp_path: Path) -> None:
-    scenario = write_scenario(tmp_path, "bad", KEEPALIVE.format(name="bad").replace(
+    scenario = write_scenario(tmp_path, "bad", keepalive_scenario("bad").replace(
         "  service: postgres\n", "  service: postgres\n  image: postgres:16\n"))
     done = run_cli("run", str(scenario), "--backend", "local", "--report-dir", str(tmp_path))
     assert done.returncode == 2, done.stderr
@@ -151,7 +115,7 @@ def test_a_proxy_command_is_for_the_local_backend(tmp_path: Path) -> None:
 
 
 def test_sigint_during_a_docker_run_leaves_no_container_network_or_volume(tmp_path: Path, no_leftovers: None) -> None:
-    scenario = write_scenario(tmp_path, "pg-long", KEEPALIVE.format(name="pg-long").replace(
+    scenario = write_scenario(tmp_path, "pg-long", keepalive_scenario("pg-long").replace(
         "deadline: 15s", "deadline: 60s").replace("tcp_keepalives_idle: 2", "tcp_keepalives_idle: 50"))
     proc = subprocess.Popen([*CONNCHAOS, "run", str(scenario), "--backend", "docker",
                              "--report-dir", str(tmp_path / "reports")],
@@ -169,7 +133,7 @@ def test_sigint_during_a_docker_run_leaves_no_container_network_or_volume(tmp_pa
 
 
 def test_clean_removes_a_killed_runs_containers_and_nothing_else(tmp_path: Path, no_leftovers: None) -> None:
-    scenario = write_scenario(tmp_path, "pg-up", KEEPALIVE.format(name="pg-up"))
+    scenario = write_scenario(tmp_path, "pg-up", keepalive_scenario("pg-up"))
     stranger = subprocess.run(["docker", "run", "-d", "--label", "someone.else=1", f"connchaos/client:{_version()}",
                                "sleep", "300"], capture_output=True, text=True, check=True).stdout.strip()
     proc = subprocess.Popen([*CONNCHAOS, "up", str(scenario), "--backend", "docker"], cwd=REPO,

@@ -20,52 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, ours, require_docker
+from conftest import REPO, keepalive_scenario, ours, skip_or_fail
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("docker_machine", "images_built")]
 
 NOBODY = 65534
-KEEPALIVE = """\
-name: pg-keepalive-rootless
-about: Idle clients vanish; keepalive 2/1/3 reclaims each backend about 5 s after it last spoke.
-target:
-  service: postgres
-  settings:
-    tcp_keepalives_idle: 2
-    tcp_keepalives_interval: 1
-    tcp_keepalives_count: 3
-sessions:
-  count: 6
-  hold: 1s
-fault:
-  type: client-vanish
-  sessions: 4
-expect:
-  reclaimed_within: 8s
-  survivors_untouched: true
-  mechanism: keepalive
-observe:
-  deadline: 15s
-"""
-
-
-@pytest.fixture(scope="module")
-def images_built() -> None:
-    require_docker()
-    from harness.lab import images
-
-    client = images.connect()
-    try:
-        images.ensure(client, images.NAMES)
-    finally:
-        client.close()
 
 
 def cannot(reason: str) -> None:
     """Skip; with CONNCHAOS_REQUIRE_DOCKER=1 (CI) fail instead: there it must run."""
-    if os.environ.get("CONNCHAOS_REQUIRE_DOCKER") == "1":
-        pytest.fail(f"CONNCHAOS_REQUIRE_DOCKER=1 but the rootless test {reason}")
-    pytest.skip(reason)
+    skip_or_fail(f"cannot run the rootless test: {reason}", "CONNCHAOS_REQUIRE_DOCKER")
 
 
 @pytest.fixture
@@ -122,7 +86,7 @@ def faulted(entry: dict[str, Any]) -> list[dict[str, Any]]:
 def test_keepalive_reclaims_as_predicted_without_root(unprivileged: tuple[list[str], Path],
                                                       no_leftovers: None) -> None:
     scenario = unprivileged[1] / "pg-keepalive-rootless.yaml"
-    scenario.write_text(KEEPALIVE)
+    scenario.write_text(keepalive_scenario("pg-keepalive-rootless"))
     scenario.chmod(0o644)
     code, data, text = run_json(unprivileged, scenario)
     entry = data["scenarios"][0]
@@ -166,7 +130,7 @@ def test_ssh_without_root_is_refused_with_exit_3(unprivileged: tuple[list[str], 
 def test_clean_without_root_removes_a_killed_runs_containers(unprivileged: tuple[list[str], Path],
                                                              no_leftovers: None) -> None:
     scenario = unprivileged[1] / "pg-up.yaml"
-    scenario.write_text(KEEPALIVE.replace("pg-keepalive-rootless", "pg-up"))
+    scenario.write_text(keepalive_scenario("pg-up"))
     scenario.chmod(0o644)
     prefix, folder = unprivileged
     proc = subprocess.Popen([*prefix, sys.executable, "-m", "harness.cli", "up", str(scenario),

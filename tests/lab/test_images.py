@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from conftest import require_docker, run_cli
+from conftest import require_docker, run_cli, skip_or_fail
 from harness import __version__
 from harness.errors import LabError
 from harness.lab import images
@@ -105,7 +105,7 @@ def _compose() -> list[str] | None:
 def test_compose_file_is_valid_for_compose(target: str) -> None:
     compose = _compose()
     if compose is None:
-        pytest.skip("needs docker compose or docker-compose")
+        skip_or_fail("needs docker compose or docker-compose", "CONNCHAOS_REQUIRE_DOCKER")
     env = {**os.environ, "TOXIPROXY_IMAGE": f"connchaos/toxiproxy:{__version__}"}
     done = subprocess.run([*compose, "-f", str(images.COMPOSE / f"{target}.yml"), "config"],
                           capture_output=True, text=True, env=env, timeout=60)
@@ -231,7 +231,7 @@ def test_images_list_shows_every_image_up_to_date(built: dict[str, str]) -> None
 
 def test_base_builder_cleans_up_when_debootstrap_fails(client: Any) -> None:
     if os.geteuid() != 0 or shutil.which("debootstrap") is None:
-        pytest.skip("needs root and debootstrap")
+        skip_or_fail("needs root and debootstrap", "CONNCHAOS_REQUIRE_DOCKER")
     name = f"connchaos-test/debian:broken-{secrets.token_hex(3)}"
     before = set(Path(tempfile.gettempdir()).glob("connchaos-base-*"))
     with pytest.raises(LabError, match="debootstrap bookworm"):

@@ -16,6 +16,8 @@ import pytest
 
 from harness.report import html, plots
 
+from conftest import skip_or_fail
+
 DATA = Path(__file__).parent / "data" / "results.json"
 CHROMIUM = "/usr/bin/chromium"
 
@@ -116,9 +118,7 @@ def _browser_or_skip() -> Any:
     if reason is None and not os.access(CHROMIUM, os.X_OK) and shutil.which("chromium") is None:
         reason = "needs Debian's chromium (apt-get install chromium)"
     if reason:
-        if os.environ.get("CONNCHAOS_REQUIRE_LAB") == "1":
-            pytest.fail(f"CONNCHAOS_REQUIRE_LAB=1 but this machine {reason}")
-        pytest.skip(reason)
+        skip_or_fail(reason)
     return sync_playwright
 
 

@@ -25,6 +25,8 @@ from harness.scenario.model import Fault
 from harness.targets.base import Session
 from harness.targets.ssh import SshTarget, effective_config, find_sshd
 
+from conftest import skip_or_fail
+
 # Measured reclaims land 1-60 ms from the prediction: each ClientAlive check runs a few ms
 # after its whole interval, and the runner's "last activity" is the client's last ACK, which
 # a delayed ACK puts up to 40 ms after the data sshd last read.
@@ -35,10 +37,7 @@ TOLERANCE_S = 0.25
 def ssh_machine(lab_machine: None) -> None:
     """The lab gate plus OpenSSH's server."""
     if find_sshd() is None:
-        reason = "needs the OpenSSH server (apt-get install openssh-server)"
-        if os.environ.get("CONNCHAOS_REQUIRE_LAB") == "1":
-            pytest.fail(f"CONNCHAOS_REQUIRE_LAB=1 but this machine {reason}")
-        pytest.skip(reason)
+        skip_or_fail("needs the OpenSSH server (apt-get install openssh-server)")
 
 
 @pytest.fixture
