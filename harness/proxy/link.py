@@ -282,7 +282,7 @@ class Stream:
             return
         assert self.pipeline is not None
         head = self.pipeline.head
-        head.put(Chunk(data, self.loop.time()))
+        head.put(Chunk(data, time.monotonic()))
         if head.full():
             self.reading = False
             self.loop.remove_reader(self.src_fd)

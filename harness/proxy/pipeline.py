@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -31,7 +32,8 @@ log = logging.getLogger(__name__)
 
 
 class Chunk:
-    """Bytes read from a socket, with the loop time they arrived (the latency toxic's clock)."""
+    """Bytes read from a socket, with the ``time.monotonic()`` they arrived (the latency
+    toxic's clock)."""
 
     __slots__ = ("data", "ts")
 
@@ -196,13 +198,17 @@ class Stub:
             self.output.put(end)
 
     def now(self) -> float:
-        """The loop's clock, in seconds."""
-        return asyncio.get_running_loop().time()
+        """The toxics' clock, in seconds: ``time.monotonic()``. Not the loop's clock, which
+        under uvloop is whole milliseconds."""
+        return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` (nothing for zero or less)."""
-        if seconds > 0:
-            await asyncio.sleep(seconds)
+        """Wait at least ``seconds`` (nothing for zero or less). A loop's timer may fire up to
+        a millisecond early (uvloop's are whole milliseconds), so it sleeps again for what is
+        left: a 150 ms latency is never 149.95 ms, as Go's timers promise in Toxiproxy."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(left)
 
     # What the pipeline uses ------------------------------------------------------------
 

@@ -64,13 +64,24 @@ def test_latency_acts_on_a_live_connection_and_goes_away(toxiproxy: Toxiproxy,
         proxy.add_toxic(type="latency", attributes={"latency": 100})
         assert set(proxy.toxics()) == {"latency_downstream"}
         delays = [round_trip(sock) for _ in range(3)]
-        assert all(0.095 <= d < 0.3 for d in delays), delays
+        assert all(0.1 <= d < 0.3 for d in delays), delays
         proxy.add_toxic(type="latency", stream="upstream", attributes={"latency": 100})
-        assert 0.195 <= round_trip(sock) < 0.45
+        assert 0.2 <= round_trip(sock) < 0.45
         proxy.destroy_toxic("latency_downstream")
         proxy.destroy_toxic("latency_upstream")
         assert proxy.toxics() == {}
         assert round_trip(sock) < 0.05
+
+
+def test_latency_is_never_shorter_than_asked(toxiproxy: Toxiproxy, echo: Upstream) -> None:
+    """Toxiproxy's Go timers never fire early; a loop's timers can (uvloop's are whole
+    milliseconds), which once made a 150 ms toxic take 149.95 ms. Many short round trips
+    make an early wake-up likely if the proxy allows one."""
+    proxy = make(toxiproxy, echo)
+    proxy.add_toxic(type="latency", attributes={"latency": 5})
+    with connect(proxy.listen) as sock:
+        delays = [round_trip(sock) for _ in range(200)]
+    assert min(delays) >= 0.005, sorted(delays)[:5]
 
 
 def test_latency_jitter_varies_around_the_latency(toxiproxy: Toxiproxy, echo: Upstream) -> None:
@@ -78,7 +89,7 @@ def test_latency_jitter_varies_around_the_latency(toxiproxy: Toxiproxy, echo: Up
     proxy.add_toxic(type="latency", attributes={"latency": 100, "jitter": 50})
     with connect(proxy.listen) as sock:
         delays = [round_trip(sock) for _ in range(8)]
-    assert all(0.045 <= d < 0.3 for d in delays), delays
+    assert all(0.05 <= d < 0.3 for d in delays), delays
     assert max(delays) - min(delays) > 0.01, delays
 
 
@@ -183,9 +194,9 @@ def test_toxicity_decides_per_connection(toxiproxy: Toxiproxy, echo: Upstream,
         assert round_trip(sock) < 0.1
         requests.patch(f"{api}/proxies/svc/toxics/latency_downstream",
                        json={"toxicity": 1.0}, timeout=5).raise_for_status()
-        assert round_trip(sock) >= 0.195
+        assert round_trip(sock) >= 0.2
     with connect(proxy.listen) as sock:
-        assert round_trip(sock) >= 0.195
+        assert round_trip(sock) >= 0.2
 
 
 def test_every_toxic_can_be_updated(toxiproxy: Toxiproxy, echo: Upstream, api: str) -> None:
