@@ -75,7 +75,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("what", choices=["proxy", "sockdiag", "load"],
                    help="proxy: the built-in proxy against direct loopback; sockdiag: one"
                         " socket-table sample at 10,000 connections, against pyroute2's reader;"
-                        " load: 10,000 WebSocket and 1,000 PostgreSQL sessions under Locust, 10% blackholed")
+                        " load: 10,000 WebSocket and 1,000 PostgreSQL sessions under Locust, 10%% blackholed")
     b.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     b.add_argument("--only", choices=["websocket", "postgres"], help="load: run one of the two")
 
