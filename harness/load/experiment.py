@@ -66,7 +66,7 @@ def _wait_for_users(locust: LocustRun, table: SocketTable, port: int, client_add
         failed = [e for e in events if e.get("what") == "open-failed"]
         held = opened
         if opened + len(failed) >= users:
-            held = len(_sessions_of(table.dump(port), client_addr))
+            held = table.columns(port).established_to(client_addr)
             settled = settled or time.monotonic()
             if held >= opened or time.monotonic() - settled > 5:
                 if held == 0:

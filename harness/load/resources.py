@@ -55,9 +55,8 @@ class ResourceSampler:
 
     def sample(self, table: SocketTable) -> dict[str, Any]:
         at = time.time()
-        sockets = table.dump(self.port)
-        established = sum(1 for key, info in sockets.items()
-                          if info.state == "ESTABLISHED" and key[2] == self.peer_addr)
+        sockets = table.columns(self.port)
+        established = sockets.established_to(self.peer_addr)
         procs = [p for p in (_process(pid) for pid in pids_in(self.namespace)) if p is not None]
         return {"at": at, "established": established, "sockets": len(sockets),
                 "processes": len(procs), "fds": sum(p[0] for p in procs),

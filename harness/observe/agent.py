@@ -7,14 +7,15 @@ container:<srv>``) and the host's PID namespace, so the pids it names are the ha
 It answers over a Unix socket in a folder bind-mounted from the lab's temporary folder, one
 JSON request per line, one JSON reply per line::
 
-    {"op": "dump", "port": 5432}            {"sockets": [[laddr, lport, raddr, rport, *SockInfo]]}
+    {"op": "rows", "port": 5432}            {"rows": [[state, timer, sport, ...], ...]}
     {"op": "listening", "port": 5432}       {"listening": true}
     {"op": "connect", "addr": .., "port": ..}  {"answers": true}
     {"op": "sysctl", "keys": ["net.ipv4.tcp_keepalive_time"]}   {"values": {...: "7200"}}
     {"op": "holders"}                        {"holders": {"<inode>": [pid, ...]}}
 
 Errors come back as ``{"error": "..."}``. One dump per observer sample, the same sock_diag
-reader as the root path, rows as plain lists so the JSON stays small.
+reader as the root path, its rows (``sockdiag.ROW``) as plain lists of ints so the JSON
+stays small.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import time
 from typing import Any
 
 from harness.errors import LabError
-from harness.observe.sockdiag import Key, SockInfo, SocketTable
+from harness.observe.sockdiag import Columns, Key, SockInfo, SocketTable
 
 OWN_NAMESPACE = "/proc/self/ns/net"
 
@@ -47,10 +48,10 @@ class Agent:
 
     def answer(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
-        if op == "dump":
+        if op == "rows":
             with self._lock:
-                table = self._table.dump(int(request["port"]))
-            return {"sockets": [[*key, *info] for key, info in table.items()]}
+                columns = self._table.columns(int(request["port"]))
+            return {"rows": columns.rows.tolist()}
         if op == "listening":
             from harness.lab.netns import listening_here
 
@@ -171,9 +172,12 @@ class RemoteSocketTable:
     def __init__(self, agent: AgentClient) -> None:
         self.agent = agent
 
+    def columns(self, local_port: int) -> Columns:
+        rows = self.agent.call({"op": "rows", "port": local_port})["rows"]
+        return Columns.of(map(tuple, rows))
+
     def dump(self, local_port: int) -> dict[Key, SockInfo]:
-        rows = self.agent.call({"op": "dump", "port": local_port})["sockets"]
-        return {(r[0], r[1], r[2], r[3]): SockInfo(*r[4:]) for r in rows}
+        return self.columns(local_port).table()
 
     def close(self) -> None:
         pass    # the connection is the lab's; it closes it

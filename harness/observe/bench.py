@@ -4,14 +4,20 @@ A lab (``LocalLab``: client, router and server namespaces, removed at the end, o
 too) with 10,000 established connections to one port: this process holds the server's
 accepted sockets, a child process in the client namespace holds the clients (each side needs
 one descriptor per connection, and the hard RLIMIT_NOFILE here is 20,000 per process).
-Then, side by side on the same table:
+Then, side by side on the same table, in rounds (this machine's speed drifts by minutes):
 
-- ``SocketTable.dump(port)``, the observer's reader: median and p95 ms per sample;
-- the pyroute2 reader it replaced (``pyroute2_dump``), fewer samples (about a second each);
-- ``Observer.sample()`` watching every connection: the dump plus the per-session comparison;
+- ``Observer.sample()`` watching every connection, what a run does per sample: one dump as
+  ``Columns`` and the comparison of every session with its previous row; and the same when
+  sockets came or went since the last sample (every session's row is found again);
+- ``SocketTable.columns(port)``, that dump alone;
+- ``SocketTable.dump(port)``, the same table as a dict of ``SockInfo`` (for the callers that
+  want Python objects);
+- the pyroute2 reader the project used first (``pyroute2_dump``), fewer samples (about a
+  second each);
 - the peak RSS of this process after each phase.
 
-The exit status is 0 when the median sample is under the issue's 20 ms.
+The exit status is 0 when the median ``Observer.sample()``, moved or not, is under the
+issue's 20 ms.
 """
 
 from __future__ import annotations
@@ -149,24 +155,36 @@ def run(plan: Plan, log: Callable[[str], None]) -> dict[str, float]:
         table = SocketTable(lab.server_ns)
         lab.on_close("socket table", table.close)
         for _ in range(3):
-            table.dump(PORT)                        # warm up (first-touch of the buffer)
-        seen = len(table.dump(PORT))
-        log(f"lean reader: {plan.samples} samples of {seen} sockets")
-        lean, lean_cpu = _times_ms(lambda: table.dump(PORT), plan.samples)
-        figures.update(sockets=seen, lean_p50=statistics.median(lean), lean_p95=_p95(lean),
-                       lean_cpu=statistics.median(lean_cpu), rss_lean=_peak_rss_mb())
-
+            table.columns(PORT)                     # warm up (first-touch of the buffer)
         before = table.dump(PORT)
+        seen = len(before)
         watched = [Watched(i, key, None) for i, key in enumerate(before)]
         observer = Observer(table, PORT, watched)
         lab.on_close("observer", observer.close)
         observer.start(time.time(), before)
-        log(f"Observer.sample(): {plan.samples} samples watching {len(watched)} sessions")
-        obs, obs_cpu = _times_ms(observer.sample, plan.samples)
-        events = sum(len(w.events) for w in watched)
-        figures.update(observer_p50=statistics.median(obs), observer_p95=_p95(obs),
-                       observer_cpu=statistics.median(obs_cpu),
-                       observer_events=events, watched=len(watched))
+        log(f"{plan.samples} rounds of: SocketTable.columns, Observer.sample() watching"
+            f" {len(watched)} sessions, SocketTable.dump; {seen} sockets")
+        def moved() -> None:
+            """A sample as if sockets had come or gone since the last one: the observer
+            finds every session's row again instead of reusing where they were."""
+            observer._seen_codes = None
+            observer.sample()
+
+        measured: dict[str, tuple[list[float], list[float]]] = {
+            "columns": ([], []), "observer": ([], []), "moved": ([], []), "lean": ([], [])}
+        calls: dict[str, Callable[[], object]] = {
+            "columns": lambda: table.columns(PORT), "observer": observer.sample,
+            "moved": moved, "lean": lambda: table.dump(PORT)}
+        for _ in range(plan.samples):               # side by side: this machine is noisy
+            for name, call in calls.items():
+                wall, cpu = _times_ms(call, 1)
+                measured[name][0].extend(wall)
+                measured[name][1].extend(cpu)
+        for name, (wall, cpu) in measured.items():
+            figures.update({f"{name}_p50": statistics.median(wall), f"{name}_p95": _p95(wall),
+                            f"{name}_cpu": statistics.median(cpu)})
+        figures.update(sockets=seen, rss_lean=_peak_rss_mb(), watched=len(watched),
+                       observer_events=sum(len(w.events) for w in watched))
 
         ds = open_pyroute2(lab.server_ns)
         lab.on_close("pyroute2 socket", ds.close)
@@ -181,29 +199,35 @@ def run(plan: Plan, log: Callable[[str], None]) -> dict[str, float]:
 
 def report(f: dict[str, float]) -> tuple[list[str], bool]:
     """The table to print, and whether the median sample is under the target."""
-    ok = f["lean_p50"] < TARGET_MS and f["sockets"] == f["pyroute2_sockets"]
+    ok = (max(f["observer_p50"], f["moved_p50"]) < TARGET_MS
+          and f["sockets"] == f["pyroute2_sockets"])
     n = f["sockets"]
 
     def row(name: str, key: str, digits: int) -> str:
-        return (f"{name:34} {f[key + '_p50']:9.{digits}f} {f[key + '_p95']:9.{digits}f}"
+        return (f"{name:38} {f[key + '_p50']:9.{digits}f} {f[key + '_p95']:9.{digits}f}"
                 f" {f[key + '_cpu']:9.{digits}f} {f[key + '_cpu'] * 1e3 / n:11.2f}")
 
     lines = [
-        f"{'per sample of ' + str(int(n)) + ' sockets':34} {'p50 ms':>9} {'p95 ms':>9}"
+        f"{'per sample of ' + str(int(n)) + ' sockets':38} {'p50 ms':>9} {'p95 ms':>9}"
         f" {'CPU ms':>9} {'CPU µs/sock':>11}",
-        row("SocketTable.dump (lean)", "lean", 2),
+        row("Observer.sample() (the run's sample)", "observer", 2),
+        row("  the same, sockets moved since", "moved", 2),
+        row("  SocketTable.columns (its dump)", "columns", 2),
+        row("SocketTable.dump (as SockInfo objects)", "lean", 2),
         row("pyroute2 DiagSocket", "pyroute2", 0),
-        row("Observer.sample() (dump included)", "observer", 2),
         "",
-        f"pyroute2 / lean: {f['pyroute2_p50'] / f['lean_p50']:.0f}x the time"
-        f" ({f['pyroute2_cpu'] / f['lean_cpu']:.0f}x the CPU)",
-        f"observer watching {int(f['watched'])} sessions: its own work"
-        f" {f['observer_p50'] - f['lean_p50']:.2f} ms per sample"
-        f" ({f['observer_cpu'] - f['lean_cpu']:.2f} ms CPU), {int(f['observer_events'])} events",
+        f"pyroute2 / Observer.sample(): {f['pyroute2_p50'] / f['observer_p50']:.0f}x the time"
+        f" ({f['pyroute2_cpu'] / f['observer_cpu']:.0f}x the CPU)",
+        f"observer watching {int(f['watched'])} sessions: its comparison"
+        f" {f['observer_p50'] - f['columns_p50']:.2f} ms per sample"
+        f" ({f['observer_cpu'] - f['columns_cpu']:.2f} ms CPU),"
+        f" {f['moved_p50'] - f['columns_p50']:.2f} ms when sockets moved;"
+        f" {int(f['observer_events'])} events",
         f"peak RSS of this process: {f['rss_lean']:.0f} MB after the lean samples,"
         f" {f['rss_pyroute2']:.0f} MB after the pyroute2 ones",
         f"machine: load average {f['load']:.1f} on {int(f['cpus'])} CPUs at the start",
-        f"target: one sample < {TARGET_MS:.0f} ms (p50): {'met' if ok else 'NOT met'}",
+        f"target: one sample < {TARGET_MS:.0f} ms (p50 of Observer.sample(), moved or not):"
+        f" {'met' if ok else 'NOT met'}",
     ]
     return lines, ok
 

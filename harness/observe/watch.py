@@ -2,6 +2,10 @@
 
 One socket-table dump per sample serves every session (no per-session system calls); process
 exits arrive through pidfds while waiting between samples, so their times are exact.
+
+A sample is compared with the previous one column by column (numpy over the dump's
+``Columns``), not session by session: at 10,000 sessions the comparison costs about a
+millisecond, and Python runs only for the sessions that have an event.
 """
 
 from __future__ import annotations
@@ -9,10 +13,36 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
 
 from harness.core.timeline import Event
 from harness.observe.procs import ExitWatcher
-from harness.observe.sockdiag import Key, SockInfo, TableReader
+from harness.observe.sockdiag import (ROW, STATE_CODES, STATE_NAMES, TIME_WAIT, Key, SockInfo,
+                                      TableReader, address_int)
+
+MAX_LOCAL_ADDRESSES = 1 << 16       # a session's code has 16 bits for the server's address
+UNSEEN = np.uint64(1 << 63)          # a signature no row has
+NAMES = ROW.names or ()
+STATE, PROBES, RETRANSMITS = NAMES.index("state"), NAMES.index("probes"), NAMES.index("retransmits")
+UNACKED, LAST_DATA_SENT = NAMES.index("unacked"), NAMES.index("last_data_sent")
+
+
+class Last(NamedTuple):
+    """What the events compare of a session's previous row."""
+
+    state: int
+    probes: int
+    retransmits: int
+    unacked: int
+
+
+def _signature(last: Last, inode: int) -> int:
+    """The fields that can make an event, in one integer (``compare`` computes it for a
+    whole dump at once): equal signatures, no event."""
+    return (last.state | (inode == 0) << 8 | last.probes << 16 | last.retransmits << 24
+            | (last.unacked != 0) << 32)
 
 
 @dataclass
@@ -23,7 +53,6 @@ class Watched:
     key: Key                      # the server's view: (server addr, port, client addr, port)
     pid: int | None               # the server-side process of the session, if it has one
     events: list[Event] = field(default_factory=list)
-    last: SockInfo | None = None
     socket_gone_at: float | None = None
     process_gone_at: float | None = None
 
@@ -50,6 +79,46 @@ class Observer:
         for s in self.sessions:
             if s.pid is not None:
                 self._exits.watch(s.pid)
+        # Each session's socket as one integer, the same for a dump's rows (``_row_codes``):
+        # the server's address (as a small number), the client's address and port; the
+        # server's port is the one the dump is filtered on.
+        self._local_ids: dict[int, int] = {}
+        self._codes = np.array([self._code(s.key) for s in self.sessions], dtype=np.uint64)
+        self._by_code = np.argsort(self._codes, kind="stable")
+        self._sorted_codes = self._codes[self._by_code]
+        self._seen_codes: np.ndarray | None = None       # the last dump's codes, and where
+        self._where: tuple[np.ndarray, np.ndarray] = (   # each session was in it
+            np.zeros(len(self.sessions), dtype=bool), np.zeros(len(self.sessions), dtype=np.intp))
+        # each session's previous row, as far as events go: its ``signature`` and the
+        # fields the events compare (None: not seen yet)
+        self._last_sig = np.full(len(self.sessions), UNSEEN, dtype=np.uint64)
+        self._last: list[Last | None] = [None] * len(self.sessions)
+        self._gone = np.array([s.socket_gone_at is not None for s in self.sessions], dtype=bool)
+
+    def _local_id(self, raw: int) -> int:
+        found = self._local_ids.get(raw)
+        if found is None:
+            if len(self._local_ids) >= MAX_LOCAL_ADDRESSES:
+                raise ValueError(f"more than {MAX_LOCAL_ADDRESSES} server addresses")
+            found = self._local_ids[raw] = len(self._local_ids)
+        return found
+
+    def _code(self, key: Key) -> int:
+        local, _, remote, rport = key
+        return (self._local_id(address_int(local)) << 48) | (address_int(remote) << 16) | rport
+
+    def _row_codes(self, rows: np.ndarray) -> np.ndarray:
+        """``_code`` of every row of a dump."""
+        src = rows["src"]
+        if len(src) and bool((src == src[0]).all()):        # one server address: the rule
+            local = np.full(len(src), self._local_id(int(src[0])), dtype=np.uint64)
+        else:
+            distinct, which = np.unique(src, return_inverse=True)
+            ids = np.array([self._local_id(int(raw)) for raw in distinct], dtype=np.uint64)
+            local = ids[which]
+        codes: np.ndarray = ((local << np.uint64(48)) | (rows["dst"].astype(np.uint64) << np.uint64(16))
+                             | rows["dport"].astype(np.uint64))
+        return codes
 
     def snapshot(self) -> dict[Key, SockInfo]:
         """One dump of the table, without turning it into events."""
@@ -59,8 +128,16 @@ class Observer:
         """Begin counting from the fault at ``t0`` (time.time()); ``before`` is the last
         sample taken before the fault."""
         self.t0 = t0
-        for s in self.sessions:
-            s.last = before.get(s.key)
+        codes = {self._code(key): info for key, info in before.items()}
+        for i in range(len(self.sessions)):
+            info = codes.get(int(self._codes[i]))
+            if info is None:
+                self._last[i], self._last_sig[i] = None, UNSEEN
+            else:
+                last = Last(STATE_CODES.get(info.state, 0), info.probes, info.retransmits,
+                            info.unacked)
+                self._last[i] = last
+                self._last_sig[i] = _signature(last, info.inode)
 
     def _event(self, s: Watched, at: float, what: str, detail: str = "") -> None:
         s.events.append(Event(t=round(at - self.t0, 4), what=what, detail=detail))
@@ -71,36 +148,88 @@ class Observer:
         """One dump: compare each session with its previous sample."""
         started = time.perf_counter()
         now = time.time()
-        table = self.table.dump(self.port)
+        rows = self.table.columns(self.port).rows
+        self.compare(rows, now)
         self.sample_cost_s += time.perf_counter() - started
         self.samples += 1
-        for s in self.sessions:
-            if s.socket_gone_at is not None:
-                continue
-            info = table.get(s.key)
-            prev = s.last
-            if info is None:
+
+    def compare(self, rows: np.ndarray, now: float) -> None:
+        """Turn the differences between ``rows`` (a dump taken at ``now``) and each
+        session's previous row into events.
+
+        A session's socket missing from the dump is ``socket-gone``; present with no
+        descriptor (inode 0: an orphan the kernel keeps retransmitting a FIN for, for up to
+        ~100 s) or in TIME_WAIT, the service closed it: ``socket-released``. Either ends its
+        watch. Otherwise, against the previous row: ``state``, ``probe``, ``retransmit``, and
+        ``data-sent`` when data went out unanswered, at the time the kernel says it left.
+
+        numpy finds the sessions that may have one (gone, released, or a ``signature`` other
+        than last time's); Python looks only at those."""
+        active = ~self._gone
+        if not active.any():
+            return
+        found, at = self._locate(rows)
+        if len(rows):
+            row_sig = ((rows["state"].astype(np.uint64))
+                       | ((rows["inode"] == 0).astype(np.uint64) << np.uint64(8))
+                       | (rows["probes"].astype(np.uint64) << np.uint64(16))
+                       | (rows["retransmits"].astype(np.uint64) << np.uint64(24))
+                       | ((rows["unacked"] != 0).astype(np.uint64) << np.uint64(32)))
+            closed = (rows["inode"] == 0) | (rows["state"] == TIME_WAIT)
+            sig, released = row_sig[at], closed[at]
+        else:
+            sig, released = self._last_sig, found
+        todo = active & (~found | released | (sig != self._last_sig))
+        for i in np.flatnonzero(todo).tolist():
+            s, prev = self.sessions[i], self._last[i]
+            if not found[i]:
+                self._gone[i] = True
                 s.socket_gone_at = now
-                self._event(s, now, "socket-gone", prev.state if prev else "")
+                self._event(s, now, "socket-gone", STATE_NAMES[prev.state] if prev else "")
                 continue
-            if info.inode == 0 or info.state == "TIME_WAIT":
-                # No descriptor holds it: the service closed it (an orphan the kernel keeps
-                # retransmitting a FIN for, for up to ~100 s, or TIME_WAIT). Given back.
+            row = rows[at[i]].item()            # ROW's fields as Python ints
+            info = Last(row[STATE], row[PROBES], row[RETRANSMITS], row[UNACKED])
+            self._last[i], self._last_sig[i] = info, sig[i]
+            if released[i]:
+                self._gone[i] = True
                 s.socket_gone_at = now
-                self._event(s, now, "socket-released", info.state)
-                s.last = info
+                self._event(s, now, "socket-released", STATE_NAMES[info.state])
                 continue
-            if prev is not None:
-                if info.state != prev.state:
-                    self._event(s, now, "state", info.state)
-                if info.probes > prev.probes:
-                    self._event(s, now, "probe", str(info.probes))
-                if info.retransmits > prev.retransmits:
-                    self._event(s, now, "retransmit", str(info.retransmits))
-                if info.unacked and not prev.unacked and not info.retransmits:
-                    # the kernel says how long ago the data left; more exact than this sample
-                    self._event(s, now - info.last_data_sent_s, "data-sent", f"{info.unacked} segments")
-            s.last = info
+            if prev is None:
+                continue
+            if info.state != prev.state:
+                self._event(s, now, "state", STATE_NAMES[info.state])
+            if info.probes > prev.probes:
+                self._event(s, now, "probe", str(info.probes))
+            if info.retransmits > prev.retransmits:
+                self._event(s, now, "retransmit", str(info.retransmits))
+            if info.unacked and not prev.unacked and not info.retransmits:
+                # the kernel says how long ago the data left; more exact than this sample
+                self._event(s, now - row[LAST_DATA_SENT] / 1e3, "data-sent",
+                            f"{info.unacked} segments")
+
+    def _locate(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each session: whether ``rows`` hold its socket, and at which row (the last
+        one, as a dict of the dump would keep it). Reused while the dump's sockets and
+        their order stay the same, which is most samples."""
+        if not len(rows):
+            self._seen_codes = None
+            return (np.zeros(len(self.sessions), dtype=bool),
+                    np.zeros(len(self.sessions), dtype=np.intp))
+        codes = self._row_codes(rows)
+        if self._seen_codes is not None and np.array_equal(codes, self._seen_codes):
+            return self._where
+        order = np.argsort(codes, kind="stable")
+        ordered = codes[order]
+        pos = np.searchsorted(ordered, self._sorted_codes, side="right") - 1
+        hit = pos >= 0
+        pos = np.where(hit, pos, 0)
+        found = np.empty(len(self.sessions), dtype=bool)
+        at = np.empty(len(self.sessions), dtype=np.intp)
+        found[self._by_code] = hit & (ordered[pos] == self._sorted_codes)
+        at[self._by_code] = order[pos]
+        self._seen_codes, self._where = codes, (found, at)
+        return found, at
 
     def wait(self, timeout_s: float) -> None:
         """Sleep until the next sample, recording process exits the moment they happen."""

@@ -42,12 +42,11 @@ def reference(data: bytes) -> dict[Key, SockInfo]:
 
 def parse(parts: list[bytes], parser: Parser | None = None, seq: int = SEQ) -> dict[Key, SockInfo]:
     parser = parser or Parser()
-    table: dict[Key, SockInfo] = {}
     for i, part in enumerate(parts):
         buf = bytearray(part) + bytearray(64)     # a receive buffer is larger than a part
-        done = parser.parse(buf, len(part), seq, table)
+        done = parser.parse(buf, len(part), seq)
         assert done == (i == len(parts) - 1), f"part {i} of {len(parts)}: done={done}"
-    return table
+    return parser.columns().table()
 
 
 def with_port(msg: bytes, port: int) -> bytes:
@@ -105,9 +104,9 @@ def test_a_shorter_tcp_info_reads_its_missing_fields_as_zero() -> None:
 
 def test_messages_of_another_dump_are_skipped() -> None:
     stale = b"".join(SOCKETS)
-    table: dict[Key, SockInfo] = {}
-    assert not Parser().parse(stale + DONE, len(stale) + len(DONE), SEQ + 1, table)
-    assert table == {}
+    parser = Parser()
+    assert not parser.parse(stale + DONE, len(stale) + len(DONE), SEQ + 1)
+    assert len(parser.columns()) == 0
 
 
 def error_message(kind: int, code: int, seq: int = SEQ) -> bytes:
@@ -125,7 +124,7 @@ def test_an_error_from_the_kernel_is_raised(kind: int) -> None:
 def test_a_message_longer_than_the_part_is_an_error() -> None:
     cut = SOCKETS[0][:-40]
     with pytest.raises(DumpError) as caught:
-        Parser().parse(cut, len(cut), SEQ, {})
+        Parser().parse(cut, len(cut), SEQ)
     assert caught.value.code == errno.EBADMSG
 
 
