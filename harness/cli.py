@@ -198,8 +198,23 @@ def cmd_explain(args: argparse.Namespace, out: Console, err: Console) -> int:
         cls = FAULTS[spec.fault.type]
         peer = (f"the peer is {getattr(cls, 'peer', '')}" if spec.fault.layer == "packet"
                 else "the server's TCP peer is the proxy")
+        if spec.load is not None:
+            load = spec.load
+            procs = ("one Locust process" if load.workers == 0
+                     else f"a Locust master and {load.workers} workers")
+            activity = ("idle" if load.every_s is None
+                        else f"a request every {format_seconds(load.every_s)} s")
+            out.print(f"  load      {load.users} users at {load.spawn_rate}/s ({procs}), each"
+                      f" holding one session, {activity}; the fault {format_seconds(load.hold)} s"
+                      f" after all are open", markup=False)
+            picked = spec.fault.sessions
+            share = (picked if isinstance(picked, (str, int))
+                     else f"{picked:.0%}")
+            sessions = f"{share} of the load's {load.users} sessions"
+        else:
+            sessions = f"sessions {spec.sessions.activity}"
         out.print(f"  fault     {spec.fault.type} at the {spec.fault.layer} layer ({peer});"
-                  f" sessions {spec.sessions.activity}", markup=False)
+                  f" {sessions}", markup=False)
         anchor = "the data went out" if spec.sessions.activity == "in-flight" else "the last activity"
         if spec.fault.layer == "proxy" and pred.reclaim_s is not None:
             out.print(f"  predicted {format_seconds(pred.reclaim_s)} s after the fault, by {pred.mechanism}:"

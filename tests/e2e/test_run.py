@@ -203,6 +203,11 @@ def test_the_catalogue_checks_and_explains() -> None:
     proc = run_cli("explain", "scenarios/postgres-defaults-hold-dead-sessions.yaml")
     assert proc.returncode == 0
     assert "7875 s after the last activity, by keepalive" in proc.stdout
+    proc = run_cli("explain", "scenarios/load-websocket-small.yaml")
+    assert proc.returncode == 0, proc.stderr
+    assert ("load      300 users at 150/s (a Locust master and 2 workers), each holding one"
+            " session, a request every 2 s; the fault 2 s after all are open") in proc.stdout
+    assert "blackhole at the packet layer (the peer is silent); 20% of the load's 300 sessions" in proc.stdout
 
 
 def _spawn(*args: str) -> subprocess.Popen[str]:
