@@ -10,7 +10,7 @@ of a run with thousands of sessions. It has its own small reader instead of pyro
 sockets). This reader sends one dump request with an in-kernel filter on the port, receives
 the whole dump into one buffer, and numpy reads the fields ``SockInfo`` needs out of the
 messages in place, into ``Columns`` (one array row per socket, no Python object per
-socket): 10 to 12 ms per sample at 10,000 sockets on the development machine, nearly all of
+socket): 9 to 16 ms per sample at 10,000 sockets on the development machine, nearly all of
 it the kernel's. ``dump`` gives the same table as ``SockInfo`` objects, for the callers
 that want them (about 3 µs per socket). pyroute2 stays the project's netlink library for
 everything else; ``pyroute2_dump`` is the old reader, kept as the reference the tests and
@@ -447,7 +447,7 @@ class SocketTable:
     def _receive(self, seq: int) -> None:
         """Receive dump ``seq`` whole, then parse it: its parts, back to back in one buffer,
         are one stream of messages, and parsing it in one go costs a fifth of parsing 32 KiB
-        at a time (1.0 against 5.4 ms at 10,000 sockets). A part ends the dump when it ends
+        at a time (1.0 against 5.6 ms at 10,000 sockets). A part ends the dump when it ends
         with its NLMSG_DONE or is an NLMSG_ERROR; the parser has the last word (should a
         socket's bytes look like an NLMSG_DONE, it goes on a part at a time)."""
         sock, parse, at = self._sock, self._parser.parse, 0

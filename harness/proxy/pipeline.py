@@ -244,13 +244,8 @@ class Stub:
 async def passthrough(stub: Stub) -> None:
     """Forward everything unchanged (the noop toxic, and any toxic whose toxicity roll
     came out against it)."""
-    while True:
-        item = await stub.recv()
-        if isinstance(item, End):
-            stub.close(item)
-            return
-        if item is not None:
-            await stub.send(item)
+    async for item in stub.chunks():
+        await stub.send(item)
 
 
 class Pipeline:

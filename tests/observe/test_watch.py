@@ -10,18 +10,13 @@ from dataclasses import dataclass, field
 import pytest
 
 from harness.core.timeline import Event
-from harness.observe.sockdiag import STATE_CODES, Columns, Key, SockInfo
+from harness.observe.sockdiag import STATE_CODES, Columns, Key, SockInfo, address_int
 from harness.observe.watch import Observer, Watched
 
 PORT = 5432
 T0 = 1_000_000.0
 ESTABLISHED, CLOSE_WAIT, FIN_WAIT1, TIME_WAIT = (STATE_CODES[s] for s in (
     "ESTABLISHED", "CLOSE_WAIT", "FIN_WAIT1", "TIME_WAIT"))
-
-
-def raw(address: str) -> int:
-    from harness.observe.sockdiag import address_int
-    return address_int(address)
 
 
 class FakeTable:
@@ -89,7 +84,7 @@ class Reference:
 def row(key: Key, state: int = ESTABLISHED, inode: int = 1, retransmits: int = 0,
         probes: int = 0, unacked: int = 0, sent_ms: int = 0) -> tuple[int, ...]:
     local, lport, remote, rport = key
-    return (state, 2, lport, rport, raw(local), raw(remote), inode, retransmits, probes, 0,
+    return (state, 2, lport, rport, address_int(local), address_int(remote), inode, retransmits, probes, 0,
             200_000, unacked, sent_ms, 5, 5)
 
 
