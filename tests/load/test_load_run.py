@@ -13,6 +13,16 @@ from conftest import run_cli
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
 
+def alive_checks_passed(row: dict[str, int], faulted: int) -> int:
+    """The survivors' checks in Locust's statistics: how many passed. Only a faulted session
+    may fail one: the harness waits for the survivors' checks, then reverts the fault; the
+    server, which reclaimed the faulted sessions, answers their clients with resets, and a
+    faulted client that reaches its check only then finds its socket closed (seen once in
+    CI: ``OSError('Socket is closed')``)."""
+    assert row["failures"] <= faulted, row
+    return row["requests"] - row["failures"]
+
+
 def test_small_load_run_reclaims_the_faulted_fraction_and_spares_the_rest(tmp_path: Path) -> None:
     proc = run_cli("run", "scenarios/load-websocket-small.yaml", "--report-dir", str(tmp_path), timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -40,7 +50,7 @@ def test_small_load_run_reclaims_the_faulted_fraction_and_spares_the_rest(tmp_pa
     # Locust's own statistics, in the entry and as files in the report folder
     stats = {r["name"]: r for r in load["locust"]["stats"]}
     assert stats["open"]["requests"] == 300 and stats["open"]["failures"] == 0
-    assert stats["alive-check"]["requests"] == 240 and stats["alive-check"]["failures"] == 0
+    assert alive_checks_passed(stats["alive-check"], faulted=60) == 240
     assert stats["request"]["requests"] > 300
     for name in ("locust_stats.csv", "stats.json", "master.log", "worker0.log", "worker1.log"):
         assert (folder / "load-websocket-small" / "locust" / name).is_file(), name
@@ -93,4 +103,5 @@ def test_ssh_sessions_under_load_are_reclaimed_by_client_alive(tmp_path: Path) -
     assert summary["survivors_killed"] == 0 and load["survivors_checked_ok"] == 45
     stats = {r["name"]: r for r in load["locust"]["stats"]}
     assert stats["open"]["requests"] == 60 and stats["open"]["failures"] == 0
-    assert stats["request"]["requests"] > 0 and stats["alive-check"]["failures"] == 0
+    assert stats["request"]["requests"] > 0
+    assert alive_checks_passed(stats["alive-check"], faulted=15) == 45
