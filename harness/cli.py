@@ -178,8 +178,8 @@ def cmd_check(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 def cmd_explain(args: argparse.Namespace, out: Console, err: Console) -> int:
     from harness.core.prediction import KernelDefaults, effective, format_seconds
-    from harness.faults import FAULTS
     from harness.experiment import make_target
+    from harness.faults import FAULTS
     from harness.runner import prepare, scenario_prediction
 
     for ls in prepare(args.paths):
@@ -252,7 +252,8 @@ def _expect_text(spec: Any, predicted: float | None) -> str:
 
 def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from harness import runner
-    from harness.report import formats, results as results_file
+    from harness.report import formats
+    from harness.report import results as results_file
     from harness.report.progress import RunProgress
 
     loaded = runner.prepare(args.paths, backend=args.backend)
@@ -288,7 +289,8 @@ def _publish(data: dict[str, Any], folder: str, args: argparse.Namespace,
              baseline: dict[str, Any] | None, out: Console) -> int:
     """Compare with the baseline, write every format, print the table: what ``run`` and
     ``report`` share. Returns 1 when the baseline comparison found regressions, else 0."""
-    from harness.report import baseline as compare, console, formats
+    from harness.report import baseline as compare
+    from harness.report import console, formats
 
     if baseline is not None:
         data["baseline"] = compare.compare(baseline, data, args.p95_tolerance, args.baseline).as_json()

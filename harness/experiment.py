@@ -16,8 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.core.prediction import (Prediction, combine, effective, format_seconds, predict,
-                                     predict_proxy)
+from harness.core.prediction import Prediction, combine, effective, format_seconds, predict, predict_proxy
 from harness.core.stats import summarize
 from harness.core.timeline import Event, outcome, sort_events
 from harness.core.verdict import Expectations, SessionResult, judge

@@ -11,16 +11,15 @@ import shutil
 import socket
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from harness import __version__
-from harness.core.prediction import (KernelDefaults, Prediction, combine, effective, predict,
-                                     predict_proxy)
+from harness.core.prediction import KernelDefaults, Prediction, combine, effective, predict, predict_proxy
 from harness.core.stats import summarize
 from harness.errors import LabError, MachineError, Problem, ScenarioError
-from harness.experiment import hold_open as _hold_open
 from harness.experiment import EventHook, ObserveHook, make_target, run_one
+from harness.experiment import hold_open as _hold_open
 from harness.faults import FAULTS, PacketFault, build
 from harness.faults.nft import nft_binary
 from harness.scenario import LoadedScenario, load_paths
@@ -289,7 +288,7 @@ class RunResults:
 
     def as_json(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "run_id": self.run_id, "started_at": self.started_at,
-                "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "connchaos": __version__, "host": socket.gethostname(),
                 "kernel": os.uname().release, "interrupted": self.interrupted,
                 "scenarios": self.scenarios}
@@ -305,7 +304,7 @@ class RunResults:
 
 def new_results(run_id: str | None = None) -> RunResults:
     return RunResults(run_id=run_id or new_run_id(),
-                      started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                      started_at=datetime.now(UTC).isoformat(timespec="seconds"))
 
 
 def ensure_images(loaded: Sequence[LoadedScenario], backend: str | None = None,

@@ -18,7 +18,6 @@ import io
 import os
 import re
 import shutil
-import socket
 import ssl
 import subprocess
 import tarfile
@@ -31,11 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness import __version__
-from harness.errors import LabError, MachineError
-
 import docker
 import docker.errors
+
+from harness import __version__
+from harness.errors import LabError, MachineError
 
 Progress = Callable[[str], None]
 Client = Any   # docker.DockerClient: the SDK ships no type hints
@@ -118,7 +117,7 @@ def _answers(url: str) -> bool:
         return True
     except urllib.error.HTTPError:
         return True
-    except (urllib.error.URLError, OSError, socket.timeout, ValueError):
+    except (TimeoutError, urllib.error.URLError, OSError, ValueError):
         return False
 
 

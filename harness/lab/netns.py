@@ -158,9 +158,8 @@ def read_sysctl(name: str, key: str) -> str:
 def write_sysctl(name: str, key: str, value: str) -> None:
     """Set a sysctl inside namespace ``name``."""
     path = "/proc/sys/" + key.replace(".", "/")
-    with entered(name):
-        with open(path, "w") as f:
-            f.write(value)
+    with entered(name), open(path, "w") as f:
+        f.write(value)
 
 
 def list_namespaces() -> list[str]:

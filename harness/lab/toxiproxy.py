@@ -104,9 +104,7 @@ class LabProxy:
         """The official Toxiproxy image when it is here or can be pulled, else the built-in
         proxy's image; either joins the router's namespace. Both read ``--host=``/``--port=``
         (Go's flag package takes the double dash too)."""
-        from harness.lab.images import connect, toxiproxy_image
-
-        from harness.lab.images import image_ref
+        from harness.lab.images import connect, image_ref, toxiproxy_image
 
         assert isinstance(self.lab, DockerLab)
         if self.beside == "cli":

@@ -27,14 +27,14 @@ from harness.core.stats import summarize
 from harness.core.timeline import Event, outcome, sort_events
 from harness.core.verdict import SessionResult
 from harness.errors import LabError
+from harness.experiment import judged_entry, new_lab
 from harness.faults import build
 from harness.faults.base import Flow, PacketFault
-from harness.experiment import judged_entry, new_lab
 from harness.lab.kernel import kernel_defaults
 from harness.load.locust import USERS, LocustRun
 from harness.load.resources import ResourceSampler
 from harness.observe.owners import session_pids
-from harness.observe.sockdiag import Key, SockInfo, SocketTable
+from harness.observe.sockdiag import Key, SocketTable, SockInfo
 from harness.observe.watch import Observer, Watched
 from harness.scenario import LoadedScenario
 

@@ -32,7 +32,7 @@ import time
 from typing import Any
 
 from harness.errors import LabError
-from harness.observe.sockdiag import Columns, Key, SockInfo, SocketTable
+from harness.observe.sockdiag import Columns, Key, SocketTable, SockInfo
 
 OWN_NAMESPACE = "/proc/self/ns/net"
 

@@ -30,10 +30,10 @@ import os
 import socket
 import struct
 import sys
-from socket import AF_INET
-from dataclasses import dataclass
-from types import TracebackType
 from collections.abc import Iterable
+from dataclasses import dataclass
+from socket import AF_INET
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np

@@ -19,8 +19,16 @@ import numpy as np
 
 from harness.core.timeline import Event
 from harness.observe.procs import ExitWatcher
-from harness.observe.sockdiag import (ROW, STATE_CODES, STATE_NAMES, TIME_WAIT, Key, SockInfo,
-                                      TableReader, address_int)
+from harness.observe.sockdiag import (
+    ROW,
+    STATE_CODES,
+    STATE_NAMES,
+    TIME_WAIT,
+    Key,
+    SockInfo,
+    TableReader,
+    address_int,
+)
 
 MAX_LOCAL_ADDRESSES = 1 << 16       # a session's code has 16 bits for the server's address
 UNSEEN = np.uint64(1 << 63)          # a signature no row has

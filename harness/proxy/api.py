@@ -42,8 +42,15 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from harness.proxy import gojson
-from harness.proxy.errors import (METHOD_NOT_ALLOWED, MISSING_FIELD, ROUTE_NOT_FOUND,
-                                  TOXIC_NOT_FOUND, USER_AGENT_NOT_ALLOWED, ApiError, internal)
+from harness.proxy.errors import (
+    METHOD_NOT_ALLOWED,
+    MISSING_FIELD,
+    ROUTE_NOT_FOUND,
+    TOXIC_NOT_FOUND,
+    USER_AGENT_NOT_ALLOWED,
+    ApiError,
+    internal,
+)
 from harness.proxy.proxy import ProxyConfig
 
 if TYPE_CHECKING:

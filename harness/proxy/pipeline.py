@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import random
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol

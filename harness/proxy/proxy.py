@@ -27,11 +27,9 @@ from typing import Any
 
 from harness.proxy import gojson, toxics
 from harness.proxy.connection import Connection
-from harness.proxy.errors import (INVALID_STREAM, INVALID_TOXIC_TYPE, TOXIC_ALREADY_EXISTS,
-                                  TOXIC_NOT_FOUND)
+from harness.proxy.errors import INVALID_STREAM, INVALID_TOXIC_TYPE, TOXIC_ALREADY_EXISTS, TOXIC_NOT_FOUND
 from harness.proxy.link import Spinner
-from harness.proxy.listener import (ALONE, Share, bind_listener, join_host_port, parse_port,
-                                    split_host_port)
+from harness.proxy.listener import ALONE, Share, bind_listener, join_host_port, parse_port, split_host_port
 
 log = logging.getLogger(__name__)
 STREAMS = ("upstream", "downstream")   # Toxiproxy lists upstream toxics first

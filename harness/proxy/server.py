@@ -43,8 +43,7 @@ from aiohttp import web
 
 from harness.proxy import gojson
 from harness.proxy.api import build_app, decode_proxy
-from harness.proxy.errors import (MISSING_FIELD, PROXY_ALREADY_EXISTS, PROXY_NOT_FOUND, ApiError,
-                                  WorkerError)
+from harness.proxy.errors import MISSING_FIELD, PROXY_ALREADY_EXISTS, PROXY_NOT_FOUND, ApiError, WorkerError
 from harness.proxy.listener import ALONE, LEAD, join_host_port, resolve_listen
 from harness.proxy.pool import WorkerPool
 from harness.proxy.proxy import Proxy, ProxyConfig, Settings

@@ -6,9 +6,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from harness.core.prediction import format_seconds
-from rich.table import Table
 
 STYLE = {"pass": "green", "fail": "red", "error": "yellow"}
 

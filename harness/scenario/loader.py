@@ -162,10 +162,10 @@ def _read_yaml(text: str, path: str) -> tuple[dict[Any, object], dict[FieldPath,
         raise ScenarioError([_yaml_problem(path, text, exc)]) from exc
     problems: list[Problem] = []
     try:
-        loader.get_event()  # type: ignore[no-untyped-call]  # the stream start
+        loader.get_event()  # the stream start
         root = None if loader.check_event(yaml.StreamEndEvent) else loader.compose_document()
         if not loader.check_event(yaml.StreamEndEvent):
-            second = loader.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]
+            second = loader.peek_event().start_mark.line + 1
             problems.append(Problem(path, second, "", "one scenario per file: a second document starts here"))
         converter = _Converter(loader, path)
         data = converter.convert(root, ()) if root is not None else None

@@ -160,7 +160,7 @@ class WebSocket:
         try:
             pong = await handle.ping()
             await asyncio.wait_for(pong, 5)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False, "no pong within 5 s"
         except Exception as exc:  # a closed connection raises its own kinds
             return False, f"{type(exc).__name__}: {exc}"

@@ -23,7 +23,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import psycopg
@@ -35,7 +35,7 @@ from harness.lab import naming
 from harness.lab.netns import exec_argv
 from harness.lab.processes import stop_process, wait_ready
 from harness.scenario.model import Scenario
-from harness.targets.base import LabView, as_docker, Scalar, ServerError, Session
+from harness.targets.base import LabView, Scalar, ServerError, Session, as_docker
 
 USER = "connchaos"
 CHANNEL = "connchaos_in_flight"
@@ -356,7 +356,7 @@ class PostgresTarget:
     async def close_session(self, session: Session) -> None:
         try:
             await asyncio.wait_for(session.handle.close(), 2)
-        except (asyncio.TimeoutError, psycopg.Error, OSError):
+        except (TimeoutError, psycopg.Error, OSError):
             pass
 
     async def alive(self, session: Session, timeout_s: float = 5.0) -> tuple[bool, str]:
@@ -388,7 +388,7 @@ class PostgresTarget:
             m = _LOG.match(line.rstrip("\n"))
             if not m:
                 continue
-            at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)
+            at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
             text = m.group(3)
             kind = ("timeout" if "timed out" in text else "reset" if "reset by peer" in text
                     else "eof" if "EOF" in text else text)

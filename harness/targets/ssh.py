@@ -59,7 +59,7 @@ from harness.lab.cleanup import remove_run_user
 from harness.lab.netns import exec_argv, listening
 from harness.lab.processes import end_processes, running
 from harness.scenario.model import Scenario
-from harness.targets.base import LabView, as_docker, Scalar, ServerError, Session
+from harness.targets.base import LabView, Scalar, ServerError, Session, as_docker
 
 # The lab decides these: where sshd listens, its keys and files, who may log in and how.
 # A scenario setting one of them would cut the harness off from its own sessions.

@@ -24,8 +24,14 @@ from harness.lab.netns import exec_argv
 from harness.lab.processes import log_tail, stop_process_group, wait_ready
 from harness.scenario.model import Scenario
 from harness.targets import openers
-from harness.targets.base import (LabView, Scalar, ServerError, Session, ready_command_succeeds,
-                                  start_in_container)
+from harness.targets.base import (
+    LabView,
+    Scalar,
+    ServerError,
+    Session,
+    ready_command_succeeds,
+    start_in_container,
+)
 
 DECLARED = {"tcp_keepalive": "bool", "tcp_keepalive_idle": "int", "tcp_keepalive_interval": "int",
             "tcp_keepalive_count": "int", "tcp_user_timeout": "int"}

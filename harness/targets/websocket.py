@@ -60,8 +60,14 @@ from harness.faults.base import Flow
 from harness.lab.netns import exec_argv
 from harness.lab.processes import log_tail, stop_process_group, wait_ready
 from harness.scenario.durations import parse_duration
-from harness.targets.base import (LabView, Scalar, ServerError, Session, ready_command_succeeds,
-                                  start_in_container)
+from harness.targets.base import (
+    LabView,
+    Scalar,
+    ServerError,
+    Session,
+    ready_command_succeeds,
+    start_in_container,
+)
 
 DEFAULT_PORT = 8765
 ALIVE_TIMEOUT_S = 5.0

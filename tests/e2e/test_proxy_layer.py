@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import run_cli, write_scenario
+
 from harness import runner
 from harness.lab import naming
 from harness.lab.toxiproxy import LabProxy

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from junitparser import JUnitXml
-
 from conftest import REPO, run_cli
+from junitparser import JUnitXml
 
 SAMPLE = REPO / "tests" / "report" / "data" / "catalogue.json"
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import CONNCHAOS, REPO, ours, run_cli, write_scenario
+
 from harness import runner
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")

@@ -12,10 +12,10 @@ import pytest
 
 from harness.faults import FAULTS, PacketFault
 from harness.faults import build as build_spec
-from harness.scenario.model import Fault
 from harness.faults.base import Flow
 from harness.lab.local import LocalLab
 from harness.lab.netns import entered
+from harness.scenario.model import Fault
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
@@ -44,7 +44,7 @@ def _arrives(sender: socket.socket, receiver: socket.socket, wait: float = 0.6) 
     receiver.settimeout(wait)
     try:
         return receiver.recv(5) == b"hello"
-    except socket.timeout:
+    except TimeoutError:
         return False
 
 

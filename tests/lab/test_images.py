@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import require_docker, run_cli, skip_or_fail
+
 from harness import __version__
 from harness.errors import LabError
 from harness.lab import images
@@ -350,7 +350,7 @@ def test_websocket_image_serves_the_reference_server(client: Any, built: dict[st
     def answers() -> bool:
         try:
             return asyncio.run(echo()) == "hello"
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             return False
 
     _until("websocket server", answers, ws)

@@ -61,9 +61,8 @@ def test_names_are_ours_and_fit() -> None:
 
 
 def test_exception_inside_the_lab_tears_it_down() -> None:
-    with pytest.raises(RuntimeError):
-        with LocalLab() as lab:
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), LocalLab() as lab:
+        raise RuntimeError("boom")
     assert lab.server_ns not in list_namespaces()
 
 
@@ -72,9 +71,8 @@ def test_a_namespace_that_exists_already_is_an_error_and_left_alone() -> None:
     taken = naming.namespace(lab_id, "rtr")
     subprocess.run(["ip", "netns", "add", taken], check=True)
     try:
-        with pytest.raises(LabError, match="already exists"):
-            with LocalLab(lab_id=lab_id):
-                pass
+        with pytest.raises(LabError, match="already exists"), LocalLab(lab_id=lab_id):
+            pass
         assert taken in list_namespaces()
         assert naming.namespace(lab_id, "cli") not in list_namespaces()
     finally:

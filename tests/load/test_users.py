@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from harness.load.locust import LocustRun, read_stats
 
 ECHO = REPO / "scenarios" / "services" / "tcp_echo.py"

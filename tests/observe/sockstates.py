@@ -83,18 +83,17 @@ def capture(out: str) -> None:
     from harness.observe.sockdiag import SocketTable
 
     parts: list[bytes] = []
-    with LocalLab(run_id="capture") as lab, socket_states(lab):
-        with SocketTable(lab.server_ns) as table:
-            recv_into = table._sock.recv_into
+    with LocalLab(run_id="capture") as lab, socket_states(lab), SocketTable(lab.server_ns) as table:
+        recv_into = table._sock.recv_into
 
-            def recording(buf: bytearray) -> int:
-                n = recv_into(buf)
-                parts.append(bytes(buf[:n]))
-                return n
+        def recording(buf: bytearray) -> int:
+            n = recv_into(buf)
+            parts.append(bytes(buf[:n]))
+            return n
 
-            table._sock = _Recording(table._sock, recording)   # type: ignore[assignment]
-            table.dump(PORT)
-            seq = table._seq
+        table._sock = _Recording(table._sock, recording)   # type: ignore[assignment]
+        table.dump(PORT)
+        seq = table._seq
     with open(out, "w") as f:
         json.dump({"about": "one SOCK_DIAG_BY_FAMILY dump of tests/observe/sockstates.py's"
                             f" sockets, port {PORT}, Linux {_kernel()}",

@@ -10,7 +10,7 @@ from observe.sockstates import OTHER_PORT, PORT, socket_states  # tests/ is on s
 
 from harness.errors import LabError
 from harness.lab.local import LocalLab
-from harness.observe.sockdiag import Key, SockInfo, SocketTable, open_pyroute2, pyroute2_dump
+from harness.observe.sockdiag import Key, SocketTable, SockInfo, open_pyroute2, pyroute2_dump
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
@@ -80,31 +80,30 @@ def test_hundreds_of_sockets_come_in_several_parts_and_read_the_same() -> None:
 def test_a_dump_cut_short_does_not_spoil_the_next() -> None:
     """Ctrl-C between two parts of a dump leaves the rest unread: the next dump reads it
     away first (the kernel would answer EBUSY)."""
-    with LocalLab() as lab, socket_states(lab, idle=400) as ports:
-        with SocketTable(lab.server_ns) as table:
-            sock = table._sock
+    with LocalLab() as lab, socket_states(lab, idle=400) as ports, SocketTable(lab.server_ns) as table:
+        sock = table._sock
 
-            class Interrupted:
-                """The table's socket, with Ctrl-C arriving as the second part comes in."""
+        class Interrupted:
+            """The table's socket, with Ctrl-C arriving as the second part comes in."""
 
-                def __init__(self) -> None:
-                    self.parts = 0
+            def __init__(self) -> None:
+                self.parts = 0
 
-                def __getattr__(self, name: str) -> object:
-                    return getattr(sock, name)
+            def __getattr__(self, name: str) -> object:
+                return getattr(sock, name)
 
-                def recv_into(self, *args: object) -> int:
-                    self.parts += 1
-                    if self.parts == 2:
-                        raise KeyboardInterrupt
-                    return sock.recv_into(*args)  # type: ignore[arg-type]
+            def recv_into(self, *args: object) -> int:
+                self.parts += 1
+                if self.parts == 2:
+                    raise KeyboardInterrupt
+                return sock.recv_into(*args)  # type: ignore[arg-type]
 
-            table._sock = Interrupted()  # type: ignore[assignment]
-            with pytest.raises(KeyboardInterrupt):
-                table.dump(PORT)
-            table._sock = sock
-            assert len(table.dump(PORT)) == len(ports)
-            assert len(table.dump(PORT)) == len(ports)
+        table._sock = Interrupted()  # type: ignore[assignment]
+        with pytest.raises(KeyboardInterrupt):
+            table.dump(PORT)
+        table._sock = sock
+        assert len(table.dump(PORT)) == len(ports)
+        assert len(table.dump(PORT)) == len(ports)
 
 
 def test_a_missing_namespace_is_a_lab_error() -> None:

@@ -12,8 +12,18 @@ from pathlib import Path
 import pytest
 from pyroute2.netlink.diag import MarshalDiag
 
-from harness.observe.sockdiag import (NLMSG_DONE, NLMSG_ERROR, NLMSGHDR, RTATTR, DumpError,
-                                      Key, Parser, SockInfo, from_pyroute2, request)
+from harness.observe.sockdiag import (
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSGHDR,
+    RTATTR,
+    DumpError,
+    Key,
+    Parser,
+    SockInfo,
+    from_pyroute2,
+    request,
+)
 
 CAPTURE = json.loads((Path(__file__).parent / "data" / "sockdiag-dump.json").read_text())
 SEQ, PORT = CAPTURE["seq"], CAPTURE["port"]

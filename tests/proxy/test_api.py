@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.proxy.conftest import (HOST, Upstream, connect, eventually, recv_exact, refused,
-                                  round_trip)
+from tests.proxy.conftest import HOST, Upstream, connect, eventually, recv_exact, refused, round_trip
 
 
 def create(api: str, upstream: Upstream, name: str = "svc", **extra: Any) -> dict[str, Any]:

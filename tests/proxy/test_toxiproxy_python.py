@@ -12,8 +12,7 @@ import requests
 from toxiproxy import Toxiproxy
 from toxiproxy.exceptions import NotFound, ProxyExists
 
-from tests.proxy.conftest import (Upstream, connect, eventually, recv_exact, refused,
-                                  round_trip, until_closed)
+from tests.proxy.conftest import Upstream, connect, eventually, recv_exact, refused, round_trip, until_closed
 
 
 def make(toxiproxy: Toxiproxy, upstream: Upstream, name: str = "svc"):  # type: ignore[no-untyped-def]

@@ -6,8 +6,8 @@ import shlex
 from typing import Any
 
 import yaml
-
 from conftest import REPO
+
 from harness.cli import _parser
 
 EXAMPLE = REPO / "docs" / "examples" / "connchaos.yml"

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import skip_or_fail
 
 from harness.report import html, plots
-
-from conftest import skip_or_fail
 
 DATA = Path(__file__).parent / "data" / "results.json"
 CHROMIUM = "/usr/bin/chromium"

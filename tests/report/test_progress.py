@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import run_cli, write_scenario
 from rich.console import Console
 
-from conftest import run_cli, write_scenario
 from harness import runner
 from harness.report.progress import RunProgress
 

@@ -7,9 +7,9 @@ import time
 import pytest
 
 from harness.faults import build as build_spec
-from harness.scenario.model import Fault
 from harness.lab.local import LocalLab
 from harness.lab.netns import LoopInNamespace
+from harness.scenario.model import Fault
 from harness.targets.postgres import PostgresTarget, pg_seconds
 
 

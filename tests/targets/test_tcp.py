@@ -7,8 +7,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, ours, write_scenario
+
 from harness import runner
 from harness.errors import LabError
 from harness.lab.local import LocalLab
