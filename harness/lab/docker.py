@@ -34,6 +34,7 @@ those of runs that died. Nothing without our label is touched.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -70,7 +71,8 @@ def engine(timeout_s: float = 60) -> Any:
         client = docker.from_env(timeout=int(timeout_s))
         client.ping()
     except DockerException as exc:
-        raise MachineError("a Docker engine", f"none answers ({exc}); start dockerd or set DOCKER_HOST") from exc
+        raise MachineError("a Docker engine",
+                           f"none answers ({exc}); start dockerd or set DOCKER_HOST") from exc
     return client
 
 
@@ -101,10 +103,8 @@ class LogLines:
         self.close()
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self._stream.close()
-        except Exception:
-            pass
 
     def __iter__(self) -> Iterator[bytes]:
         pending = b""
@@ -144,10 +144,8 @@ class ContainerProcess:
         return int(status.get("StatusCode", -1))
 
     def send_signal(self, sig: int) -> None:
-        try:
+        with contextlib.suppress(Exception):  # not running any more
             self.container.kill(signal=int(sig))
-        except Exception:
-            pass  # not running any more
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
@@ -387,7 +385,8 @@ class DockerLab(LabBase):
         ``binds`` maps host folders to container paths (read-write)."""
         holder = self._containers[beside]
         options: dict[str, Any] = {"pid_mode": "host", "environment": dict(env or {}),
-                                   "volumes": {h: {"bind": c, "mode": "rw"} for h, c in (binds or {}).items()}}
+                                   "volumes": {h: {"bind": c, "mode": "rw"}
+                                               for h, c in (binds or {}).items()}}
         if entrypoint is not None:
             options["entrypoint"] = list(entrypoint)
         if user is not None:
@@ -423,29 +422,23 @@ def _tar(name: str, text: str) -> bytes:
 def _quietly(fn: Any) -> None:
     from docker.errors import NotFound
 
-    try:
+    with contextlib.suppress(NotFound):
         fn()
-    except NotFound:
-        pass
 
 
 def _remove_container(container: Any) -> None:
     """Force-remove with its anonymous volumes (an image's VOLUME, e.g. postgres's data)."""
     from docker.errors import NotFound
 
-    try:
+    with contextlib.suppress(NotFound):
         container.remove(force=True, v=True)
-    except NotFound:
-        pass
 
 
 def _remove_by_name(client: Any, name: str) -> None:
     from docker.errors import NotFound
 
-    try:
+    with contextlib.suppress(NotFound):
         _remove_container(client.containers.get(name))
-    except NotFound:
-        pass
 
 
 def _detach(name: str) -> None:
@@ -463,7 +456,8 @@ def labelled(client: Any) -> tuple[list[Any], list[Any]]:
 
 
 def lab_of(obj: Any) -> str:
-    return str((obj.attrs.get("Labels") or obj.attrs.get("Config", {}).get("Labels") or {}).get(LABEL_LAB, ""))
+    found = obj.attrs.get("Labels") or obj.attrs.get("Config", {}).get("Labels") or {}
+    return str(found.get(LABEL_LAB, ""))
 
 
 def remove_labelled(client: Any, keep: Any = lambda lab: False) -> list[str]:

@@ -211,7 +211,8 @@ def build_base(client: Client, name: str, suite: str, mirror: str, progress: Pro
     if os.geteuid() != 0:
         raise MachineError(f"root (to build {name} with debootstrap: no registry answered)", "run as root")
     if shutil.which("debootstrap") is None:
-        raise MachineError(f"debootstrap (to build {name}: no registry answered)", "apt-get install debootstrap")
+        raise MachineError(f"debootstrap (to build {name}: no registry answered)",
+                           "apt-get install debootstrap")
     tmp = tempfile.mkdtemp(prefix="connchaos-base-")
     try:
         root = os.path.join(tmp, "root")
@@ -366,7 +367,8 @@ def toxiproxy_image(client: Client, progress: Progress = _quiet) -> str:
     built-in proxy, same API on 8474), built if missing."""
     if _local(client, TOXIPROXY_OFFICIAL) is not None:
         return TOXIPROXY_OFFICIAL
-    if registry_reachable(client, registry_host(TOXIPROXY_OFFICIAL)) and _pull(client, TOXIPROXY_OFFICIAL, progress):
+    if (registry_reachable(client, registry_host(TOXIPROXY_OFFICIAL))
+            and _pull(client, TOXIPROXY_OFFICIAL, progress)):
         return TOXIPROXY_OFFICIAL
     return ensure(client, ["toxiproxy"], progress)["toxiproxy"]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import ctypes
 import os
 import subprocess
@@ -120,10 +121,9 @@ class LoopInNamespace:
             if rest:
                 await asyncio.wait(rest, timeout=grace_s)
 
-        try:
+        # an abandoned task that will not finish; the loop stops regardless
+        with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
             self.run(cancel_rest(), timeout=grace_s + 1)
-        except (concurrent.futures.TimeoutError, RuntimeError):
-            pass  # an abandoned task that will not finish; the loop stops regardless
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
 
@@ -149,10 +149,9 @@ def run_in(name: str, argv: Sequence[str], *, input: str | None = None,
 def read_sysctl(name: str, key: str) -> str:
     """A sysctl as seen inside namespace ``name`` (``net.ipv4.tcp_keepalive_time``)."""
     path = "/proc/sys/" + key.replace(".", "/")
-    with entered(name):
-        # /proc/sys/net resolves against the opening thread's namespace.
-        with open(path) as f:
-            return f.read().strip()
+    # /proc/sys/net resolves against the opening thread's namespace.
+    with entered(name), open(path) as f:
+        return f.read().strip()
 
 
 def write_sysctl(name: str, key: str, value: str) -> None:

@@ -6,6 +6,7 @@ goes the same way: its own clean-shutdown signal first, SIGKILL if it lingers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -29,10 +30,8 @@ def end_processes(still_running: Callable[[], Iterable[int]], grace_s: float = 3
     for sig in (signal.SIGTERM, signal.SIGKILL):
         pids = list(still_running())
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + grace_s
         while pids and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -74,10 +73,8 @@ def stop_process_group(proc: Any, grace_s: float = 5.0) -> None:
             continue
         if sig == signal.SIGTERM:
             # the leader is gone; what it started in its group goes with it
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         break
 
 

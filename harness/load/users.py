@@ -7,8 +7,8 @@ all become greenlets. Nothing here may run inside the harness's asyncio process.
 
 What a user does, configured by environment variables (``harness.load.locust`` sets them):
 
-- on start, opens its session (postgres, websocket, ssh or raw tcp) (reported to Locust's statistics as ``open``) and writes an
-  ``opened`` line with its client address to the events file;
+- on start, opens its session (postgres, websocket, ssh or raw tcp) (reported to Locust's
+  statistics as ``open``) and writes an ``opened`` line with its client address to the events file;
 - then holds it: idle, or one small request every ``CONNCHAOS_LOAD_EVERY`` seconds
   (``SELECT 1``, a WebSocket message and its echo, a byte and its echo), each reported as
   ``request``; a request that fails or takes longer than ``CONNCHAOS_LOAD_TIMEOUT`` breaks
@@ -25,6 +25,7 @@ its address, which only this file gives.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -77,7 +78,8 @@ class _Events:
             return
         if self._file is None:
             path = os.path.join(EVENTS_FOLDER, f"events-{os.getpid()}.jsonl")
-            self._file = open(path, "a", buffering=1)   # line-buffered: read while running
+            # kept open for the user's life; line-buffered: read while running
+            self._file = open(path, "a", buffering=1)  # noqa: SIM115
         self._file.write(json.dumps({"at": time.time(), "what": what, "client": client,
                                      "ok": ok, "detail": detail}) + "\n")
 
@@ -180,10 +182,8 @@ class SessionUser(User):
 
     def on_stop(self) -> None:
         if self.handle is not None:
-            try:
+            with contextlib.suppress(Exception):  # the run is over; a dead session may not close cleanly
                 self.close()
-            except Exception:
-                pass   # the run is over; a dead session may not close cleanly
             self.handle = None
 
 

@@ -132,7 +132,7 @@ class Observer:
         """Begin counting from the fault at ``t0`` (time.time()); ``before`` is the last
         sample taken before the fault."""
         self.t0 = t0
-        infos = dict(zip(self._key_codes(list(before)).tolist(), before.values()))
+        infos = dict(zip(self._key_codes(list(before)).tolist(), before.values(), strict=True))
         for i, code in enumerate(self._codes.tolist()):
             info = infos.get(code)
             self._last[i] = None if info is None else Last(

@@ -195,7 +195,7 @@ def _clean_loc(loc: tuple[int | str, ...], data: object, kind: str) -> FieldPath
     clean: list[str | int] = []
     node = data
     for position, part in enumerate(loc):
-        if isinstance(node, dict) and part in node:
+        if isinstance(node, dict) and part in node:  # noqa: SIM114 (apart, mypy narrows part per container)
             clean.append(part)
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):

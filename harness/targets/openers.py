@@ -11,6 +11,7 @@ client). Third-party openers register a class under the entry-point group
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from dataclasses import dataclass
@@ -102,10 +103,8 @@ class Postgres:
         return True, "SELECT 1 answered"
 
     async def close(self, handle: Any) -> None:
-        try:
+        with contextlib.suppress(Exception):  # closing a dead session must not fail the run
             await asyncio.wait_for(handle.close(), 2)
-        except Exception:  # closing a dead session must not fail the run
-            pass
 
 
 @dataclass

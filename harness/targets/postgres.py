@@ -10,6 +10,7 @@ fault can cut.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import difflib
 import functools
 import glob
@@ -49,6 +50,8 @@ _SECONDS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "min": 60.0, "h": 3600.0, "d": 864
 _LOG = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) UTC \[(\d+)\] \w+:\s+"
                   r"(could not (?:receive|send) data (?:from|to) client: .*|unexpected EOF.*)$")
 
+
+_BOOLEAN_WORDS = {"on", "off", "true", "false", "yes", "no", "1", "0"}
 
 def find_bindir() -> str | None:
     """The folder holding ``postgres`` and ``initdb``: $CONNCHAOS_PG_BINDIR, Debian's
@@ -90,7 +93,7 @@ def known_settings(bindir: str) -> dict[str, tuple[str, str, str]]:
 def _check_value(kind: str, lo: str, hi: str, value: Scalar) -> str | None:
     """Why ``value`` does not fit a setting of type ``kind``, or None."""
     if kind == "BOOLEAN":
-        if isinstance(value, bool) or str(value).lower() in {"on", "off", "true", "false", "yes", "no", "1", "0"}:
+        if isinstance(value, bool) or str(value).lower() in _BOOLEAN_WORDS:
             return None
         return f"expected a boolean (on/off); got {value!r}"
     if kind in ("INTEGER", "REAL"):
@@ -354,10 +357,8 @@ class PostgresTarget:
         return (row[0], int(row[1])) if row and row[0] else None
 
     async def close_session(self, session: Session) -> None:
-        try:
+        with contextlib.suppress(TimeoutError, psycopg.Error, OSError):
             await asyncio.wait_for(session.handle.close(), 2)
-        except (TimeoutError, psycopg.Error, OSError):
-            pass
 
     async def alive(self, session: Session, timeout_s: float = 5.0) -> tuple[bool, str]:
         async def select_one() -> Any:

@@ -69,7 +69,8 @@ class TcpTarget:
         for name, value in settings.items():
             kind = DECLARED.get(name)
             if kind is None:
-                problems.append((name, f"not a declared socket setting (expected one of: {', '.join(DECLARED)})"))
+                problems.append((name, "not a declared socket setting"
+                                       f" (expected one of: {', '.join(DECLARED)})"))
             elif kind == "bool" and not isinstance(value, bool):
                 problems.append((name, f"expected true or false; got {value!r}"))
             elif kind == "int" and (isinstance(value, bool) or not isinstance(value, int) or value < 0):

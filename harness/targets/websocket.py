@@ -371,7 +371,8 @@ class WebSocketTarget:
     def send_in_flight(self, sessions: Sequence[Session]) -> None:
         """The reference server sends one message on each of these sessions' connections."""
         if not self.reference:
-            raise LabError("activity: in-flight", "a WebSocket server of your own cannot be told to send data")
+            raise LabError("activity: in-flight",
+                           "a WebSocket server of your own cannot be told to send data")
         by_path = self._peers_by_path()
         peers = [by_path[self._path(s.id)] for s in sessions if self._path(s.id) in by_path]
         answer = self._ask({"op": "send", "peers": peers, "bytes": IN_FLIGHT_BYTES})
