@@ -168,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_check(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from harness.runner import prepare
+    from harness.run import prepare
 
     loaded = prepare(args.paths)
     for ls in loaded:
@@ -178,9 +178,8 @@ def cmd_check(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 def cmd_explain(args: argparse.Namespace, out: Console, err: Console) -> int:
     from harness.core.prediction import KernelDefaults, effective, format_seconds
-    from harness.experiment import make_target
     from harness.faults import FAULTS
-    from harness.runner import prepare, scenario_prediction
+    from harness.run import make_target, prepare, scenario_prediction
 
     for ls in prepare(args.paths):
         spec = ls.scenario
@@ -251,29 +250,29 @@ def _expect_text(spec: Any, predicted: float | None) -> str:
 
 
 def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from harness import runner
+    from harness import run
     from harness.report import formats
     from harness.report import results as results_file
     from harness.report.progress import RunProgress
 
-    loaded = runner.prepare(args.paths, backend=args.backend)
+    loaded = run.prepare(args.paths, backend=args.backend)
     proxy_command = _proxy_command(args)
     baseline = results_file.read(args.baseline) if args.baseline else None  # bad file: exit 2 now
-    runner.require_machine(loaded, args.backend)
-    res = runner.new_results()
+    run.require_machine(loaded, args.backend)
+    res = run.new_results()
     folder = results_file.run_folder(args.report_dir, res.run_id)
 
     view = RunProgress(err, quiet=args.quiet, verbose=args.verbose)
     try:
         with view:
-            runner.run(loaded, results=res, progress=view.line, proxy_command=proxy_command,
-                       on_scenario=view.scenario_done, on_observe=view.observe,
+            run.run(loaded, results=res, progress=view.line, proxy_command=proxy_command,
+                       on_scenario=lambda record: view.scenario_done(record.to_json()), on_observe=view.observe,
                        on_event=view.event if args.verbose else None, backend=args.backend,
                        report_folder=folder)
     except KeyboardInterrupt:
-        formats.write_all(res.as_json(), folder)  # what finished before the interrupt
+        formats.write_all(res.record().to_json(), folder)  # what finished before the interrupt
         raise
-    data = res.as_json()
+    data = res.record().to_json()
     code = _publish(data, folder, args, baseline, out)
     if args.json:
         text = json.dumps(data, indent=1)
@@ -322,12 +321,12 @@ def cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def cmd_up(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from harness import runner
+    from harness import run
 
-    loaded = runner.prepare([args.path], backend=args.backend)
+    loaded = run.prepare([args.path], backend=args.backend)
     proxy_command = _proxy_command(args)
-    runner.require_machine(loaded, args.backend)
-    return runner.hold_open(loaded[0], inject=args.fault, show=lambda s: out.print(s, markup=False),
+    run.require_machine(loaded, args.backend)
+    return run.hold_open(loaded[0], inject=args.fault, show=lambda s: out.print(s, markup=False),
                             proxy_command=proxy_command, backend=args.backend)
 
 

@@ -4,7 +4,7 @@
 ``pytest scenarios/`` collects each YAML file that is a scenario (a top-level mapping with
 ``target`` and ``fault``; any other YAML is left alone), one item per file named after the
 scenario, marked ``connchaos``, with its service and its ``tags``. Items run through the same
-library call as ``connchaos run`` (``harness.runner.prepare`` and ``run``); a failed
+library call as ``connchaos run`` (``harness.run.prepare`` and ``run``); a failed
 expectation reads as the JUnit message does. Without root, nftables or the service, items
 skip with the reason (``CONNCHAOS_REQUIRE_LAB=1`` makes them fail instead).
 
@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 if TYPE_CHECKING:
-    from harness.runner import RunResults
+    from harness.run import RunResults
     from harness.scenario import LoadedScenario
 
 SERVICES = ("postgres", "ssh", "websocket", "tcp")
@@ -71,7 +71,7 @@ class ScenarioFile(pytest.File):
 
     def collect(self) -> Iterator[pytest.Item]:
         from harness.errors import ScenarioError
-        from harness.runner import prepare
+        from harness.run import prepare
 
         try:
             loaded = prepare([str(self.path)])[0]
@@ -94,13 +94,13 @@ class ScenarioFailed(Exception):
 
 
 def require_lab(loaded: list[LoadedScenario]) -> None:
-    """``harness.runner.require_machine``, with 'this machine cannot' as a skip (a failure
+    """``harness.run.require_machine``, with 'this machine cannot' as a skip (a failure
     under CONNCHAOS_REQUIRE_LAB=1, as in CI)."""
-    from harness import runner
+    from harness import run
     from harness.errors import MachineError
 
     try:
-        runner.require_machine(loaded)
+        run.require_machine(loaded)
     except MachineError as exc:
         if os.environ.get("CONNCHAOS_REQUIRE_LAB") == "1":
             pytest.fail(f"CONNCHAOS_REQUIRE_LAB=1 but {exc}", pytrace=False)
@@ -108,7 +108,7 @@ def require_lab(loaded: list[LoadedScenario]) -> None:
 
 
 def _session_results(config: pytest.Config) -> RunResults:
-    from harness.runner import new_results
+    from harness.run import new_results
 
     if _RESULTS not in config.stash:
         config.stash[_RESULTS] = new_results()
@@ -116,19 +116,19 @@ def _session_results(config: pytest.Config) -> RunResults:
 
 
 class ScenarioItem(pytest.Item):
-    """One scenario, run in a lab of its own through ``harness.runner.run``."""
+    """One scenario, run in a lab of its own through ``harness.run.run``."""
 
     def __init__(self, *, loaded: LoadedScenario, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.loaded = loaded
 
     def runtest(self) -> None:
-        from harness import runner
+        from harness import run
 
         results = _session_results(self.config)
         require_lab([self.loaded])
-        runner.run([self.loaded], results=results)
-        entry = results.scenarios[-1]
+        run.run([self.loaded], results=results)
+        entry: dict[str, Any] = dict(results.scenarios[-1].to_json())
         self.user_properties.append(("verdict", entry["verdict"]))
         if entry["verdict"] != "pass":
             raise ScenarioFailed(entry)
@@ -153,7 +153,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if folder and results is not None:
         from harness.report import results as results_file
 
-        results_file.write(results.as_json(), results_file.run_folder(folder, results.run_id))
+        results_file.write(results.record().to_json(), results_file.run_folder(folder, results.run_id))
 
 
 # -- scenarios written in Python ---------------------------------------------------------------
@@ -217,7 +217,7 @@ class ConnchaosLab:
         """The scenario these arguments describe, validated as a file would be (bad values
         raise ``ScenarioError`` naming the field)."""
         from harness.errors import ScenarioError
-        from harness.runner import support_problems
+        from harness.run import support_problems
         from harness.scenario import load_text
 
         self._count += 1
@@ -241,12 +241,13 @@ class ConnchaosLab:
     def run(self, **kwargs: Any) -> LabRun:
         """Run the scenario of ``scenario(**kwargs)`` until every faulted session is
         reclaimed or the deadline passes; skips when the machine cannot build a lab."""
-        from harness.experiment import run_one
-        from harness.runner import new_run_id
+        from harness import run
 
         loaded = self.scenario(**kwargs)
         require_lab([loaded])
-        entry = run_one(loaded, new_run_id())
+        run.ensure_images([loaded])
+        record = run.run_scenario(loaded, run.new_run_id(), backend=run.backend_for(loaded))
+        entry: dict[str, Any] = dict(record.to_json())
         keep = {f for f in SessionOutcome.__dataclass_fields__}
         return LabRun(entry=entry, sessions=[SessionOutcome(**{k: v for k, v in s.items() if k in keep})
                                              for s in entry["sessions"]])

@@ -257,7 +257,7 @@ class ScenarioRecord:
     verdict: VerdictName
     reason: str
     backend: str
-    layer: str
+    layer: str | None
     fault: str
     prediction: PredictionRecord | None
     sessions: tuple[SessionRecord, ...]

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from harness.core.prediction import Peer
+from harness.core.assess import Heartbeat, SessionFacts, predict_with_heartbeat
+from harness.core.prediction import Effective, Peer, Prediction, predict
 from harness.faults import nft
 from harness.lab import naming
+
+if TYPE_CHECKING:
+    from harness.faults.site import Site
 
 Where = Literal["router", "client"]
 
@@ -81,13 +85,25 @@ class PacketFault:
     def ruleset(self, flows: Sequence[Flow]) -> str:
         return f"table {nft.TABLE} {{\n{self.rules(flows)}}}\n"
 
-    def apply(self, lab: LabNamespaces, flows: Sequence[Flow]) -> None:
-        """Make the flows' packets vanish (or draw resets) from now on."""
-        if not flows:
+    def apply(self, site: Site) -> None:
+        """Make the site's flows' packets vanish (or draw resets) from now on."""
+        if not site.flows:
             return
         role = "rtr" if self.where == "router" else "cli"
-        nft.load(lab, role, self.ruleset(flows))
-        self._applied.append((lab, role))
+        nft.load(site.lab, role, self.ruleset(site.flows))
+        self._applied.append((site.lab, role))
+
+    def predict(self, settings: Effective, facts: SessionFacts, heartbeat: Heartbeat) -> Prediction:
+        """The kernel's timers on the silent (or resetting) peer, against the service's
+        heartbeat; a heartbeat in flight turns keepalive into retransmission."""
+        tcp = predict(settings, activity=facts.activity, peer=self.peer,
+                      last_activity_s=facts.last_activity_s, data_sent_s=facts.data_sent_s,
+                      rto_s=facts.rto_s)
+
+        def blinded(first_send: float) -> Prediction:
+            return predict(settings, activity="in-flight", peer=self.peer, data_sent_s=first_send,
+                           rto_s=facts.rto_s)
+        return predict_with_heartbeat(tcp, settings, facts, heartbeat, blinded)
 
     def revert(self) -> None:
         """Remove what ``apply`` loaded."""

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from toxiproxy import Toxiproxy
 from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists
 
-from harness.core.prediction import ProxyEffect
+from harness.core.assess import Heartbeat, SessionFacts, predict_with_heartbeat
+from harness.core.prediction import Effective, Prediction, ProxyEffect, predict_proxy
 from harness.errors import LabError
+
+if TYPE_CHECKING:
+    from harness.faults.site import Site
 
 T = TypeVar("T")
 
@@ -55,14 +59,24 @@ class ProxyFault:
     def describe(self) -> str:
         raise NotImplementedError
 
+    def predict(self, settings: Effective, facts: SessionFacts, heartbeat: Heartbeat) -> Prediction:
+        """What the proxy does to the server's connection; a stalled proxy drops the
+        service's heartbeats too, so they still decide when they come first."""
+        effect, delay = self.effect(facts.activity)
+        proxied = predict_proxy(effect, what=self.describe(), delay_s=delay)
+        return predict_with_heartbeat(proxied, settings, facts, heartbeat, None)
+
     def _proxy(self, name: str) -> Any:
         proxy = Toxiproxy().get_proxy(name)
         if proxy is None:
             raise LabError("proxy fault", f"the proxy {name!r} does not exist")
         return proxy
 
-    def apply(self, control: ProxyControl, proxy_name: str) -> None:
-        """Add the toxics to ``proxy_name``."""
+    def apply(self, site: Site) -> None:
+        """Add the toxics to the site's proxy."""
+        control, proxy_name = site.proxy, site.proxy_name
+        if control is None:
+            raise LabError(f"applying {self.describe()}", "the sessions do not go through a proxy")
         self._control = control
 
         def add() -> None:

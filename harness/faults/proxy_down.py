@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.core.prediction import ProxyEffect
-from harness.faults.proxy_base import ProxyControl, ProxyFault
+from harness.errors import LabError
+from harness.faults.proxy_base import ProxyFault
+
+if TYPE_CHECKING:
+    from harness.faults.site import Site
 
 
 @dataclass
@@ -16,7 +20,10 @@ class ProxyDown(ProxyFault):
     def toxics(self) -> list[dict[str, Any]]:
         return []
 
-    def apply(self, control: ProxyControl, proxy_name: str) -> None:
+    def apply(self, site: Site) -> None:
+        control, proxy_name = site.proxy, site.proxy_name
+        if control is None:
+            raise LabError(f"applying {self.describe()}", "the sessions do not go through a proxy")
         self._control = control
         control.call(lambda: self._proxy(proxy_name).disable())
         self._undo.append(lambda: self._proxy(proxy_name).enable())

@@ -81,7 +81,7 @@ def figures(entry: dict[str, Any]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from harness import runner
+    from harness import run as runner
 
     p = argparse.ArgumentParser(prog="connchaos bench load")
     p.add_argument("--quick", action="store_true", help="1,000 WebSocket and 200 PostgreSQL sessions")
@@ -99,8 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         runner.run(loaded, results=res, report_folder=folder,
                    progress=lambda line: print(line, flush=True),
-                   on_scenario=lambda entry: print("\n".join(figures(entry)), flush=True))
+                   on_scenario=lambda record: print("\n".join(figures(dict(record.to_json()))), flush=True))
     finally:
-        results_file.write(res.as_json(), folder)
+        results_file.write(res.record().to_json(), folder)
     print(f"results: {os.path.join(folder, 'results.json')}")
     return 0 if res.exit_code in (0, 1) else res.exit_code

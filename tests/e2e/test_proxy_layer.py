@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from conftest import run_cli, write_scenario
 
-from harness import runner
+from harness import run as runner
 from harness.lab import naming
 from harness.lab.toxiproxy import LabProxy
 
@@ -21,7 +21,7 @@ KEEPALIVE = "{tcp_keepalives_idle: 2, tcp_keepalives_interval: 1, tcp_keepalives
 
 def _run(path: Path, proxy_command: list[str] | None = None) -> dict[str, Any]:
     loaded = runner.prepare([str(path)])
-    return runner.run_one(loaded[0], runner.new_run_id(), proxy_command=proxy_command)
+    return dict(runner.run_plain(loaded[0], runner.new_run_id(), proxy_command=proxy_command).to_json())
 
 
 def _scenario(tmp_path: Path, name: str, fault: str, expect: str, count: int = 4) -> Path:

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from conftest import CONNCHAOS, REPO, ours, run_cli, write_scenario
 
-from harness import runner
+from harness import run as runner
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
@@ -27,7 +27,7 @@ target:
 def _run_one(path: Path) -> dict[str, Any]:
     loaded = runner.prepare([str(path)])
     runner.require_machine(loaded)
-    return runner.run_one(loaded[0], runner.new_run_id())
+    return dict(runner.run_plain(loaded[0], runner.new_run_id()).to_json())
 
 
 def _faulted(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -302,7 +302,7 @@ def test_a_machine_without_root_or_nftables_gets_exit_3(monkeypatch: pytest.Monk
     assert cli.main(["run", scenario, "--backend", "local"]) == 3
     assert "root" in capsys.readouterr().err
     monkeypatch.undo()
-    monkeypatch.setattr(runner, "nft_binary", lambda: None)
+    monkeypatch.setattr(runner.check, "nft_binary", lambda: None)
     assert cli.main(["run", scenario]) == 3
     assert "nftables" in capsys.readouterr().err
     assert cli.main(["check", scenario]) == 0       # checking needs neither

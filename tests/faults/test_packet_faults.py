@@ -13,6 +13,7 @@ import pytest
 from harness.faults import FAULTS, PacketFault
 from harness.faults import build as build_spec
 from harness.faults.base import Flow
+from harness.faults.site import Site
 from harness.lab.local import LocalLab
 from harness.lab.netns import entered
 from harness.scenario.model import Fault
@@ -83,7 +84,7 @@ def test_fault_drops_the_right_directions_of_the_faulted_flow_only(name: str, la
     lab_, hit, spared = lab
     kind, _, direction = name.partition(":")
     fault = build(kind, direction or None)
-    fault.apply(lab_, [hit.flow])
+    fault.apply(Site(lab_, [hit.flow]))
     try:
         up, down = DIRECTIONS[name]
         assert _arrives(hit.client, hit.server) is up
@@ -100,7 +101,7 @@ def test_fault_drops_the_right_directions_of_the_faulted_flow_only(name: str, la
 def test_peer_reboot_answers_the_servers_next_packet_with_a_reset(lab) -> None:
     lab_, hit, spared = lab
     fault = build("peer-reboot")
-    fault.apply(lab_, [hit.flow])
+    fault.apply(Site(lab_, [hit.flow]))
     try:
         hit.server.sendall(b"are you there?")
         hit.server.settimeout(2)
@@ -116,7 +117,7 @@ def test_peer_reboot_answers_the_servers_next_packet_with_a_reset(lab) -> None:
 def test_revert_lets_the_flow_recover(lab) -> None:
     lab_, hit, _ = lab
     fault = build("blackhole")
-    fault.apply(lab_, [hit.flow])
+    fault.apply(Site(lab_, [hit.flow]))
     hit.client.sendall(b"hello")   # lost while the fault holds, retransmitted after
     time.sleep(0.3)
     fault.revert()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.errors import ScenarioError
-from harness.runner import prepare
+from harness.run import prepare
 from harness.scenario import load_text
 
 BASE = """name: l

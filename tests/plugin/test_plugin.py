@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import runner
+from harness import run as runner
 from harness.errors import MachineError
 
 pytest_plugins = ["pytester"]

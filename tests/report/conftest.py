@@ -45,7 +45,7 @@ def failing_path() -> Path:
 
 @pytest.fixture
 def error_entry() -> dict[str, Any]:
-    """What runner._error_entry writes when a lab cannot be built."""
+    """What harness.run.error_record writes when a lab cannot be built."""
     return {"name": "postgres-broken", "file": "scenarios/postgres-broken.yaml", "about": "",
             "verdict": "error", "reason": "start postgres: initdb failed: no space left on device",
             "backend": "local", "layer": "packet", "fault": "blackhole", "prediction": None,

@@ -10,7 +10,7 @@ import pytest
 from conftest import run_cli, write_scenario
 from rich.console import Console
 
-from harness import runner
+from harness import run as runner
 from harness.report.progress import RunProgress
 
 QUICK = """name: quick
@@ -94,7 +94,7 @@ def test_the_run_reports_each_sample_and_event_to_its_hooks(tmp_path: Path) -> N
     events: list[tuple[int, float, str, str]] = []
     res = runner.run(loaded, on_observe=lambda *a: samples.append(a),
                      on_event=lambda *a: events.append(a))
-    assert res.scenarios[0]["verdict"] == "pass", res.scenarios[0]["reason"]
+    assert res.scenarios[0].verdict == "pass", res.scenarios[0].reason
     assert len(samples) > 10
     assert samples[0][0] == 0 and samples[-1][:2] == (2, 2)
     assert all(s[1] == 2 and s[3] == 5.0 for s in samples)

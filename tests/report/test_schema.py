@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
+from harness.core.records import SCHEMA
 from harness.errors import ScenarioError
 from harness.report import results
-from harness.runner import SCHEMA
 
 
 def test_the_schema_is_a_valid_draft_2020_12_schema_naming_its_version() -> None:

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from harness.faults import build as build_spec
+from harness.faults.site import Site
 from harness.lab.local import LocalLab
 from harness.lab.netns import LoopInNamespace
 from harness.scenario.model import Fault
@@ -64,7 +65,7 @@ def test_sessions_carry_their_4_tuple_and_backend_and_the_alive_check_can_fail()
                    for s in sessions)
         assert client.run(target.alive(sessions[0])) == (True, "SELECT 1 -> (1,)")
         fault = build("blackhole")
-        fault.apply(lab, [sessions[0].flow])
+        fault.apply(Site(lab, [sessions[0].flow]))
         lab.on_close("fault", fault.revert)
         started = time.monotonic()
         ok, detail = client.run(target.alive(sessions[0]))

@@ -17,6 +17,7 @@ from conftest import skip_or_fail
 
 from harness.core.sshd import ClientAlive, client_alive, tcp_keepalive
 from harness.faults import build as build_spec
+from harness.faults.site import Site
 from harness.lab.cleanup import clean, leftovers, remove_run_user, run_users
 from harness.lab.local import LocalLab
 from harness.lab.netns import LoopInNamespace
@@ -198,7 +199,7 @@ def test_sessions_hold_a_shell_in_a_per_connection_sshd_and_the_alive_check_can_
         assert got == "x" * 3999 + "\n"
 
         fault = build("blackhole")
-        fault.apply(lab, [sessions[0].flow])
+        fault.apply(Site(lab, [sessions[0].flow]))
         lab.on_close("fault", fault.revert)
         started = time.monotonic()
         ok, detail = client.run(target.alive(sessions[0]))
@@ -255,7 +256,7 @@ def test_client_alive_reclaims_blackholed_sessions_when_predicted() -> None:
         pids = session_pids(lab.server_ns, before, [key(s) for s in sessions])
 
         fault = build("blackhole")
-        fault.apply(lab, [s.flow for s in sessions])
+        fault.apply(Site(lab, [s.flow for s in sessions]))
         lab.on_close("fault", fault.revert)
         t0 = time.time()
         target.send_in_flight(in_flight)

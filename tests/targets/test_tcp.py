@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, ours, write_scenario
 
-from harness import runner
+from harness import run as runner
 from harness.errors import LabError
 from harness.lab.local import LocalLab
 from harness.targets import openers
@@ -86,7 +86,7 @@ def test_a_plugin_opener_from_the_entry_point_group_runs_a_scenario(
         expect: {{reclaimed_within: 8s, survivors_untouched: true, mechanism: keepalive}}
         """))
     loaded = runner.prepare([str(path)])
-    result = runner.run_one(loaded[0], runner.new_run_id())
+    result = dict(runner.run_plain(loaded[0], runner.new_run_id()).to_json())
     assert result["verdict"] == "pass", result["reason"]
     faulted = [s for s in result["sessions"] if s["faulted"]]
     assert len(faulted) == 2

@@ -17,6 +17,7 @@ from harness.core.prediction import KernelDefaults, effective, predict
 from harness.core.websocket import timeline
 from harness.faults import PacketFault
 from harness.faults import build as build_spec
+from harness.faults.site import Site
 from harness.lab.local import LocalLab
 from harness.lab.netns import LoopInNamespace
 from harness.observe.sockdiag import Key, SocketTable, SockInfo
@@ -56,7 +57,7 @@ def reference_lab(target: WebSocketTarget, count: int) -> Iterator[tuple[LocalLa
 def blackhole(lab: LocalLab, sessions: list[Session]) -> float:
     fault = build_spec(Fault.model_validate({"type": "blackhole"}))
     assert isinstance(fault, PacketFault)
-    fault.apply(lab, [s.flow for s in sessions])
+    fault.apply(Site(lab, [s.flow for s in sessions]))
     lab.on_close("fault", fault.revert)
     return time.time()
 
@@ -318,10 +319,10 @@ def test_a_command_that_exits_is_reported_with_its_output(tmp_path: Any) -> None
 
 @pytest.mark.usefixtures("no_leftovers")
 def test_the_tuned_scenario_through_the_runner() -> None:
-    from harness import runner
+    from harness import run as runner
 
     (loaded,) = runner.prepare([str(REPO / "scenarios" / "websocket-tuned-ping.yaml")])
-    entry = runner.run_one(loaded, runner.new_run_id())
+    entry = dict(runner.run_plain(loaded, runner.new_run_id()).to_json())
     assert entry["verdict"] == "pass", entry["reason"]
     assert entry["prediction"]["mechanism"] == "heartbeat"
     for s in (s for s in entry["sessions"] if s["faulted"]):

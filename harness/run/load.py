@@ -16,29 +16,33 @@ survivors are counted in ``summary`` and ``load`` only.
 from __future__ import annotations
 
 import os
-import random
 import resource
 import time
-from collections.abc import Callable
 from typing import Any
 
-from harness.core.prediction import Prediction, combine, effective, format_seconds, predict
-from harness.core.stats import summarize
-from harness.core.timeline import Event, outcome, sort_events
-from harness.core.verdict import SessionResult
+from harness.core.assess import SessionFacts
+from harness.core.prediction import format_seconds
+from harness.core.records import LoadRecord, ScenarioRecord
 from harness.errors import LabError
-from harness.experiment import judged_entry, new_lab
-from harness.faults import build
-from harness.faults.base import Flow, PacketFault
-from harness.lab.kernel import kernel_defaults
+from harness.faults.base import Flow
+from harness.faults.site import Site
 from harness.load.locust import USERS, LocustRun
 from harness.load.resources import ResourceSampler
-from harness.observe.owners import session_pids
-from harness.observe.sockdiag import Key, SocketTable, SockInfo
+from harness.observe.sockdiag import Key, SockInfo, TableReader
 from harness.observe.watch import Observer, Watched
+from harness.run.phases import (
+    Planned,
+    Progress,
+    bring_up,
+    inject,
+    judge,
+    last_activity,
+    new_lab,
+    observe,
+    server_error,
+)
 from harness.scenario import LoadedScenario
 
-Progress = Callable[[str], None]
 CHECK_WAIT_S = 15.0          # the users' check takes at most CONNCHAOS_LOAD_CHECK_TIMEOUT (5 s)
 RESOURCE_INTERVAL_S = 1.0
 
@@ -47,7 +51,7 @@ def _sessions_of(table: dict[Key, SockInfo], client_addr: str) -> list[Key]:
     return sorted(k for k, i in table.items() if i.state == "ESTABLISHED" and k[2] == client_addr)
 
 
-def _wait_for_users(locust: LocustRun, table: SocketTable, port: int, client_addr: str,
+def _wait_for_users(locust: LocustRun, table: TableReader, port: int, client_addr: str,
                     users: int, timeout_s: float, progress: Progress) -> list[dict[str, Any]]:
     """Wait until every user has opened its session or failed to (the users' events files:
     cheap to read, where a table dump of thousands of sockets would load the machine while
@@ -109,27 +113,20 @@ def locust_env(spec: Any, target: Any, server_addr: str, folder: str = "") -> di
 
 
 def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: None,
-             report_folder: str | None = None, backend: str = "local") -> dict[str, Any]:
-    """Run one scenario with a ``load:`` section and return its results.json entry."""
-    from harness.experiment import make_target
-
-    spec = ls.scenario
+             report_folder: str | None = None, backend: str = "local", **_: Any) -> ScenarioRecord:
+    """Run one scenario with a ``load:`` section and return its record."""
+    planned = Planned.of(ls, run_id)
+    spec, target, fault = planned.spec, planned.target, planned.fault
     load = spec.load
     assert load is not None
     service = spec.target.service
     if service not in USERS:
         raise LabError("starting the load", f"no Locust user for service {service}")
-    target = make_target(ls)
-    fault = build(spec.fault)
-    if not isinstance(fault, PacketFault):  # the schema admits only packet faults with load:
+    if fault.layer != "packet":  # the schema admits only packet faults with load:
         raise LabError("applying the fault", f"{spec.fault.type} is not a packet fault")
-    started = time.monotonic()
     spawn_s = load.users / load.spawn_rate
     with new_lab(backend, run_id) as lab:
-        kernel = kernel_defaults(lab.server_ns)
-        target.start(lab)
-        table = SocketTable(lab.server_ns)
-        lab.on_close("socket table", table.close)
+        kernel, table = bring_up(lab, target)
         sampler = ResourceSampler(lab.server_ns, target.port, lab.client_addr, RESOURCE_INTERVAL_S)
         sampler.start()
         lab.on_close("resource sampler", sampler.stop)
@@ -154,25 +151,19 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
         before = table.dump(target.port)
         sampled_at = time.time()
         keys = _sessions_of(before, lab.client_addr)
-        chooser = random.Random(f"{run_id}/{spec.name}")
-        faulted_keys = set(chooser.sample(keys, spec.fault.pick_count(len(keys))))
-        pids = session_pids(lab.server_ns, before, keys) if target.needs_process else {}
+        faulted_keys = set(planned.chooser.sample(keys, spec.fault.pick_count(len(keys))))
+        pids = lab.session_pids(before, keys) if target.needs_process else {}
         if target.needs_process and len(pids) < len(keys):
             raise LabError("finding the server's process of each session",
                            f"{len(keys) - len(pids)} sessions have no process holding their socket")
         watched = [Watched(i, key, pids.get(key)) for i, key in enumerate(keys)]
         observer = Observer(table, target.port, watched)
         lab.on_close("observer", observer.close)
-        fault.apply(lab, [Flow(k[2], k[3], k[0], k[1]) for k in sorted(faulted_keys)])
-        lab.on_close("fault", fault.revert)
-        t0 = time.time()
-        observer.start(t0, before)
+        flows = [Flow(k[2], k[3], k[0], k[1]) for k in sorted(faulted_keys)]
+        t0 = inject(lab, fault, Site(lab=lab, flows=flows), observer, before)
         progress(f"{spec.name}: {fault.describe()} on {len(faulted_keys)} of {len(keys)} sessions;"
                  f" watching up to {format_seconds(spec.deadline_s)} s")
-        faulted_watch = [w for w in watched if w.key in faulted_keys]
-        observer.run(interval_s=spec.observe.interval, until=t0 + spec.deadline_s,
-                     done=lambda: all(w.released() for w in faulted_watch))
-        observed_for = time.time() - t0
+        observed_for = observe(observer, spec, t0, [w for w in watched if w.key in faulted_keys])
         survivors = {f"{w.key[2]}:{w.key[3]}" for w in watched if w.key not in faulted_keys}
         checks = _wait_for_checks(locust, survivors)
         observer.sample()   # a survivor dropped during the checks still counts
@@ -185,91 +176,41 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
         copied = locust.collect(os.path.join(report_folder, spec.name, "locust")) if report_folder else []
         errors = target.server_errors()
 
-    eff = effective(target.socket_settings(), kernel)
     opened = {e["client"]: float(e["at"]) for e in events if e.get("what") == "opened"}
     broken = {e["client"]: e for e in events if e.get("what") == "broken"}
-    entries: list[dict[str, Any]] = []
-    results: list[SessionResult] = []
-    predictions: list[Prediction] = []
+    facts = []
     for w in watched:
         client = f"{w.key[2]}:{w.key[3]}"
         info = before.get(w.key)
-        last = 0.0 if info is None else sampled_at - min(info.last_ack_recv_s, info.last_data_recv_s) - t0
-        evs = list(w.events)
-        opened_s = opened.get(client, sampled_at) - t0
-        evs.append(Event(round(opened_s, 4), "opened", client))
-        evs.append(Event(round(last, 4), "last-activity"))
         is_faulted = w.key in faulted_keys
-        if is_faulted:
-            evs.append(Event(0.0, "fault", spec.fault.type))
-        err = (errors.get(w.pid) if w.pid is not None else None) or errors.get((w.key[2], w.key[3]))
-        if err is not None:
-            evs.append(Event(round(err.at - t0, 4), "server-error", err.kind))
-        alive = None
+        in_flight = bool(info and info.unacked)
+        alive_check = None
         if not is_faulted:
             check = checks.get(client)
-            alive = bool(check and check.get("ok"))
-            detail = "ok" if alive else f"failed: {check.get('detail') if check else 'the user never answered'}"
-            evs.append(Event(round(observed_for, 4), "alive-check", detail))
-        evs = sort_events(evs)
-        out = outcome(evs, needs_process=target.needs_process, user_timeout_set=eff.user_timeout_s > 0)
-        pred = None
-        if is_faulted:
-            in_flight = bool(info and info.unacked)
-            sent = sampled_at - info.last_data_sent_s - t0 if info and in_flight else 0.0
-            app, first_send = target.heartbeat(last_activity_s=last, opened_s=opened_s)
-            tcp = predict(eff, activity="in-flight" if in_flight else "idle", peer=fault.peer,
-                          last_activity_s=last, data_sent_s=sent, rto_s=info.rto_s if info else None)
-            blinded = None if first_send is None else predict(
-                eff, activity="in-flight", peer=fault.peer, data_sent_s=first_send,
-                rto_s=info.rto_s if info else None)
-            pred = combine(tcp, app, app_first_send_s=first_send, tcp_in_flight=blinded)
-            predictions.append(pred)
-        result = SessionResult(id=w.id, faulted=is_faulted, reclaimed=out.reclaimed,
-                               reclaim_s=out.reclaim_s, predicted_s=pred.reclaim_s if pred else None,
-                               mechanism=out.mechanism, alive_at_end=alive)
-        results.append(result)
-        if is_faulted or result.survivor_killed:
-            entries.append(_entry(w, out, pred, alive, is_faulted, evs, broken.get(client)))
-
-    headline = max(predictions, key=lambda p: float("inf") if p.reclaim_s is None else p.reclaim_s,
-                   default=None)
+            detail = check.get("detail") if check else "the user never answered"
+            alive_check = (observed_for, bool(check and check.get("ok")), str(detail))
+        facts.append(SessionFacts(
+            id=w.id, faulted=is_faulted, opened_s=opened.get(client, sampled_at) - t0,
+            last_activity_s=last_activity(info, sampled_at, t0),
+            activity="in-flight" if in_flight else "idle",
+            data_sent_s=sampled_at - info.last_data_sent_s - t0 if info and in_flight else 0.0,
+            rto_s=info.rto_s if info else None, pid=w.pid, events=tuple(w.events),
+            server_error=server_error(errors, w.pid, w.key, t0), alive_check=alive_check,
+            client=client, server=f"{w.key[0]}:{w.key[1]}",
+            client_error=broken[client].get("detail") if client in broken else None))
     client_broken = [e for c, e in broken.items() if c in survivors]
-    return {
-        **judged_entry(ls, results, headline, lab=lab, fault=fault, fault_text=fault.describe(),
-                       target=target,
-                       activity="idle" if load.every_s is None else f"every {format_seconds(load.every_s)} s",
-                       kernel=kernel, observer=observer, observed_for=observed_for, started=started),
-        "load": {
-            "users": load.users, "workers": load.workers, "spawn_rate": load.spawn_rate,
-            "held": len(keys), "faulted": len(faulted_keys), "open_failed": len(open_failed),
-            **({"open_failed_first": open_failed[0].get("detail")} if open_failed else {}),
-            "survivors_checked_ok": sum(1 for c in survivors if checks.get(c, {}).get("ok")),
-            "survivors_broken_at_client": len(client_broken),
-            "sessions_listed": "faulted sessions and killed survivors; untouched survivors are counted only",
-            "locust": {"stats": stats["requests"], "failures": stats["failures"],
-                       "files": [os.path.join(spec.name, "locust", f) for f in copied]},
-            "usage": usage,
-            "resources": {"interval_s": RESOURCE_INTERVAL_S, "series": sampler.relative_to(t0),
-                          **({"error": sampler.error} if sampler.error else {})},
-        },
-        "sessions": entries,
-        "summary": summarize(results),
-    }
-
-
-def _entry(w: Watched, out: Any, pred: Prediction | None, alive: bool | None, is_faulted: bool,
-           events: list[Event], broken: dict[str, Any] | None) -> dict[str, Any]:
-    entry = {
-        "id": w.id, "faulted": is_faulted, "client": f"{w.key[2]}:{w.key[3]}",
-        "server": f"{w.key[0]}:{w.key[1]}", "server_pid": w.pid,
-        "reclaimed": out.reclaimed,
-        "reclaim_s": None if out.reclaim_s is None else round(out.reclaim_s, 3),
-        "predicted_s": None if pred is None or pred.reclaim_s is None else round(pred.reclaim_s, 3),
-        "mechanism": out.mechanism, "predicted_mechanism": pred.mechanism if pred else None,
-        "alive_at_end": alive,
-        "events": [{"t": e.t, "what": e.what, **({"detail": e.detail} if e.detail else {})} for e in events],
-    }
-    if broken is not None:
-        entry["client_error"] = broken.get("detail")
-    return entry
+    record = LoadRecord(
+        users=load.users, workers=load.workers, spawn_rate=load.spawn_rate, held=len(keys),
+        faulted=len(faulted_keys), open_failed=len(open_failed),
+        open_failed_first=open_failed[0].get("detail") if open_failed else None,
+        survivors_checked_ok=sum(1 for c in survivors if checks.get(c, {}).get("ok")),
+        survivors_broken_at_client=len(client_broken),
+        sessions_listed="faulted sessions and killed survivors; untouched survivors are counted only",
+        locust={"stats": stats["requests"], "failures": stats["failures"],
+                "files": [os.path.join(spec.name, "locust", f) for f in copied]},
+        usage=usage,
+        resources={"interval_s": RESOURCE_INTERVAL_S, "series": sampler.relative_to(t0),
+                   **({"error": sampler.error} if sampler.error else {})})
+    return judge(planned, lab, facts, kernel=kernel, observer=observer, observed_for=observed_for,
+                 activity="idle" if load.every_s is None else f"every {format_seconds(load.every_s)} s",
+                 listed=lambda s: s.faulted or s.survivor_killed, load=record)

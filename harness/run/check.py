@@ -1,31 +1,20 @@
-"""Running scenarios: the one library call behind ``connchaos run`` (and the pytest plugin).
-
-Data flows one way: scenario file → lab and target up → sessions opened → fault injected →
-observer events → timeline per session → prediction and verdict → results.
-"""
+"""Everything that can be checked before anything starts: the scenario against what this
+version supports, the backend each scenario runs on, what this machine must have (exit 3),
+and the images the docker scenarios need."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
 
 from harness import __version__
-from harness.core.prediction import KernelDefaults, Prediction, combine, effective, predict, predict_proxy
-from harness.core.stats import summarize
-from harness.errors import LabError, MachineError, Problem, ScenarioError
-from harness.experiment import EventHook, ObserveHook, make_target, run_one
-from harness.experiment import hold_open as _hold_open
-from harness.faults import FAULTS, PacketFault, build
+from harness.errors import MachineError, Problem, ScenarioError
+from harness.faults import FAULTS
 from harness.faults.nft import nft_binary
 from harness.scenario import LoadedScenario, load_paths
 from harness.targets import available, target_class
 
-SCHEMA = "connchaos.results/1"
 BACKENDS = ("local", "docker")
 LAYERS = ("packet", "proxy")
 
@@ -161,7 +150,8 @@ def _toxic_problems(loaded: LoadedScenario) -> list[Problem]:
             problems.append(loaded.problem(where, f"the {kind} toxic has no attribute {name!r}"
                                                   f" (it has: {', '.join(known) or 'none'})"))
         elif isinstance(value, float) and not value.is_integer():
-            problems.append(loaded.problem(where, f"expected a whole number (Toxiproxy's units); got {value}"))
+            problems.append(loaded.problem(
+                where, f"expected a whole number (Toxiproxy's units); got {value}"))
     return problems
 
 
@@ -251,62 +241,6 @@ def _require_local(loaded: Sequence[LoadedScenario]) -> None:
         require_sshd()
 
 
-# -- predicting -----------------------------------------------------------------------------
-
-def scenario_prediction(loaded: LoadedScenario, kernel: KernelDefaults | None = None) -> Prediction:
-    """The prediction from the settings alone (``connchaos explain``): the last activity is
-    taken as ``hold`` before the fault, in-flight data as sent at the fault. A fresh lab
-    namespace starts with the kernel's built-in defaults, whatever the host has set."""
-    spec = loaded.scenario
-    fault = build(spec.fault)
-    target = make_target(loaded)
-    app, first_send = target.heartbeat(last_activity_s=-spec.sessions.hold, opened_s=-spec.sessions.hold)
-    if not isinstance(fault, PacketFault):
-        effect, delay = fault.effect(spec.sessions.activity)
-        return combine(predict_proxy(effect, what=fault.describe(), delay_s=delay), app,
-                       app_first_send_s=first_send)
-    eff = effective(target.socket_settings(), kernel or KernelDefaults())
-    tcp = predict(eff, activity=spec.sessions.activity, peer=fault.peer,
-                  last_activity_s=-spec.sessions.hold, data_sent_s=0.0)
-    blinded = None if first_send is None else predict(
-        eff, activity="in-flight", peer=fault.peer, data_sent_s=first_send)
-    return combine(tcp, app, app_first_send_s=first_send, tcp_in_flight=blinded)
-
-
-def new_run_id() -> str:
-    return datetime.now().strftime("%Y%m%d-%H%M%S-") + os.urandom(3).hex()
-
-
-@dataclass
-class RunResults:
-    """The whole run, in the shape of results.json."""
-
-    run_id: str
-    started_at: str
-    scenarios: list[dict[str, Any]] = field(default_factory=list)
-    interrupted: bool = False
-
-    def as_json(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "run_id": self.run_id, "started_at": self.started_at,
-                "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "connchaos": __version__, "host": socket.gethostname(),
-                "kernel": os.uname().release, "interrupted": self.interrupted,
-                "scenarios": self.scenarios}
-
-    @property
-    def exit_code(self) -> int:
-        """0 all passed, 1 an expectation failed, 3 a scenario could not be run."""
-        verdicts = {s["verdict"] for s in self.scenarios}
-        if "error" in verdicts:
-            return 3
-        return 1 if "fail" in verdicts else 0
-
-
-def new_results(run_id: str | None = None) -> RunResults:
-    return RunResults(run_id=run_id or new_run_id(),
-                      started_at=datetime.now(UTC).isoformat(timespec="seconds"))
-
-
 def ensure_images(loaded: Sequence[LoadedScenario], backend: str | None = None,
                   progress: Progress = _quiet) -> None:
     """Build the images the docker scenarios need and are missing (a cache: once built,
@@ -321,63 +255,3 @@ def ensure_images(loaded: Sequence[LoadedScenario], backend: str | None = None,
         ensure(client, names, progress)
     finally:
         client.close()
-
-
-def run(loaded: Sequence[LoadedScenario], *, results: RunResults | None = None,
-        progress: Progress = _quiet, proxy_command: Sequence[str] | None = None,
-        on_scenario: Callable[[dict[str, Any]], None] | None = None,
-        on_observe: ObserveHook | None = None, on_event: EventHook | None = None,
-        backend: str | None = None, report_folder: str | None = None) -> RunResults:
-    """Run scenarios one after the other, each in a lab of its own (on its backend, or on
-    ``backend`` for all), into ``results``.
-
-    ``on_observe`` is called after each observer sample with (reclaimed, faulted, elapsed_s,
-    deadline_s), ``on_event`` with each session event as it is seen (progress views).
-
-    KeyboardInterrupt (Ctrl-C, and SIGTERM as the CLI maps it) tears the current lab down and
-    propagates; the scenarios finished so far stay in ``results``. A scenario with ``load:``
-    runs under Locust (``harness.load``); its Locust files go to ``report_folder/<name>/``.
-    """
-    require_machine(loaded, backend)
-    ensure_images(loaded, backend, progress)
-    results = results or new_results()
-    for ls in loaded:
-        chosen = backend_for(ls, backend)
-        progress(f"{ls.scenario.name}: starting on {chosen} ({ls.path})")
-        try:
-            if ls.scenario.load is not None:
-                from harness.load.experiment import run_load
-                entry = run_load(ls, results.run_id, progress=progress, report_folder=report_folder,
-                                 backend=chosen)
-            else:
-                entry = run_one(ls, results.run_id, progress=progress, proxy_command=proxy_command,
-                                backend=chosen, on_observe=on_observe, on_event=on_event)
-        except LabError as exc:
-            entry = _error_entry(ls, str(exc), chosen)
-        except KeyboardInterrupt:
-            results.interrupted = True
-            results.scenarios.append(_error_entry(ls, "interrupted", chosen))
-            raise
-        results.scenarios.append(entry)
-        if on_scenario:
-            on_scenario(entry)
-    return results
-
-
-def _error_entry(ls: LoadedScenario, reason: str, backend: str) -> dict[str, Any]:
-    spec = ls.scenario
-    return {"name": spec.name, "file": ls.path, "about": spec.about, "verdict": "error",
-            "reason": reason, "backend": backend, "layer": spec.fault.layer,
-            "fault": spec.fault.type, "prediction": None, "sessions": [],
-            "summary": summarize([])}
-
-
-
-
-def hold_open(ls: LoadedScenario, *, inject: bool, show: Callable[[str], None],
-              wait: Callable[[], None] | None = None,
-              proxy_command: Sequence[str] | None = None, backend: str | None = None) -> int:
-    """``connchaos up`` (see ``harness.experiment.hold_open``)."""
-    ensure_images([ls], backend, show)
-    return _hold_open(ls, inject=inject, show=show, run_id=new_run_id(), wait=wait,
-                      proxy_command=proxy_command, backend=backend_for(ls, backend))

@@ -1,0 +1,219 @@
+"""From what was seen of each session to its record: timeline, outcome, prediction, and the
+scenario's verdict. No I/O: both runners (plain and load) and ``connchaos explain`` call
+this, and nothing else computes a per-session verdict or prediction.
+
+A runner gathers one ``SessionFacts`` per session (times in seconds from the fault); the
+fault predicts what its settings make of those facts (``FaultModel.predict``), the service's
+heartbeat may come first (``Heartbeat``), and the events decide what really happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from harness.core.prediction import Activity, Effective, Prediction, combine
+from harness.core.records import (
+    EventRecord,
+    JsonObject,
+    KernelRecord,
+    LoadRecord,
+    ObserverRecord,
+    PredictionRecord,
+    ScenarioRecord,
+    SessionRecord,
+    SummaryRecord,
+    TargetRecord,
+    VerdictName,
+)
+from harness.core.stats import summarize
+from harness.core.timeline import Event, outcome, sort_events
+from harness.core.verdict import Expectations, SessionResult, judge
+
+Heartbeat = Callable[[float, float], tuple[Prediction | None, float | None]]
+"""The service's own heartbeat, given (last activity, opened) in seconds from the fault: its
+prediction and when its first unanswered heartbeat goes out; (None, None) without one."""
+
+
+def no_heartbeat(last_activity_s: float, opened_s: float) -> tuple[Prediction | None, float | None]:
+    return None, None
+
+
+@dataclass(frozen=True)
+class SessionFacts:
+    """What a runner saw of one session, in seconds from the fault."""
+
+    id: int
+    faulted: bool
+    opened_s: float
+    last_activity_s: float
+    activity: Activity = "idle"      # the session at the fault
+    data_sent_s: float = 0.0         # in-flight: when the unacknowledged data went out
+    rto_s: float | None = None
+    pid: int | None = None
+    events: tuple[Event, ...] = ()   # what the observer saw
+    server_error: tuple[float, str] | None = None       # the service's log: (at, kind)
+    alive_check: tuple[float, bool, str] | None = None   # survivors: (at, ok, detail)
+    client: str | None = None
+    server: str | None = None
+    server_peer: str | None = None
+    client_error: str | None = None
+    opened_detail: str | None = None   # the "opened" event's detail (default: the client)
+
+
+class FaultModel(Protocol):
+    """What assessment needs of a fault: its prediction from the settings and the facts."""
+
+    def predict(self, settings: Effective, facts: SessionFacts, heartbeat: Heartbeat) -> Prediction:
+        """When (and how) the server should reclaim a faulted session."""
+        ...
+
+
+def predict_with_heartbeat(network: Prediction, settings: Effective, facts: SessionFacts,
+                           heartbeat: Heartbeat,
+                           blinded: Callable[[float], Prediction] | None) -> Prediction:
+    """The network's prediction against the service's heartbeat: the earlier decides, and a
+    heartbeat in flight blinds keepalive (``blinded(first_send)`` is then the kernel's path)."""
+    app, first_send = heartbeat(facts.last_activity_s, facts.opened_s)
+    tcp_in_flight = None if first_send is None or blinded is None else blinded(first_send)
+    return combine(network, app, app_first_send_s=first_send, tcp_in_flight=tcp_in_flight)
+
+
+@dataclass(frozen=True)
+class Assessed:
+    """One session's record, with the full prediction behind its ``predicted_s``."""
+
+    record: SessionRecord
+    prediction: Prediction | None
+    result: SessionResult
+
+
+def _timeline(facts: SessionFacts, fault_type: str) -> list[Event]:
+    events = list(facts.events)
+    opened = facts.opened_detail if facts.opened_detail is not None else facts.client
+    events.append(Event(round(facts.opened_s, 4), "opened", opened or ""))
+    events.append(Event(round(facts.last_activity_s, 4), "last-activity"))
+    if facts.faulted:
+        events.append(Event(0.0, "fault", fault_type))
+    if facts.server_error is not None:
+        at, kind = facts.server_error
+        events.append(Event(round(at, 4), "server-error", kind))
+    if facts.alive_check is not None:
+        at, ok, detail = facts.alive_check
+        events.append(Event(round(at, 4), "alive-check", "ok" if ok else f"failed: {detail}"))
+    return sort_events(events)
+
+
+def assess_one(facts: SessionFacts, settings: Effective, fault: FaultModel, heartbeat: Heartbeat, *,
+               fault_type: str, needs_process: bool) -> Assessed:
+    """One session: its timeline, what happened, and (faulted) what should have."""
+    events = _timeline(facts, fault_type)
+    out = outcome(events, needs_process=needs_process, user_timeout_set=settings.user_timeout_s > 0)
+    pred = fault.predict(settings, facts, heartbeat) if facts.faulted else None
+    alive = None if facts.alive_check is None else facts.alive_check[1]
+    record = SessionRecord(
+        id=facts.id, faulted=facts.faulted, client=facts.client, server=facts.server,
+        server_peer=facts.server_peer, server_pid=facts.pid, reclaimed=out.reclaimed,
+        reclaim_s=out.reclaim_s, predicted_s=None if pred is None else pred.reclaim_s,
+        mechanism=out.mechanism, predicted_mechanism=None if pred is None else pred.mechanism,
+        alive_at_end=alive, events=tuple(EventRecord(e.t, e.what, e.detail) for e in events),
+        client_error=facts.client_error)
+    result = SessionResult(id=facts.id, faulted=facts.faulted, reclaimed=out.reclaimed,
+                           reclaim_s=out.reclaim_s, predicted_s=record.predicted_s,
+                           mechanism=out.mechanism, alive_at_end=alive)
+    return Assessed(record, pred, result)
+
+
+def assess(facts: SessionFacts, settings: Effective, fault: FaultModel, heartbeat: Heartbeat, *,
+           fault_type: str = "", needs_process: bool = False) -> SessionRecord:
+    """One session's record."""
+    return assess_one(facts, settings, fault, heartbeat, fault_type=fault_type,
+                      needs_process=needs_process).record
+
+
+def headline(predictions: Sequence[Prediction]) -> Prediction | None:
+    """The scenario's prediction: the latest of its faulted sessions' (never = latest)."""
+    return max(predictions, key=lambda p: float("inf") if p.reclaim_s is None else p.reclaim_s,
+               default=None)
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """What holds for every session of a scenario."""
+
+    settings: Effective
+    fault: FaultModel
+    heartbeat: Heartbeat
+    fault_type: str
+    needs_process: bool
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """A scenario's sessions judged: records, the headline prediction and the verdict."""
+
+    sessions: tuple[Assessed, ...]
+    headline: Prediction | None
+    verdict: VerdictName
+    reason: str
+    summary: SummaryRecord
+
+    def records(self, listed: Callable[[SessionRecord], bool] = lambda _: True) -> tuple[SessionRecord, ...]:
+        return tuple(a.record for a in self.sessions if listed(a.record))
+
+
+def assess_all(facts: Sequence[SessionFacts], conditions: Conditions, expect: Expectations,
+               deadline_s: float) -> Assessment:
+    """Every session assessed, and the scenario's verdict on them."""
+    c = conditions
+    done = tuple(assess_one(f, c.settings, c.fault, c.heartbeat, fault_type=c.fault_type,
+                            needs_process=c.needs_process) for f in facts)
+    top = headline([a.prediction for a in done if a.prediction is not None])
+    results = [a.result for a in done]
+    verdict = judge(expect, results, deadline_s=deadline_s, prediction=top)
+    return Assessment(sessions=done, headline=top, verdict=verdict.verdict, reason=verdict.reason,
+                      summary=SummaryRecord.from_json(summarize(results)))
+
+
+def prediction_record(p: Prediction | None) -> PredictionRecord | None:
+    if p is None:
+        return None
+    return PredictionRecord(reclaim_s=None if p.reclaim_s is None else round(p.reclaim_s, 3),
+                            mechanism=p.mechanism, formula=p.formula, slack_s=round(p.slack_s, 3))
+
+
+@dataclass(frozen=True)
+class ScenarioHead:
+    """What a scenario's record says about the scenario itself (all but its sessions)."""
+
+    name: str
+    file: str
+    about: str
+    backend: str
+    layer: str
+    fault: str
+    fault_detail: str
+    target: TargetRecord
+    activity: str
+    expect: JsonObject
+    deadline_s: float
+    observed_s: float
+    kernel: KernelRecord
+    lab: JsonObject
+    observer: ObserverRecord
+    duration_s: float
+
+
+def scenario_record(head: ScenarioHead, assessment: Assessment,
+                    listed: Callable[[SessionRecord], bool] = lambda _: True,
+                    load: LoadRecord | None = None) -> ScenarioRecord:
+    """The scenario's record: its head, verdict, headline and the sessions ``listed``."""
+    return ScenarioRecord(
+        name=head.name, file=head.file, about=head.about, verdict=assessment.verdict,
+        reason=assessment.reason, backend=head.backend, layer=head.layer, fault=head.fault,
+        fault_detail=head.fault_detail, target=head.target, activity=head.activity,
+        expect=head.expect, deadline_s=head.deadline_s, observed_s=head.observed_s,
+        prediction=prediction_record(assessment.headline), kernel=head.kernel, lab=head.lab,
+        observer=head.observer, duration_s=head.duration_s,
+        sessions=assessment.records(listed), summary=assessment.summary, load=load)

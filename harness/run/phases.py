@@ -1,0 +1,177 @@
+"""The phases every scenario goes through, whoever feeds it sessions: bring the lab and
+target up, open (or let Locust open) the sessions, inject the fault, observe, judge.
+
+The plain runner (``plain.py``) opens the sessions itself; the load runner (``load.py``) has
+Locust's users open them. Both call these phases, and both judge through
+``harness.core.assess``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from harness.core.assess import Conditions, Heartbeat, ScenarioHead, SessionFacts, assess_all, scenario_record
+from harness.core.prediction import Effective, KernelDefaults, Prediction, effective
+from harness.core.records import (
+    KernelRecord,
+    LoadRecord,
+    ObserverRecord,
+    ScenarioRecord,
+    SessionRecord,
+    TargetRecord,
+)
+from harness.core.verdict import Expectations
+from harness.faults import build
+from harness.faults.site import Fault, Site
+from harness.lab.docker import DockerLab
+from harness.lab.local import LocalLab
+from harness.observe.sockdiag import Key, SockInfo, TableReader
+from harness.observe.watch import Observer, Watched
+from harness.scenario import LoadedScenario
+from harness.targets import target_class
+
+Progress = Callable[[str], None]
+ObserveHook = Callable[[int, int, float, float], None]
+"""Called after each observer sample: (reclaimed, faulted, elapsed_s, deadline_s)."""
+EventHook = Callable[[int, float, str, str], None]
+"""Called for each observed event: (session id, seconds after the fault, what, detail)."""
+
+Lab = LocalLab | DockerLab
+
+
+def new_lab(backend: str, run_id: str) -> Lab:
+    """A lab of ``backend`` (``local`` or ``docker``), to use as a context manager."""
+    return DockerLab(run_id=run_id) if backend == "docker" else LocalLab(run_id=run_id)
+
+
+def make_target(loaded: LoadedScenario) -> Any:
+    """The scenario's target, built by its own class from the whole scenario. A service the
+    user starts by command runs in the scenario file's folder (``workdir``)."""
+    target = target_class(loaded.scenario.target.service).from_scenario(loaded.scenario)
+    if hasattr(target, "workdir"):
+        target.workdir = os.path.dirname(os.path.abspath(loaded.path))
+    return target
+
+
+@dataclass
+class Planned:
+    """A scenario about to run: its target and fault built, its random choices seeded."""
+
+    loaded: LoadedScenario
+    target: Any
+    fault: Fault
+    chooser: random.Random
+    started: float
+
+    @classmethod
+    def of(cls, ls: LoadedScenario, run_id: str) -> Planned:
+        return cls(ls, make_target(ls), build(ls.scenario.fault),
+                   random.Random(f"{run_id}/{ls.scenario.name}"), time.monotonic())
+
+    @property
+    def spec(self) -> Any:
+        return self.loaded.scenario
+
+
+def heartbeat_of(target: Any) -> Heartbeat:
+    """The target's own heartbeat, as assessment calls it."""
+    def heartbeat(last_activity_s: float, opened_s: float) -> tuple[Prediction | None, float | None]:
+        found: tuple[Prediction | None, float | None] = target.heartbeat(
+            last_activity_s=last_activity_s, opened_s=opened_s)
+        return found
+    return heartbeat
+
+
+# -- bring up ---------------------------------------------------------------------------------
+
+def bring_up(lab: Lab, target: Any) -> tuple[KernelDefaults, TableReader]:
+    """The lab kernel's defaults (read before the target changes anything), the target
+    started, and the server's socket table opened (closed with the lab)."""
+    kernel = lab.kernel_defaults()
+    target.start(lab)
+    table = lab.socket_table()
+    lab.on_close("socket table", table.close)
+    return kernel, table
+
+
+# -- inject and observe -----------------------------------------------------------------------
+
+def inject(lab: Lab, fault: Fault, site: Site, observer: Observer,
+           before: dict[Key, SockInfo]) -> float:
+    """Apply the fault (reverted with the lab) and start the observer from the state
+    ``before`` it; returns the fault's time, t0 of every timeline."""
+    fault.apply(site)
+    lab.on_close("fault", fault.revert)
+    t0 = time.time()
+    observer.start(t0, before)
+    return t0
+
+
+def observe(observer: Observer, spec: Any, t0: float, faulted: Sequence[Watched],
+            on_observe: ObserveHook | None = None) -> float:
+    """Sample until every faulted session is released or the deadline; returns how long."""
+    def sampled() -> None:
+        if on_observe is not None:
+            on_observe(sum(1 for w in faulted if w.released()), len(faulted),
+                       time.time() - t0, spec.deadline_s)
+    observer.run(interval_s=spec.observe.interval, until=t0 + spec.deadline_s,
+                 done=lambda: all(w.released() for w in faulted), on_sample=sampled)
+    return time.time() - t0
+
+
+# -- facts ------------------------------------------------------------------------------------
+
+def last_activity(info: SockInfo | None, sampled_at: float, t0: float) -> float:
+    """When the server last heard from the client (the keepalive timer's reference), in
+    seconds from the fault, from its socket as sampled at ``sampled_at``."""
+    if info is None:
+        return 0.0
+    return sampled_at - min(info.last_ack_recv_s, info.last_data_recv_s) - t0
+
+
+def server_error(errors: dict[Any, Any], pid: int | None, key: Key, t0: float) -> tuple[float, str] | None:
+    """The service's own log line about this session (by its process, else its peer)."""
+    err = (errors.get(pid) if pid is not None else None) or errors.get((key[2], key[3]))
+    return None if err is None else (err.at - t0, err.kind)
+
+
+# -- judge ------------------------------------------------------------------------------------
+
+def judge(planned: Planned, lab: Lab, facts: Sequence[SessionFacts], *, kernel: KernelDefaults,
+          observer: Observer, observed_for: float, activity: str, fault_text: str | None = None,
+          lab_extra: dict[str, Any] | None = None, listed: Callable[[SessionRecord], bool] = lambda _: True,
+          load: LoadRecord | None = None) -> ScenarioRecord:
+    """The scenario's record: every session assessed against its prediction, the verdict on
+    the scenario's expectations, and what ran (``listed`` chooses the sessions written)."""
+    spec, target, fault = planned.spec, planned.target, planned.fault
+    eff: Effective = effective(target.socket_settings(), kernel)
+    exp = spec.expect
+    conditions = Conditions(settings=eff, fault=fault, heartbeat=heartbeat_of(target),
+                            fault_type=spec.fault.type, needs_process=target.needs_process)
+    assessment = assess_all(facts, conditions,
+                            Expectations(reclaimed_within=exp.reclaimed_within,
+                                         still_held_after=exp.still_held_after,
+                                         survivors_untouched=exp.survivors_untouched,
+                                         mechanism=exp.mechanism),
+                            deadline_s=spec.deadline_s)
+    head = ScenarioHead(
+        name=spec.name, file=planned.loaded.path, about=spec.about.strip(), backend=lab.backend,
+        layer=fault.layer, fault=spec.fault.type, fault_detail=fault_text or fault.describe(),
+        target=TargetRecord(service=spec.target.service, settings=target.describe_settings()),
+        activity=activity, expect={k: v for k, v in exp.model_dump().items() if v is not None},
+        deadline_s=spec.deadline_s, observed_s=round(observed_for, 3),
+        kernel=KernelRecord(tcp_keepalive_time=kernel.keepalive_time_s,
+                            tcp_keepalive_intvl=kernel.keepalive_intvl_s,
+                            tcp_keepalive_probes=kernel.keepalive_probes,
+                            tcp_retries2=kernel.tcp_retries2, hz=kernel.hz),
+        lab={**{k: v for k, v in lab.describe().items() if k != "tmpdir"}, **(lab_extra or {})},
+        observer=ObserverRecord(
+            interval_s=spec.observe.interval, samples=observer.samples,
+            mean_sample_ms=round(1000 * observer.sample_cost_s / max(1, observer.samples), 3)),
+        duration_s=round(time.monotonic() - planned.started, 3))
+    return scenario_record(head, assessment, listed, load=load)

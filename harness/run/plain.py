@@ -1,0 +1,165 @@
+"""A plain scenario: the harness opens the sessions itself (a few at a time, from the
+client's side), holds them, faults the chosen ones and observes the server until each is
+reclaimed or the deadline passes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from harness.core.assess import SessionFacts
+from harness.core.prediction import format_seconds
+from harness.core.records import ScenarioRecord
+from harness.errors import LabError
+from harness.lab.netns import LoopInNamespace
+from harness.observe.sockdiag import Key, TableReader
+from harness.observe.watch import Observer, Watched
+from harness.run.phases import (
+    EventHook,
+    Lab,
+    ObserveHook,
+    Planned,
+    Progress,
+    bring_up,
+    inject,
+    judge,
+    last_activity,
+    new_lab,
+    observe,
+    server_error,
+)
+from harness.run.routing import Routing, setup_routing
+from harness.scenario import LoadedScenario
+from harness.targets.base import Session
+
+# Sessions are opened a few at a time: a burst of thousands would overflow the accept backlog.
+OPEN_CONCURRENCY = 32
+
+
+class OpenSessions(list[Session]):
+    """The sessions of a lab, with the client-namespace loop that drives them."""
+
+    def __init__(self, client: LoopInNamespace, sessions: Sequence[Session]) -> None:
+        super().__init__(sessions)
+        self.client = client
+
+
+async def _open_all(target: Any, lab: Lab, count: int, routing: Routing) -> list[Session]:
+    gate = asyncio.Semaphore(OPEN_CONCURRENCY)
+
+    async def one(i: int) -> Session:
+        async with gate:
+            s: Session = await target.open_session(lab, i, via=routing.via(i))
+            return s
+    tasks = [asyncio.ensure_future(one(i)) for i in range(count)]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        opened = [t.result() for t in tasks if t.done() and not t.cancelled() and t.exception() is None]
+        await asyncio.gather(*(target.close_session(s) for s in opened), return_exceptions=True)
+        raise
+
+
+async def _close_all(target: Any, sessions: Sequence[Session]) -> None:
+    await asyncio.gather(*(target.close_session(s) for s in sessions), return_exceptions=True)
+
+
+async def _alive_all(target: Any, sessions: Sequence[Session]) -> list[tuple[bool, str]]:
+    return list(await asyncio.gather(*(target.alive(s) for s in sessions)))
+
+
+def open_sessions(lab: Lab, target: Any, count: int, routing: Routing) -> OpenSessions:
+    """Open ``count`` sessions from the client namespace; closing them is registered with the lab."""
+    client = lab.session_loop()
+    lab.on_close("client event loop", client.close)
+    sessions = OpenSessions(client, client.run(_open_all(target, lab, count, routing)))
+    lab.on_close("sessions", lambda: client.run(_close_all(target, sessions), timeout=30))
+    return sessions
+
+
+def _find_session_processes(lab: Lab, target: Any, sessions: Sequence[Session],
+                            keys: dict[int, Key], table: TableReader) -> None:
+    """For targets that fork a process per connection (sshd), the process is found from the
+    server's side: the oldest process holding the session's server socket."""
+    missing = [s for s in sessions if s.pid is None]
+    if not missing:
+        return
+    found = lab.session_pids(table.dump(target.port), [keys[s.id] for s in missing])
+    for s in missing:
+        s.pid = found.get(keys[s.id])
+        if s.pid is None:
+            raise LabError("finding the server's process of each session",
+                           f"no process in {lab.server_ns} holds the socket of session {s.id}")
+
+
+def run_plain(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: None,
+              proxy_command: Sequence[str] | None = None, on_observe: ObserveHook | None = None,
+              on_event: EventHook | None = None, backend: str = "local",
+              report_folder: str | None = None) -> ScenarioRecord:
+    """Run one scenario in a fresh lab and return its record.
+
+    ``on_observe`` and ``on_event`` follow the observation as it happens (progress views)."""
+    planned = Planned.of(ls, run_id)
+    spec, target, fault = planned.spec, planned.target, planned.fault
+    count = spec.sessions.count
+    faulted_ids = set(planned.chooser.sample(range(count), spec.fault.pick_count(count)))
+
+    with new_lab(backend, run_id) as lab:
+        kernel, table = bring_up(lab, target)
+        routing = setup_routing(lab, target, spec.fault.layer or "packet", faulted_ids, proxy_command)
+        progress(f"{spec.name}: {spec.target.service} up in {lab.server_ns}{routing.shown()}")
+        sessions = open_sessions(lab, target, count, routing)
+        keys = routing.server_keys(target, sessions)
+        if target.needs_process:
+            _find_session_processes(lab, target, sessions, keys, table)
+        progress(f"{spec.name}: {count} sessions open; holding {format_seconds(spec.sessions.hold)} s")
+        time.sleep(spec.sessions.hold)
+        faulted = [s for s in sessions if s.id in faulted_ids]
+        survivors = [s for s in sessions if s.id not in faulted_ids]
+
+        watched = {s.id: Watched(s.id, keys[s.id], s.pid) for s in sessions}
+        observer = Observer(table, target.port, list(watched.values()))
+        observer.on_event = on_event
+        lab.on_close("observer", observer.close)
+
+        before = observer.snapshot()
+        sampled_at = time.time()
+        missing = [s.id for s in sessions if keys[s.id] not in before]
+        if missing:
+            raise LabError("before the fault", f"the server holds no socket for sessions {missing}")
+        t0 = inject(lab, fault, routing.fault_site(lab, faulted, keys), observer, before)
+        sent_at = None
+        if spec.sessions.activity == "in-flight":
+            target.send_in_flight(faulted)
+            sent_at = time.time()
+        progress(f"{spec.name}: {fault.describe()} on {len(faulted)} of {count} sessions;"
+                 f" watching up to {format_seconds(spec.deadline_s)} s")
+        observed_for = observe(observer, spec, t0, [watched[s.id] for s in faulted], on_observe)
+        checks = dict(zip((s.id for s in survivors),
+                          sessions.client.run(_alive_all(target, survivors), timeout=60), strict=True))
+        observer.sample()  # a survivor dropped during the checks still counts
+        errors = target.server_errors()
+
+    facts = []
+    for s in sessions:
+        w = watched[s.id]
+        info = before.get(w.key)
+        sent = next((e.t for e in w.events if e.what == "data-sent"), None)
+        if sent is None and sent_at is not None:
+            sent = sent_at - t0
+        check = checks.get(s.id)
+        facts.append(SessionFacts(
+            id=s.id, faulted=s.id in faulted_ids, opened_s=s.opened_at - t0,
+            last_activity_s=last_activity(info, sampled_at, t0), activity=spec.sessions.activity,
+            data_sent_s=sent or 0.0, rto_s=info.rto_s if info else None, pid=s.pid,
+            events=tuple(w.events), server_error=server_error(errors, s.pid, w.key, t0),
+            alive_check=None if check is None else (observed_for, check[0], check[1]),
+            client=f"{s.flow.client_addr}:{s.flow.client_port}", server=f"{w.key[0]}:{w.key[1]}",
+            server_peer=f"{w.key[2]}:{w.key[3]}", opened_detail=str(s.flow)))
+    fault_text = fault.describe() + (f" ({spec.fault.direction})" if spec.fault.direction else "")
+    return judge(planned, lab, facts, kernel=kernel, observer=observer, observed_for=observed_for,
+                 activity=spec.sessions.activity, fault_text=fault_text, lab_extra=routing.describe())

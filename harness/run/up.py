@@ -1,0 +1,73 @@
+"""``connchaos up``: a lab held open by hand, to reproduce a half-open connection."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from harness.faults import build
+from harness.lab import naming
+from harness.lab.toxiproxy import FAULTED
+from harness.run.phases import make_target, new_lab
+from harness.run.plain import open_sessions
+from harness.run.routing import ProxyRouting, setup_routing
+from harness.scenario import LoadedScenario
+
+
+def hold_open(ls: LoadedScenario, *, inject: bool, show: Callable[[str], None],
+              run_id: str, wait: Callable[[], None] | None = None,
+              proxy_command: Sequence[str] | None = None, backend: str = "local") -> int:
+    """``connchaos up``: build the lab, start the target, open the sessions (and optionally
+    inject the fault), then hold everything until Ctrl-C or SIGTERM, and tear it down."""
+    spec = ls.scenario
+    target = make_target(ls)
+    count = spec.sessions.count
+    faulted_ids = set(range(spec.fault.pick_count(count)))
+    with new_lab(backend, run_id) as lab:
+        target.start(lab)
+        routing = setup_routing(lab, target, spec.fault.layer or "packet", faulted_ids, proxy_command)
+        sessions = open_sessions(lab, target, count, routing)
+        d = lab.describe()
+        show(f"lab {lab.lab_id} is up ({lab.backend}): {spec.target.service} at"
+             f" {d['server_addr']}:{target.port} in {d['server_ns']}; clients in {d['client_ns']}"
+             f" ({d['client_addr']}); router {d['router_ns']}")
+        if "containers" in d:
+            show(f"containers: {d['containers']}; networks: {d['networks']}")
+        if type(routing) is ProxyRouting:
+            show(f"proxies in {lab.router_ns}: " + ", ".join(
+                f"{n} {h}:{p}" for n, (h, p) in routing.listen.items())
+                + f"; API: ip netns exec {lab.router_ns} curl -s 127.0.0.1:8474/proxies")
+        show(f"{len(sessions)} sessions held open: " + ", ".join(
+            f"#{s.id} {s.flow.client_addr}:{s.flow.client_port} (server pid {s.pid})" for s in sessions[:10])
+            + (" ..." if len(sessions) > 10 else ""))
+        if lab.rootless:
+            show(f"client shell:  docker exec -it {d['client_ns']} bash")
+            show(f"server table:  docker exec {d['server_ns']} ss -tnoi sport = :{target.port}")
+        else:
+            show(f"client shell:  ip netns exec {d['client_ns']} bash")
+            show(f"server table:  ip netns exec {d['server_ns']} ss -tnoi sport = :{target.port}")
+        if inject:
+            time.sleep(spec.sessions.hold)
+            fault = build(spec.fault)
+            chosen = [s for s in sessions if s.id in faulted_ids]
+            fault.apply(routing.fault_site(lab, chosen, routing.server_keys(target, chosen)))
+            lab.on_close("fault", fault.revert)
+            if fault.layer == "proxy":
+                where = f"proxy {FAULTED}"
+            else:
+                ns = lab.router_ns if getattr(fault, "where", "") == "router" else lab.client_ns
+                enter = "docker exec" if lab.rootless else "ip netns exec"
+                where = f"rules: {enter} {ns} nft list table inet {naming.NFT_TABLE}"
+            show(f"fault {spec.fault.type} ({fault.describe()}) applied to sessions"
+                 f" {sorted(faulted_ids)[:10]}{' ...' if len(faulted_ids) > 10 else ''}; {where}")
+        show("holding; Ctrl-C tears the lab down")
+        try:
+            (wait or _forever)()
+        except KeyboardInterrupt:
+            show("tearing down")
+    return 0
+
+
+def _forever() -> None:
+    while True:
+        time.sleep(3600)
