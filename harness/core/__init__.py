@@ -18,9 +18,10 @@ from harness.core.prediction import (
     retransmission_timeout_s,
     timer_slack_s,
 )
+from harness.core.records import SessionRecord
 from harness.core.stats import percentile, summarize
 from harness.core.timeline import EVENT_KINDS, Event, Outcome, outcome, sort_events
-from harness.core.verdict import Expectations, SessionResult, Verdict, judge
+from harness.core.verdict import Expectations, Verdict, judge
 
 __all__ = [
     "EVENT_KINDS",
@@ -33,7 +34,7 @@ __all__ = [
     "Outcome",
     "Peer",
     "Prediction",
-    "SessionResult",
+    "SessionRecord",
     "SocketSettings",
     "Verdict",
     "effective",

@@ -29,7 +29,7 @@ from harness.core.records import (
 )
 from harness.core.stats import summarize
 from harness.core.timeline import Event, outcome, sort_events
-from harness.core.verdict import Expectations, SessionResult, judge
+from harness.core.verdict import Expectations, judge
 
 Heartbeat = Callable[[float, float], tuple[Prediction | None, float | None]]
 """The service's own heartbeat, given (last activity, opened) in seconds from the fault: its
@@ -86,7 +86,6 @@ class Assessed:
 
     record: SessionRecord
     prediction: Prediction | None
-    result: SessionResult
 
 
 def _timeline(facts: SessionFacts, fault_type: str) -> list[Event]:
@@ -119,10 +118,7 @@ def assess_one(facts: SessionFacts, settings: Effective, fault: FaultModel, hear
         mechanism=out.mechanism, predicted_mechanism=None if pred is None else pred.mechanism,
         alive_at_end=alive, events=tuple(EventRecord(e.t, e.what, e.detail) for e in events),
         client_error=facts.client_error)
-    result = SessionResult(id=facts.id, faulted=facts.faulted, reclaimed=out.reclaimed,
-                           reclaim_s=out.reclaim_s, predicted_s=record.predicted_s,
-                           mechanism=out.mechanism, alive_at_end=alive)
-    return Assessed(record, pred, result)
+    return Assessed(record, pred)
 
 
 def assess(facts: SessionFacts, settings: Effective, fault: FaultModel, heartbeat: Heartbeat, *,
@@ -170,10 +166,10 @@ def assess_all(facts: Sequence[SessionFacts], conditions: Conditions, expect: Ex
     done = tuple(assess_one(f, c.settings, c.fault, c.heartbeat, fault_type=c.fault_type,
                             needs_process=c.needs_process) for f in facts)
     top = headline([a.prediction for a in done if a.prediction is not None])
-    results = [a.result for a in done]
+    results = [a.record for a in done]
     verdict = judge(expect, results, deadline_s=deadline_s, prediction=top)
     return Assessment(sessions=done, headline=top, verdict=verdict.verdict, reason=verdict.reason,
-                      summary=SummaryRecord.from_json(summarize(results)))
+                      summary=summarize(results))
 
 
 def prediction_record(p: Prediction | None) -> PredictionRecord | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, ClassVar, Literal, TypeAlias, TypeVar
 
 SCHEMA = "connchaos.results/1"
 
@@ -22,6 +22,7 @@ JsonObject: TypeAlias = Mapping[str, Json]
 VerdictName = Literal["pass", "fail", "error"]
 
 _R = TypeVar("_R")
+_F = TypeVar("_F", bound="_Flat")
 
 
 def _split(data: Mapping[str, Any], cls: type, renames: Mapping[str, str] | None = None,
@@ -44,6 +45,25 @@ def _maybe(read: Callable[[Mapping[str, Any]], _R], data: Mapping[str, Any] | No
 
 def _seconds(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
+
+
+class _Flat:
+    """A record whose JSON is its fields in order (``extra`` after them)."""
+
+    extra: JsonObject
+    _absent_when_none: ClassVar[tuple[str, ...]] = ()
+
+    def to_json(self) -> dict[str, Json]:
+        plain = {f.name: getattr(self, f.name) for f in fields(self)  # type: ignore[arg-type]
+                 if f.name != "extra"
+                 and not (f.name in self._absent_when_none and getattr(self, f.name) is None)}
+        return {**plain, **self.extra}
+
+    @classmethod
+    def from_json(cls: type[_F], data: Mapping[str, Any]) -> _F:
+        known, extra = _split(data, cls)
+        make: Callable[..., _F] = cls
+        return make(**known, extra=extra)
 
 
 @dataclass(frozen=True)
@@ -131,7 +151,7 @@ class PredictionRecord:
 
 
 @dataclass(frozen=True)
-class SummaryRecord:
+class SummaryRecord(_Flat):
     """Counts, and reclaim percentiles over the faulted sessions."""
 
     sessions: int = 0
@@ -143,19 +163,9 @@ class SummaryRecord:
     survivors_killed: int = 0
     extra: JsonObject = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Json]:
-        return {"sessions": self.sessions, "faulted": self.faulted, "reclaimed": self.reclaimed,
-                "p50_s": self.p50_s, "p95_s": self.p95_s, "max_s": self.max_s,
-                "survivors_killed": self.survivors_killed, **self.extra}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> SummaryRecord:
-        known, extra = _split(data, cls)
-        return cls(**known, extra=extra)
-
 
 @dataclass(frozen=True)
-class KernelRecord:
+class KernelRecord(_Flat):
     """The lab kernel's TCP defaults the prediction used."""
 
     tcp_keepalive_time: float
@@ -165,35 +175,15 @@ class KernelRecord:
     hz: int | None = None
     extra: JsonObject = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Json]:
-        return {"tcp_keepalive_time": self.tcp_keepalive_time,
-                "tcp_keepalive_intvl": self.tcp_keepalive_intvl,
-                "tcp_keepalive_probes": self.tcp_keepalive_probes,
-                "tcp_retries2": self.tcp_retries2, "hz": self.hz, **self.extra}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> KernelRecord:
-        known, extra = _split(data, cls)
-        return cls(**known, extra=extra)
-
 
 @dataclass(frozen=True)
-class ObserverRecord:
+class ObserverRecord(_Flat):
     """How the server's socket table was sampled."""
 
     interval_s: float
     samples: int
     mean_sample_ms: float
     extra: JsonObject = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Json]:
-        return {"interval_s": self.interval_s, "samples": self.samples,
-                "mean_sample_ms": self.mean_sample_ms, **self.extra}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ObserverRecord:
-        known, extra = _split(data, cls)
-        return cls(**known, extra=extra)
 
 
 @dataclass(frozen=True)
@@ -211,8 +201,8 @@ class TargetRecord:
         return cls(service=str(data["service"]), settings=dict(data.get("settings") or {}))
 
 
-@dataclass(frozen=True)
-class LoadRecord:
+@dataclass(frozen=True, kw_only=True)
+class LoadRecord(_Flat):
     """A load run's figures: users, what was held and faulted, Locust's statistics, the
     machine's resources over time."""
 
@@ -222,31 +212,15 @@ class LoadRecord:
     held: int
     faulted: int
     open_failed: int
+    open_failed_first: str | None = None
     survivors_checked_ok: int
     survivors_broken_at_client: int
     sessions_listed: str
     locust: JsonObject = field(default_factory=dict)
     usage: JsonObject = field(default_factory=dict)
     resources: JsonObject = field(default_factory=dict)
-    open_failed_first: str | None = None
     extra: JsonObject = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Json]:
-        out: dict[str, Json] = {
-            "users": self.users, "workers": self.workers, "spawn_rate": self.spawn_rate,
-            "held": self.held, "faulted": self.faulted, "open_failed": self.open_failed}
-        if self.open_failed_first is not None:
-            out["open_failed_first"] = self.open_failed_first
-        out.update({"survivors_checked_ok": self.survivors_checked_ok,
-                    "survivors_broken_at_client": self.survivors_broken_at_client,
-                    "sessions_listed": self.sessions_listed, "locust": dict(self.locust),
-                    "usage": dict(self.usage), "resources": dict(self.resources)})
-        return {**out, **self.extra}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> LoadRecord:
-        known, extra = _split(data, cls)
-        return cls(**known, extra=extra)
+    _absent_when_none: ClassVar[tuple[str, ...]] = ("open_failed_first",)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from harness.core.verdict import SessionResult
+from harness.core.records import SessionRecord, SummaryRecord
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -28,7 +28,7 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def summarize(sessions: Sequence[SessionResult]) -> dict[str, int | float | None]:
+def summarize(sessions: Sequence[SessionRecord]) -> SummaryRecord:
     """The results.json summary: counts, and reclaim percentiles over faulted sessions.
 
     ``reclaimed`` counts faulted sessions only; an unfaulted session that was reclaimed is
@@ -36,12 +36,12 @@ def summarize(sessions: Sequence[SessionResult]) -> dict[str, int | float | None
     """
     faulted = [s for s in sessions if s.faulted]
     times = [s.reclaim_s for s in faulted if s.reclaimed and s.reclaim_s is not None]
-    return {
-        "sessions": len(sessions),
-        "faulted": len(faulted),
-        "reclaimed": sum(1 for s in faulted if s.reclaimed),
-        "p50_s": _rounded(percentile(times, 50)),
-        "p95_s": _rounded(percentile(times, 95)),
-        "max_s": _rounded(max(times)) if times else None,
-        "survivors_killed": sum(1 for s in sessions if s.survivor_killed),
-    }
+    return SummaryRecord(
+        sessions=len(sessions),
+        faulted=len(faulted),
+        reclaimed=sum(1 for s in faulted if s.reclaimed),
+        p50_s=_rounded(percentile(times, 50)),
+        p95_s=_rounded(percentile(times, 95)),
+        max_s=_rounded(max(times)) if times else None,
+        survivors_killed=sum(1 for s in sessions if s.survivor_killed),
+    )

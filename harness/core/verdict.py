@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from harness.core.prediction import Prediction, format_seconds
+from harness.core.records import SessionRecord
 
 # Past this many, session lists are cut short: a failure line must stay readable.
 _MAX_LISTED = 10
@@ -26,24 +27,6 @@ class Expectations:
     still_held_after: float | None = None
     survivors_untouched: bool = False
     mechanism: str | None = None
-
-
-@dataclass(frozen=True)
-class SessionResult:
-    """What one session did, as the verdict needs it."""
-
-    id: int
-    faulted: bool
-    reclaimed: bool
-    reclaim_s: float | None
-    predicted_s: float | None
-    mechanism: str | None
-    alive_at_end: bool | None = None  # unfaulted sessions: answered a query at the end
-
-    @property
-    def survivor_killed(self) -> bool:
-        """An unfaulted session that the server dropped or that no longer answers."""
-        return not self.faulted and (self.reclaimed or self.alive_at_end is False)
 
 
 @dataclass(frozen=True)
@@ -68,7 +51,7 @@ class Verdict:
         return "; ".join(self.reasons)
 
 
-def _ids(sessions: Sequence[SessionResult]) -> str:
+def _ids(sessions: Sequence[SessionRecord]) -> str:
     """``session 4`` or ``sessions 3, 7, ...`` with a count of the rest."""
     ids = [str(s.id) for s in sessions]
     if len(ids) == 1:
@@ -78,7 +61,7 @@ def _ids(sessions: Sequence[SessionResult]) -> str:
     return f"sessions {shown}{more}"
 
 
-def _at(session: SessionResult) -> str:
+def _at(session: SessionRecord) -> str:
     if session.reclaim_s is None:
         return "at an unknown time"
     return f"at {format_seconds(session.reclaim_s)} s"
@@ -94,7 +77,7 @@ def _predicted(prediction: Prediction | None) -> str:
 
 def _reclaimed_within(
     limit: float,
-    faulted: Sequence[SessionResult],
+    faulted: Sequence[SessionRecord],
     deadline_s: float,
     prediction: Prediction | None,
 ) -> tuple[bool, str]:
@@ -125,7 +108,7 @@ def _reclaimed_within(
 
 
 def _still_held_after(
-    limit: float, faulted: Sequence[SessionResult], deadline_s: float
+    limit: float, faulted: Sequence[SessionRecord], deadline_s: float
 ) -> tuple[bool, str]:
     early = [
         s for s in faulted if s.reclaimed and (s.reclaim_s is None or s.reclaim_s <= limit)
@@ -164,7 +147,7 @@ def _still_held_after(
     )
 
 
-def _survivors_untouched(survivors: Sequence[SessionResult]) -> tuple[bool, str]:
+def _survivors_untouched(survivors: Sequence[SessionRecord]) -> tuple[bool, str]:
     if not survivors:
         return True, "no survivors to check: every session was faulted"
     killed = [s for s in survivors if s.survivor_killed]
@@ -190,7 +173,7 @@ def _survivors_untouched(survivors: Sequence[SessionResult]) -> tuple[bool, str]
 
 
 def _mechanism(
-    expected: str, faulted: Sequence[SessionResult], prediction: Prediction | None
+    expected: str, faulted: Sequence[SessionRecord], prediction: Prediction | None
 ) -> tuple[bool, str]:
     reclaimed = [s for s in faulted if s.reclaimed]
     if not reclaimed:
@@ -202,7 +185,7 @@ def _mechanism(
     total = len(reclaimed)
     if not wrong:
         return True, f"{total} of {total} reclaimed faulted sessions reclaimed by {expected}"
-    groups: dict[str, list[SessionResult]] = {}
+    groups: dict[str, list[SessionRecord]] = {}
     for s in wrong:
         groups.setdefault(s.mechanism or "unknown", []).append(s)
     seen = ", ".join(f"{_ids(group)} by {name}" for name, group in groups.items())
@@ -214,7 +197,7 @@ def _mechanism(
 
 def judge(
     exp: Expectations,
-    sessions: Sequence[SessionResult],
+    sessions: Sequence[SessionRecord],
     *,
     deadline_s: float,
     prediction: Prediction | None = None,

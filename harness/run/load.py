@@ -30,17 +30,8 @@ from harness.load.locust import USERS, LocustRun
 from harness.load.resources import ResourceSampler
 from harness.observe.sockdiag import Key, SockInfo, TableReader
 from harness.observe.watch import Observer, Watched
-from harness.run.phases import (
-    Planned,
-    Progress,
-    bring_up,
-    inject,
-    judge,
-    last_activity,
-    new_lab,
-    observe,
-    server_error,
-)
+from harness.run import phases
+from harness.run.phases import Progress
 from harness.scenario import LoadedScenario
 
 CHECK_WAIT_S = 15.0          # the users' check takes at most CONNCHAOS_LOAD_CHECK_TIMEOUT (5 s)
@@ -115,7 +106,7 @@ def locust_env(spec: Any, target: Any, server_addr: str, folder: str = "") -> di
 def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: None,
              report_folder: str | None = None, backend: str = "local", **_: Any) -> ScenarioRecord:
     """Run one scenario with a ``load:`` section and return its record."""
-    planned = Planned.of(ls, run_id)
+    planned = phases.Planned.of(ls, run_id)
     spec, target, fault = planned.spec, planned.target, planned.fault
     load = spec.load
     assert load is not None
@@ -125,8 +116,8 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
     if fault.layer != "packet":  # the schema admits only packet faults with load:
         raise LabError("applying the fault", f"{spec.fault.type} is not a packet fault")
     spawn_s = load.users / load.spawn_rate
-    with new_lab(backend, run_id) as lab:
-        kernel, table = bring_up(lab, target)
+    with phases.new_lab(backend, run_id) as lab:
+        kernel, table = phases.bring_up(lab, target)
         sampler = ResourceSampler(lab.server_ns, target.port, lab.client_addr, RESOURCE_INTERVAL_S)
         sampler.start()
         lab.on_close("resource sampler", sampler.stop)
@@ -160,10 +151,10 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
         observer = Observer(table, target.port, watched)
         lab.on_close("observer", observer.close)
         flows = [Flow(k[2], k[3], k[0], k[1]) for k in sorted(faulted_keys)]
-        t0 = inject(lab, fault, Site(lab=lab, flows=flows), observer, before)
+        t0 = phases.inject(lab, fault, Site(lab=lab, flows=flows), observer, before)
         progress(f"{spec.name}: {fault.describe()} on {len(faulted_keys)} of {len(keys)} sessions;"
                  f" watching up to {format_seconds(spec.deadline_s)} s")
-        observed_for = observe(observer, spec, t0, [w for w in watched if w.key in faulted_keys])
+        observed_for = phases.observe(observer, spec, t0, [w for w in watched if w.key in faulted_keys])
         survivors = {f"{w.key[2]}:{w.key[3]}" for w in watched if w.key not in faulted_keys}
         checks = _wait_for_checks(locust, survivors)
         observer.sample()   # a survivor dropped during the checks still counts
@@ -191,11 +182,11 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
             alive_check = (observed_for, bool(check and check.get("ok")), str(detail))
         facts.append(SessionFacts(
             id=w.id, faulted=is_faulted, opened_s=opened.get(client, sampled_at) - t0,
-            last_activity_s=last_activity(info, sampled_at, t0),
+            last_activity_s=phases.last_activity(info, sampled_at, t0),
             activity="in-flight" if in_flight else "idle",
             data_sent_s=sampled_at - info.last_data_sent_s - t0 if info and in_flight else 0.0,
             rto_s=info.rto_s if info else None, pid=w.pid, events=tuple(w.events),
-            server_error=server_error(errors, w.pid, w.key, t0), alive_check=alive_check,
+            server_error=phases.server_error(errors, w.pid, w.key, t0), alive_check=alive_check,
             client=client, server=f"{w.key[0]}:{w.key[1]}",
             client_error=broken[client].get("detail") if client in broken else None))
     client_broken = [e for c, e in broken.items() if c in survivors]
@@ -211,6 +202,6 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
         usage=usage,
         resources={"interval_s": RESOURCE_INTERVAL_S, "series": sampler.relative_to(t0),
                    **({"error": sampler.error} if sampler.error else {})})
-    return judge(planned, lab, facts, kernel=kernel, observer=observer, observed_for=observed_for,
+    return phases.judge(planned, lab, facts, kernel=kernel, observer=observer, observed_for=observed_for,
                  activity="idle" if load.every_s is None else f"every {format_seconds(load.every_s)} s",
                  listed=lambda s: s.faulted or s.survivor_killed, load=record)

@@ -48,3 +48,17 @@ def test_an_error_entry_round_trips() -> None:
              "sessions": [], "summary": {"sessions": 0, "faulted": 0, "reclaimed": 0, "p50_s": None,
                                          "p95_s": None, "max_s": None, "survivors_killed": 0}}
     assert ScenarioRecord.from_json(entry).to_json() == entry
+
+
+def test_a_load_block_round_trips_and_leaves_out_what_is_unknown() -> None:
+    from harness.core.records import LoadRecord
+
+    load = {"users": 20, "workers": 0, "spawn_rate": 10.0, "held": 20, "faulted": 5, "open_failed": 0,
+            "survivors_checked_ok": 15, "survivors_broken_at_client": 0,
+            "sessions_listed": "faulted sessions and killed survivors; untouched survivors are counted only",
+            "locust": {"stats": [], "failures": [], "files": []}, "usage": {"harness": {"cpu_s": 1.0}},
+            "resources": {"interval_s": 1.0, "series": []}}
+    record = LoadRecord.from_json(load)
+    assert record.open_failed_first is None and record.to_json() == load
+    failed = {**load, "open_failed": 1, "open_failed_first": "refused"}
+    assert LoadRecord.from_json(failed).to_json() == failed

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from harness.core.records import SessionRecord
 from harness.core.stats import percentile, summarize
-from harness.core.verdict import SessionResult
 
 
 @pytest.mark.parametrize(
@@ -38,8 +38,8 @@ def test_percentile_refuses_q_outside_0_100() -> None:
 def session(
     id: int, faulted: bool, reclaimed: bool, reclaim_s: float | None,
     alive: bool | None = None,
-) -> SessionResult:
-    return SessionResult(id=id, faulted=faulted, reclaimed=reclaimed, reclaim_s=reclaim_s,
+) -> SessionRecord:
+    return SessionRecord(id=id, faulted=faulted, reclaimed=reclaimed, reclaim_s=reclaim_s,
                          predicted_s=4.0, mechanism="keepalive" if reclaimed else None,
                          alive_at_end=alive)
 
@@ -56,20 +56,20 @@ def test_summarize_counts_and_percentiles_over_reclaimed_faulted_sessions() -> N
         session(7, False, False, None, alive=False),
     ]
     summary = summarize(sessions)
-    assert list(summary) == ["sessions", "faulted", "reclaimed", "p50_s", "p95_s", "max_s",
+    assert list(summary.to_json()) == ["sessions", "faulted", "reclaimed", "p50_s", "p95_s", "max_s",
                              "survivors_killed"]
-    assert summary["sessions"] == 8
-    assert summary["faulted"] == 5
-    assert summary["reclaimed"] == 4
-    assert summary["p50_s"] == 4.15
+    assert summary.sessions == 8
+    assert summary.faulted == 5
+    assert summary.reclaimed == 4
+    assert summary.p50_s == 4.15
     # position 2.85 over 4.0, 4.1, 4.2, 4.3004: 4.2 + 0.85 * 0.1004 = 4.28534
-    assert summary["p95_s"] == 4.285
-    assert summary["max_s"] == 4.3
-    assert summary["survivors_killed"] == 2
+    assert summary.p95_s == 4.285
+    assert summary.max_s == 4.3
+    assert summary.survivors_killed == 2
 
 
 def test_summarize_with_nothing_reclaimed_has_no_times() -> None:
     summary = summarize([session(0, True, False, None)])
-    assert (summary["p50_s"], summary["p95_s"], summary["max_s"]) == (None, None, None)
-    assert summary["reclaimed"] == 0
-    assert summary["survivors_killed"] == 0
+    assert (summary.p50_s, summary.p95_s, summary.max_s) == (None, None, None)
+    assert summary.reclaimed == 0
+    assert summary.survivors_killed == 0

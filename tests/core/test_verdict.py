@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from harness.core.prediction import Prediction
-from harness.core.verdict import Expectations, SessionResult, Verdict, judge
+from harness.core.records import SessionRecord
+from harness.core.verdict import Expectations, Verdict, judge
 
 KEEPALIVE_DEFAULTS = Prediction(
     reclaim_s=7875.0,
@@ -15,15 +16,15 @@ KEEPALIVE_DEFAULTS = Prediction(
 )
 
 
-def faulted(id: int, reclaim_s: float | None, mechanism: str | None = "keepalive") -> SessionResult:
-    return SessionResult(id=id, faulted=True, reclaimed=reclaim_s is not None,
+def faulted(id: int, reclaim_s: float | None, mechanism: str | None = "keepalive") -> SessionRecord:
+    return SessionRecord(id=id, faulted=True, reclaimed=reclaim_s is not None,
                          reclaim_s=reclaim_s, predicted_s=4.0,
                          mechanism=mechanism if reclaim_s is not None else None,
                          alive_at_end=None)
 
 
-def survivor(id: int, alive: bool | None = True, reclaim_s: float | None = None) -> SessionResult:
-    return SessionResult(id=id, faulted=False, reclaimed=reclaim_s is not None,
+def survivor(id: int, alive: bool | None = True, reclaim_s: float | None = None) -> SessionRecord:
+    return SessionRecord(id=id, faulted=False, reclaimed=reclaim_s is not None,
                          reclaim_s=reclaim_s, predicted_s=None, mechanism=None,
                          alive_at_end=alive)
 
