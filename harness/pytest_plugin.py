@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from harness.run import RunResults
     from harness.scenario import LoadedScenario
 
-SERVICES = ("postgres", "ssh", "websocket", "tcp")
 _RESULTS = pytest.StashKey["RunResults"]()
 _TOP_KEY = re.compile(r"^(target|fault)\s*:", re.MULTILINE)
 
@@ -41,6 +40,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "connchaos: a connchaos scenario (a scenario file or connchaos_lab)")
+    from harness.registry import SERVICES
+
     for service in SERVICES:
         config.addinivalue_line("markers", f"{service}: a connchaos scenario on the {service} target")
 

@@ -1,4 +1,5 @@
-"""Faults: what happens to some sessions. One module per fault, registered in ``FAULTS``.
+"""Faults: what happens to some sessions. One module per fault, named in
+``harness.registry.FAULT_TYPES``; ``FAULTS`` is that table's classes.
 
 Packet faults act on packets in the lab (nftables); proxy faults act in a Toxiproxy between
 client and server, driven through toxiproxy-python.
@@ -7,27 +8,13 @@ client and server, driven through toxiproxy-python.
 from __future__ import annotations
 
 from harness.faults.base import Flow, PacketFault
-from harness.faults.blackhole import Blackhole
-from harness.faults.client_vanish import ClientVanish
 from harness.faults.one_way_drop import OneWayDrop
-from harness.faults.peer_reboot import PeerReboot
 from harness.faults.proxy_base import ProxyControl, ProxyFault
-from harness.faults.proxy_down import ProxyDown
-from harness.faults.proxy_stall import ProxyStall
-from harness.faults.reset import Reset
 from harness.faults.toxic import Toxic
-from harness.scenario.model import TOXICS, Fault
+from harness.registry import FAULT_TYPES
+from harness.scenario.model import Fault
 
-FAULTS: dict[str, type[PacketFault] | type[ProxyFault]] = {
-    "blackhole": Blackhole,
-    "client-vanish": ClientVanish,
-    "one-way-drop": OneWayDrop,
-    "peer-reboot": PeerReboot,
-    "proxy-stall": ProxyStall,
-    "proxy-down": ProxyDown,
-    "reset": Reset,
-    **{name: Toxic for name in TOXICS},
-}
+FAULTS: dict[str, type[PacketFault] | type[ProxyFault]] = {name: kind.load() for name, kind in FAULT_TYPES.items()}
 
 
 def build(spec: Fault) -> PacketFault | ProxyFault:

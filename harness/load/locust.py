@@ -29,11 +29,12 @@ from typing import Any
 from harness.errors import LabError
 from harness.lab.netns import exec_argv
 from harness.lab.processes import log_tail, running, stop_process
+from harness.registry import SERVICE_TYPES
 
 USERS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "users.py")
 MASTER_PORT = 5557
 SETTLE_S = 3.5    # Locust's WORKER_REPORT_INTERVAL (3 s) and a margin
-USERS = {"postgres": "PostgresUser", "websocket": "WebSocketUser", "ssh": "SshUser", "tcp": "TcpUser"}
+USERS = {name: s.locust_user for name, s in SERVICE_TYPES.items() if s.locust_user is not None}
 """The User class in users.py of each service (Locust takes class names on its command line;
 users.py itself is never imported here: importing Locust monkey-patches the process)."""
 _TICKS = os.sysconf("SC_CLK_TCK")

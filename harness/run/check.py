@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from harness import __version__
 from harness.errors import MachineError, Problem, ScenarioError
 from harness.faults import FAULTS
+from harness.registry import FAULT_TYPES
 from harness.faults.nft import nft_binary
 from harness.scenario import LoadedScenario, load_paths
 from harness.targets import available, target_class
@@ -139,8 +140,8 @@ def _toxic_problems(loaded: LoadedScenario) -> list[Problem]:
     from harness.proxy.toxics import TOXICS
 
     fault = loaded.scenario.fault
-    kind = "reset_peer" if fault.type == "reset" else fault.type
-    if kind not in TOXICS:
+    kind = FAULT_TYPES[fault.type].toxic if fault.type in FAULT_TYPES else None
+    if kind is None:
         return []
     known = [f.metadata["json"] for f in dataclasses.fields(TOXICS[kind])]
     problems = []

@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from harness.registry import FAULT_TYPES, PACKET_FAULTS, SERVICE_TYPES
 from harness.scenario.durations import Duration, as_yaml, format_duration
 
 __all__ = [
@@ -55,6 +56,24 @@ def _rules_error(rules: list[tuple[tuple[str, ...], str]]) -> PydanticCustomErro
     return PydanticCustomError(RULE_ERROR, "{text}", {"text": text, "rules": rules})
 
 
+def _one_of(names: tuple[str, ...]) -> BeforeValidator:
+    """A name from a registry, refused as pydantic refuses a Literal (the loader says
+    "expected one of: ...")."""
+    expected = ", ".join(repr(n) for n in names)
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, str) or value not in names:
+            raise PydanticCustomError("literal_error", "Input should be {expected}", {"expected": expected})
+        return value
+    return BeforeValidator(check)
+
+
+ServiceName = Annotated[str, _one_of(tuple(SERVICE_TYPES))]
+"""A service of ``harness.registry.SERVICE_TYPES``."""
+FaultName = Annotated[str, _one_of(tuple(FAULT_TYPES))]
+"""A fault type of ``harness.registry.FAULT_TYPES``."""
+
+
 class _Part(BaseModel):
     """Shared configuration: unknown keys are errors, parsed scenarios never change."""
 
@@ -75,7 +94,7 @@ SettingValue = Annotated[str | int | float | bool, BeforeValidator(_setting_valu
 class Target(_Part):
     """The service under test and where it runs."""
 
-    service: Literal["postgres", "ssh", "websocket", "tcp"]
+    service: ServiceName
     backend: Literal["auto", "local", "docker"] = "auto"
     settings: dict[str, SettingValue] = {}
     command: StrictStr | None = None     # the user's own server: {host} and {port} are filled in
@@ -86,7 +105,7 @@ class Target(_Part):
     @model_validator(mode="after")
     def _own_server_fields_fit(self) -> Target:
         rules: list[tuple[tuple[str, ...], str]] = []
-        if self.service in ("postgres", "ssh"):
+        if SERVICE_TYPES[self.service].started_by_connchaos:
             for name in ("command", "ready", "port"):
                 if getattr(self, name) is not None:
                     rules.append(((name,), f"{self.service} is started by connchaos; {name} is for"
@@ -134,22 +153,10 @@ FaultSessions = Annotated[Literal["all"] | StrictInt | float, BeforeValidator(_f
 """Which sessions a fault hits: ``"all"``, a fraction (float in (0, 1]) or a count (int >= 1)."""
 
 
-PACKET_FAULTS = ("blackhole", "client-vanish", "one-way-drop", "peer-reboot")
-"""Faults that act on packets in the lab (nftables): TCP itself sees nothing."""
-PROXY_FAULTS = ("proxy-stall", "proxy-down", "reset")
-"""Named proxy faults: a Toxiproxy between client and server does them."""
-TOXICS = ("latency", "bandwidth", "slow_close", "timeout", "reset_peer", "slicer", "limit_data", "noop")
-"""Toxiproxy's toxics, usable by name at the proxy layer with their own attributes."""
-
-
 class Fault(_Part):
     """What happens to some of the sessions, and where it acts."""
 
-    type: Literal[
-        "blackhole", "client-vanish", "one-way-drop", "peer-reboot",
-        "proxy-stall", "proxy-down", "reset",
-        "latency", "bandwidth", "slow_close", "timeout", "reset_peer", "slicer", "limit_data", "noop",
-    ]
+    type: FaultName
     layer: Literal["packet", "proxy"] | None = None     # filled from the type when not given
     sessions: FaultSessions = "all"
     direction: Literal["to-server", "to-client"] | None = None
@@ -160,7 +167,8 @@ class Fault(_Part):
     @model_validator(mode="after")
     def _fields_fit_type(self) -> Fault:
         rules: list[tuple[tuple[str, ...], str]] = []
-        own_layer = "packet" if self.type in PACKET_FAULTS else "proxy"
+        kind = FAULT_TYPES[self.type]
+        own_layer = kind.layer
         if self.layer is not None and self.layer != own_layer:
             where = ("packet layer (nftables in the lab)" if own_layer == "packet"
                      else "proxy layer (a Toxiproxy between client and server)")
@@ -169,11 +177,11 @@ class Fault(_Part):
             rules.append((("direction",), "one-way-drop needs direction: to-server or to-client"))
         if self.type != "one-way-drop" and self.direction is not None:
             rules.append((("direction",), f"only one-way-drop takes a direction, not {self.type}"))
-        if own_layer == "packet" or self.type == "proxy-down":
+        if not kind.takes_stream:
             for name in ("stream", "toxicity"):
                 if getattr(self, name) is not None:
                     rules.append(((name,), f"only toxics at the proxy layer take {name}, not {self.type}"))
-        if self.attributes and self.type in (*PACKET_FAULTS, "proxy-stall", "proxy-down"):
+        if self.attributes and kind.toxic is None:
             rules.append((("attributes",), f"{self.type} takes no attributes"))
         if rules:
             raise _rules_error(rules)

@@ -277,3 +277,24 @@ def test_services_connchaos_starts_take_no_command() -> None:
 def test_openers_and_greeting_are_session_options() -> None:
     scenario = Scenario.model_validate(minimal(sessions={"count": 2, "opener": "raw", "greeting": "HELLO\n"}))
     assert (scenario.sessions.opener, scenario.sessions.greeting) == ("raw", "HELLO\n")
+
+
+def test_the_schema_reads_the_registries() -> None:
+    """Every service and fault type of harness.registry is one the schema accepts, with the
+    layer the registry gives it; nothing else is."""
+    from harness.faults import FAULTS
+    from harness.load.locust import USERS
+    from harness.registry import FAULT_TYPES, SERVICE_TYPES
+    from harness.scenario.model import Fault, Target
+    from harness.targets import available
+
+    for name, kind in FAULT_TYPES.items():
+        extra = {"direction": "to-client"} if name == "one-way-drop" else {}
+        assert Fault(type=name, **extra).layer == kind.layer
+    assert set(FAULTS) == set(FAULT_TYPES)
+    for name in SERVICE_TYPES:
+        extra = {"command": "x {host} {port}", "port": 1} if name == "tcp" else {}
+        assert Target(service=name, **extra).service == name
+    assert set(available()) <= set(SERVICE_TYPES) and set(USERS) == set(SERVICE_TYPES)
+    with pytest.raises(ValueError, match="literal_error|Input should be"):
+        Target(service="mysql")
