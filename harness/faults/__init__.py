@@ -14,7 +14,8 @@ from harness.faults.toxic import Toxic
 from harness.registry import FAULT_TYPES
 from harness.scenario.model import Fault
 
-FAULTS: dict[str, type[PacketFault] | type[ProxyFault]] = {name: kind.load() for name, kind in FAULT_TYPES.items()}
+FAULTS: dict[str, type[PacketFault] | type[ProxyFault]] = {
+    name: kind.load() for name, kind in FAULT_TYPES.items()}
 
 
 def build(spec: Fault) -> PacketFault | ProxyFault:

@@ -7,6 +7,7 @@ sessions a proxy of their own, so a fault never needs per-connection targeting.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
@@ -95,10 +96,8 @@ class ProxyFault:
         if self._control is not None and undo:
             def remove() -> None:
                 for fn in reversed(undo):
-                    try:
+                    with contextlib.suppress(NotFound):
                         fn()
-                    except NotFound:
-                        pass
             self._control.call(remove)
 
     def toxic(self, type_: str, stream: str, attributes: dict[str, Any]) -> dict[str, Any]:

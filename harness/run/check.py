@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable, Sequence
 from harness import __version__
 from harness.errors import MachineError, Problem, ScenarioError
 from harness.faults import FAULTS
-from harness.registry import FAULT_TYPES
 from harness.faults.nft import nft_binary
+from harness.registry import FAULT_TYPES
 from harness.scenario import LoadedScenario, load_paths
 from harness.targets import available, target_class
 
