@@ -382,18 +382,17 @@ def cmd_images(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from harness.doctor import checks
+    from harness.doctor import checks, not_ready
 
     found = checks()
     for c in found:
         mark = "[green]ok[/]     " if c.ok else "[red]missing[/]"
         fix = f"  -> {c.fix}" if (c.fix and not c.ok) else ""
         out.print(f"{mark} {c.name:20} {c.detail}  [dim]({c.needed_for})[/]{fix}")
-    local_ok = all(c.ok for c in found if c.needed_for == "local")
-    out.print("local backend: " + ("[green]ready[/]" if local_ok else "[red]not ready[/]"))
-    if not local_ok:
-        missing = ", ".join(c.name for c in found if c.needed_for == "local" and not c.ok)
-        raise MachineError(missing)
+    missing = not_ready(found)
+    out.print("local backend: " + ("[red]not ready[/]" if missing else "[green]ready[/]"))
+    if missing:
+        raise MachineError(", ".join(missing))
     return 0
 
 

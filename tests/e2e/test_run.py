@@ -14,6 +14,7 @@ import pytest
 from conftest import CONNCHAOS, REPO, ours, run_cli, write_scenario
 
 from harness import run as runner
+from harness.faults import nft
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
@@ -302,7 +303,7 @@ def test_a_machine_without_root_or_nftables_gets_exit_3(monkeypatch: pytest.Monk
     assert cli.main(["run", scenario, "--backend", "local"]) == 3
     assert "root" in capsys.readouterr().err
     monkeypatch.undo()
-    monkeypatch.setattr(runner.check, "nft_binary", lambda: None)
+    monkeypatch.setattr(nft, "nft_binary", lambda: None)
     assert cli.main(["run", scenario]) == 3
     assert "nftables" in capsys.readouterr().err
     assert cli.main(["check", scenario]) == 0       # checking needs neither
