@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli
+
+from harness.testing import REPO, run_cli
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONNCHAOS, REPO, keepalive_scenario, ours, run_cli, write_scenario
+
+from harness.testing import CONNCHAOS, REPO, keepalive_scenario, ours, run_cli, write_scenario
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("docker_machine", "images_built")]
 

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, keepalive_scenario, ours, skip_or_fail
+
+from harness.testing import REPO, keepalive_scenario, ours, skip_or_fail
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("docker_machine", "images_built")]
 

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli, write_scenario
 
 from harness import run as runner
 from harness.lab import naming
 from harness.lab.toxiproxy import LabProxy
+from harness.testing import run_cli, write_scenario
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 

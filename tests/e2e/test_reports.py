@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli
 from junitparser import JUnitXml
+
+from harness.testing import REPO, run_cli
+
+pytestmark = pytest.mark.lab   # runs the CLI in a process of its own
 
 SAMPLE = REPO / "tests" / "report" / "data" / "catalogue.json"
 

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONNCHAOS, REPO, ours, run_cli, write_scenario
 
 from harness import run as runner
 from harness.faults import nft
+from harness.testing import CONNCHAOS, REPO, ours, run_cli, write_scenario
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 

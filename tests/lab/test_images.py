@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_docker, run_cli, skip_or_fail
 
 from harness import __version__
 from harness.errors import LabError
 from harness.lab import images
+from harness.testing import run_cli, skip_or_fail
 
 docker = pytest.importorskip("docker")
 
@@ -101,6 +101,7 @@ def _compose() -> list[str] | None:
     return None
 
 
+@pytest.mark.docker
 @pytest.mark.parametrize("target", ["postgres", "ssh", "websocket"])
 def test_compose_file_is_valid_for_compose(target: str) -> None:
     compose = _compose()
@@ -113,6 +114,7 @@ def test_compose_file_is_valid_for_compose(target: str) -> None:
     assert f"image: connchaos/toxiproxy:{__version__}" in done.stdout
 
 
+@pytest.mark.lab   # runs the CLI in a process of its own
 def test_images_without_an_engine_is_exit_3(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     done = run_cli("images", "list", timeout=60)
@@ -129,8 +131,7 @@ def test_unknown_image_name_is_exit_2(docker_machine: None) -> None:
 # --- with an engine -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    require_docker()
+def client(docker_engine: None) -> Iterator[Any]:
     c = images.connect()
     yield c
     c.close()

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+
+from harness.testing import run_cli
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from observe.sockstates import OTHER_PORT, PORT, socket_states  # tests/ is on sys.path
+from tests.observe.sockstates import OTHER_PORT, PORT, socket_states
 
 from harness.errors import LabError
 from harness.lab.local import LocalLab

@@ -82,7 +82,9 @@ def greeter() -> Iterator[Upstream]:
     server.close()
 
 
-@pytest.fixture(scope="session", params=[1, 2], ids=["1-process", "2-processes"])
+# more than one process is the lab tier's (pytest -m "not lab" keeps to this process)
+@pytest.fixture(scope="session", params=[1, pytest.param(2, marks=pytest.mark.lab)],
+                ids=["1-process", "2-processes"])
 def proxy_server(request: pytest.FixtureRequest) -> Iterator[ProxyServer]:
     """The server under test, once with one process and once with a worker process too
     (every API behaviour must be the same either way)."""

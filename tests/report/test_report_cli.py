@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli
 from junitparser import JUnitXml
+
+from harness.testing import run_cli
+
+pytestmark = pytest.mark.lab   # runs the CLI in a process of its own
 
 
 def test_report_renders_every_format_next_to_the_results(tmp_path: Path, failing_path: Path) -> None:

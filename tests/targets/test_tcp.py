@@ -7,13 +7,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO, ours, write_scenario
 
 from harness import run as runner
 from harness.errors import LabError
 from harness.lab.local import LocalLab
 from harness.targets import openers
 from harness.targets.tcp import TcpTarget
+from harness.testing import REPO, ours, write_scenario
 
 ECHO = f"{sys.executable} {REPO}/scenarios/services/tcp_echo.py --host {{host}} --port {{port}}"
 
