@@ -7,8 +7,8 @@ machine without them; with CONNCHAOS_REQUIRE_LAB=1 (set by .ci/run) they fail in
 CONNCHAOS_REQUIRE_DOCKER=1 does the same for the Docker engine.
 
 Markers: a test using a lab fixture here (``lab_machine``, ``no_leftovers``, ``docker_machine``,
-``docker_engine``, ``images_built``) is marked ``lab`` (the docker ones also ``docker``) at collection, so that
-``pytest -m "not lab"`` runs the tests that need nothing of the machine.
+``docker_engine``, ``images_built``) is marked ``lab`` (the docker ones also ``docker``) at
+collection, so that ``pytest -m "not lab"`` runs the tests that need nothing of the machine.
 """
 
 from __future__ import annotations
