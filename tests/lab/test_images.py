@@ -9,6 +9,7 @@ CI builds them beforehand with ``connchaos images build``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -161,10 +162,8 @@ def network(client: Any) -> Iterator[Callable[..., Any]]:
         yield start
     finally:
         for c in reversed(started):
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 c.remove(force=True, v=True)
-            except docker.errors.NotFound:
-                pass
         net.remove()
         assert not client.containers.list(all=True, filters={"label": f"connchaos.run={run}"})
 

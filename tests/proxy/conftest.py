@@ -3,6 +3,7 @@ session (each test leaves it empty), and small upstream servers on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -46,11 +47,8 @@ class Upstream:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                self.handle(conn)
-            except OSError:
-                pass
+        with conn, contextlib.suppress(OSError):
+            self.handle(conn)
 
     def close(self) -> None:
         self.listener.close()

@@ -31,10 +31,9 @@ def test_declared_settings_are_checked_and_feed_the_prediction() -> None:
 @pytest.mark.usefixtures("no_leftovers")
 def test_a_service_that_never_listens_is_a_lab_error_and_is_stopped() -> None:
     target = TcpTarget(command="sleep 60", port=7001)
-    with LocalLab() as lab:
-        with pytest.raises(LabError, match="not ready"):
-            target._wait_ready = lambda lab, timeout_s=1.0: TcpTarget._wait_ready(target, lab, 1.0)  # type: ignore[method-assign]
-            target.start(lab)
+    with LocalLab() as lab, pytest.raises(LabError, match="not ready"):
+        target._wait_ready = lambda lab, timeout_s=1.0: TcpTarget._wait_ready(target, lab, 1.0)  # type: ignore[method-assign]
+        target.start(lab)
     assert not any("sleep 60" in o for o in ours())
 
 

@@ -186,7 +186,7 @@ def test_tuned_pings_close_dead_connections_when_predicted_and_the_kernel_keeps_
         assert now[key(survivor)].state == "ESTABLISHED" and now[key(survivor)].inode != 0
 
         errors = target.server_errors()
-        for s, when in zip(faulted, predicted):
+        for s, when in zip(faulted, predicted, strict=True):
             err = errors[(s.flow.client_addr, s.flow.client_port)]
             assert err.kind == "heartbeat" and "1011 keepalive ping timeout" in err.text
             assert abs(err.at - t0 - when) < TOLERANCE_S, (err.at - t0, when)
