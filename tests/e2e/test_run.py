@@ -35,6 +35,7 @@ def _faulted(result: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for s in result["sessions"] if s["faulted"]]
 
 
+@pytest.mark.slow   # measured 10-12 s
 def test_keepalive_reclaim_matches_the_prediction_for_every_session(tmp_path: Path) -> None:
     path = write_scenario(tmp_path, "ka", f"""name: ka
 {KEEPALIVE}
@@ -82,6 +83,7 @@ expect: {{reclaimed_within: 8s, mechanism: {mechanism}}}
         assert abs(s["reclaim_s"] - s["predicted_s"]) <= 0.25, s
 
 
+@pytest.mark.slow   # measured 10-12 s
 def test_data_in_flight_blinds_keepalive(tmp_path: Path) -> None:
     path = write_scenario(tmp_path, "blind", f"""name: blind
 {KEEPALIVE}
@@ -115,6 +117,7 @@ expect: {{reclaimed_within: 8s, survivors_untouched: true}}
     assert result["summary"]["survivors_killed"] == 0
 
 
+@pytest.mark.slow   # measured 10-12 s
 def test_defaults_with_a_short_deadline_fail_with_exit_1(tmp_path: Path) -> None:
     path = write_scenario(tmp_path, "defaults", """name: pg-defaults-short
 target: {service: postgres}
@@ -134,6 +137,7 @@ expect: {reclaimed_within: 3s}
     assert "fail" in proc.stdout and "pg-defaults-short" in proc.stdout
 
 
+@pytest.mark.slow   # measured 10-12 s
 def test_results_json_has_the_design_shape(tmp_path: Path) -> None:
     path = write_scenario(tmp_path, "shape", f"""name: shape
 {KEEPALIVE}
