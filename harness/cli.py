@@ -18,9 +18,8 @@ from typing import Any
 from rich.console import Console
 
 from harness import __version__
+from harness.core.verdict import exit_code
 from harness.errors import ConnchaosError, MachineError, ScenarioError
-
-INTERRUPTED = 130
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -164,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         err.print("connchaos: interrupted; the lab was torn down")
-        return INTERRUPTED
+        return exit_code((), interrupted=True)
 
 
 def cmd_check(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -273,7 +272,7 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         formats.write_all(res.record().to_json(), folder)  # what finished before the interrupt
         raise
     data = res.record().to_json()
-    code = _publish(data, folder, args, baseline, out)
+    regressions = _publish(data, folder, args, baseline, out)
     if args.json:
         text = json.dumps(data, indent=1)
         if args.json == "-":
@@ -281,13 +280,13 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
         else:
             with open(args.json, "w") as f:
                 f.write(text + "\n")
-    return code if code else res.exit_code
+    return exit_code((s.verdict for s in res.scenarios), regressions=regressions)
 
 
 def _publish(data: dict[str, Any], folder: str, args: argparse.Namespace,
              baseline: dict[str, Any] | None, out: Console) -> int:
     """Compare with the baseline, write every format, print the table: what ``run`` and
-    ``report`` share. Returns 1 when the baseline comparison found regressions, else 0."""
+    ``report`` share. Returns how many regressions the baseline comparison found."""
     from harness.report import baseline as compare
     from harness.report import console, formats
 
@@ -303,7 +302,7 @@ def _publish(data: dict[str, Any], folder: str, args: argparse.Namespace,
     out.print("reports: " + ", ".join(paths[1:]), markup=False)
     if summary:
         out.print(f"summary appended to {summary}", markup=False)
-    return 1 if data.get("baseline", {}).get("regressions") else 0
+    return len(data.get("baseline", {}).get("regressions", []))
 
 
 def cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -314,10 +313,8 @@ def cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
     data = results_file.read(args.results)
     baseline = results_file.read(args.baseline) if args.baseline else None
     folder = args.out or os.path.dirname(os.path.abspath(args.results))
-    code = _publish(data, folder, args, baseline, out)
-    verdicts = {s["verdict"] for s in data["scenarios"]}
-    run_code = 3 if "error" in verdicts else 1 if "fail" in verdicts else 0
-    return run_code if run_code else code
+    regressions = _publish(data, folder, args, baseline, out)
+    return exit_code([s["verdict"] for s in data["scenarios"]], regressions=regressions)
 
 
 def cmd_up(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -382,18 +379,17 @@ def cmd_images(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace, out: Console, err: Console) -> int:
-    from harness.doctor import checks
+    from harness.doctor import checks, not_ready
 
     found = checks()
     for c in found:
         mark = "[green]ok[/]     " if c.ok else "[red]missing[/]"
         fix = f"  -> {c.fix}" if (c.fix and not c.ok) else ""
         out.print(f"{mark} {c.name:20} {c.detail}  [dim]({c.needed_for})[/]{fix}")
-    local_ok = all(c.ok for c in found if c.needed_for == "local")
-    out.print("local backend: " + ("[green]ready[/]" if local_ok else "[red]not ready[/]"))
-    if not local_ok:
-        missing = ", ".join(c.name for c in found if c.needed_for == "local" and not c.ok)
-        raise MachineError(missing)
+    missing = not_ready(found)
+    out.print("local backend: " + ("[red]not ready[/]" if missing else "[green]ready[/]"))
+    if missing:
+        raise MachineError(", ".join(missing))
     return 0
 
 

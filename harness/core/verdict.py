@@ -8,7 +8,7 @@ seen, and, where a prediction is known, why.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -229,3 +229,19 @@ def judge(
     if failures:
         return Verdict("fail", failures)
     return Verdict("pass", tuple(text for _, text in results))
+
+
+# The exit codes of a run (DESIGN.md): 2, a scenario file is wrong, is ScenarioError's.
+EXIT_PASSED, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 3, 130
+
+
+def exit_code(verdicts: Iterable[str], regressions: int = 0, interrupted: bool = False) -> int:
+    """A run's exit code from its scenarios' verdicts and the baseline's regressions:
+    130 interrupted (Ctrl-C, the shell's code for SIGINT), 3 a scenario could not be run
+    (``error``), 1 an expectation failed or the baseline found a regression, 0 otherwise."""
+    if interrupted:
+        return EXIT_INTERRUPTED
+    seen = set(verdicts)
+    if "error" in seen:
+        return EXIT_ERROR
+    return EXIT_FAILED if "fail" in seen or regressions else EXIT_PASSED

@@ -84,14 +84,15 @@ class LocustRun:
             with open(os.path.join(self.folder, f"{role}.out"), "wb") as out:
                 # its own session: Ctrl-C in the terminal reaches the harness, which stops it
                 argv = self._argv(role)
-                proc = subprocess.Popen(exec_argv(self.client_ns, argv) if self.client_ns else argv, stdout=out,
-                                        stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                proc = subprocess.Popen(exec_argv(self.client_ns, argv) if self.client_ns else argv,
+                                        stdout=out, stderr=subprocess.STDOUT, env=env,
+                                        start_new_session=True)
             self.procs.append(proc)
             self.roles.append(role)
 
     def check_running(self, step: str) -> None:
         """A LabError quoting its output if a Locust process has exited."""
-        for role, proc in zip(self.roles, self.procs):
+        for role, proc in zip(self.roles, self.procs, strict=True):
             if proc.poll() is not None:
                 out = log_tail(os.path.join(self.folder, f"{role}.out"))
                 log = log_tail(os.path.join(self.folder, f"{role}.log"))
@@ -99,14 +100,14 @@ class LocustRun:
 
     def ask_check(self) -> None:
         """SIGUSR1 to the processes running users: each still-held session checks itself once."""
-        for role, proc in zip(self.roles, self.procs):
+        for role, proc in zip(self.roles, self.procs, strict=True):
             if role != "master" and proc.poll() is None:
                 proc.send_signal(signal.SIGUSR1)
 
     def usage(self) -> dict[str, Any]:
         """CPU seconds and peak memory of each Locust process so far (from /proc)."""
         found: dict[str, Any] = {}
-        for role, proc in zip(self.roles, self.procs):
+        for role, proc in zip(self.roles, self.procs, strict=True):
             found[role] = proc_usage(proc.pid)
         return found
 
@@ -120,7 +121,7 @@ class LocustRun:
         """
         if settle and all(p.poll() is None for p in self.procs):
             time.sleep(SETTLE_S if self.workers else 1.2)
-        for role, proc in zip(self.roles, self.procs):
+        for role, proc in zip(self.roles, self.procs, strict=True):
             if role in ("master", "local"):
                 stop_process(proc, signal.SIGTERM, grace_s)
         deadline = time.monotonic() + 10

@@ -5,13 +5,11 @@ and the images the docker scenarios need."""
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterable, Sequence
 
-from harness import __version__
-from harness.errors import MachineError, Problem, ScenarioError
+from harness import __version__, machine
+from harness.errors import Problem, ScenarioError
 from harness.faults import FAULTS
-from harness.faults.nft import nft_binary
 from harness.registry import FAULT_TYPES
 from harness.scenario import LoadedScenario, load_paths
 from harness.targets import available, target_class
@@ -107,12 +105,10 @@ def backend_for(loaded: LoadedScenario, backend: str | None = None) -> str:
         return "docker"
     if spec.target.command is not None:
         return "local"
-    try:
-        _require_local([loaded])
+    if not machine.missing(machine.needs_for([loaded], "local")):
         return "local"
-    except MachineError:
-        from harness.lab.docker import engine_problem
-        return "docker" if engine_problem() is None else "local"
+    from harness.lab.docker import engine_problem
+    return "docker" if engine_problem() is None else "local"
 
 
 def _load_problems(loaded: LoadedScenario) -> list[Problem]:
@@ -167,43 +163,12 @@ def prepare(paths: Iterable[str], backend: str | None = None) -> list[LoadedScen
 
 def require_machine(loaded: Sequence[LoadedScenario], backend: str | None = None) -> None:
     """Raise MachineError (exit 3) naming the first thing this machine lacks for the
-    scenarios, each on its backend."""
+    scenarios, each on its backend (harness.machine's list)."""
     by_backend: dict[str, list[LoadedScenario]] = {}
     for ls in loaded:
         by_backend.setdefault(backend_for(ls, backend), []).append(ls)
-    if "local" in by_backend:
-        _require_local(by_backend["local"])
-    if "docker" in by_backend:
-        _require_docker(by_backend["docker"])
-
-
-def _require_docker(loaded: Sequence[LoadedScenario] = ()) -> None:
-    """As root the docker backend enters the containers' network namespaces and writes
-    nftables rules there with this machine's nft; without root it reaches them through the
-    engine alone (README, "Without root"). Either way the engine must answer."""
-    from harness.lab.docker import engine
-
-    if os.geteuid() != 0:
-        _require_rootless(loaded)
-        engine(timeout_s=10).close()
-        return
-    if shutil.which("ip") is None:
-        raise MachineError("the ip command", "apt-get install iproute2")
-    if nft_binary() is None:
-        raise MachineError("nftables (the nft command)", "apt-get install nftables")
-    engine(timeout_s=10).close()
-
-
-def _require_rootless(loaded: Sequence[LoadedScenario]) -> None:
-    """What the docker backend cannot do yet without root."""
-    for ls in loaded:
-        spec = ls.scenario
-        if spec.target.service == "ssh":
-            raise MachineError("root for the ssh target on the docker backend (its key files"
-                               " are handed to the server's account by owner)", "run as root")
-        if spec.load is not None:
-            raise MachineError("root for a load run on the docker backend (Locust runs in the"
-                               " client's network namespace)", "run as root")
+    machine.require({need for chosen, group in by_backend.items()
+                     for need in machine.needs_for(group, chosen)})
 
 
 def images_needed(loaded: Sequence[LoadedScenario], backend: str | None = None) -> list[str]:
@@ -221,25 +186,6 @@ def images_needed(loaded: Sequence[LoadedScenario], backend: str | None = None) 
         if target.image is None and target.service != "tcp":
             names.add(target.service)
     return sorted(names)
-
-
-def _require_local(loaded: Sequence[LoadedScenario]) -> None:
-    if os.geteuid() != 0:
-        raise MachineError("root (network namespaces and nftables need it)", "run as root")
-    for tool, package in (("ip", "iproute2"), ("setpriv", "util-linux")):
-        if shutil.which(tool) is None:
-            raise MachineError(f"the {tool} command", f"apt-get install {package}")
-    if nft_binary() is None:
-        raise MachineError("nftables (the nft command)", "apt-get install nftables")
-    if not os.path.isdir("/proc/self/ns") or not os.path.exists("/proc/self/ns/net"):
-        raise MachineError("network namespaces in this kernel")
-    services = {ls.scenario.target.service for ls in loaded}
-    if "postgres" in services:
-        from harness.targets.postgres import require_bindir
-        require_bindir()
-    if "ssh" in services:
-        from harness.targets.ssh import require_sshd
-        require_sshd()
 
 
 def ensure_images(loaded: Sequence[LoadedScenario], backend: str | None = None,

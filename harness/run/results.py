@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from harness import __version__
 from harness.core.records import RunRecord, ScenarioRecord, SummaryRecord
+from harness.core.verdict import exit_code
 from harness.scenario import LoadedScenario
 
 
@@ -34,10 +35,7 @@ class RunResults:
     @property
     def exit_code(self) -> int:
         """0 all passed, 1 an expectation failed, 3 a scenario could not be run."""
-        verdicts = {s.verdict for s in self.scenarios}
-        if "error" in verdicts:
-            return 3
-        return 1 if "fail" in verdicts else 0
+        return exit_code(s.verdict for s in self.scenarios)
 
 
 def new_results(run_id: str | None = None) -> RunResults:

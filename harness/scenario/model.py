@@ -114,7 +114,8 @@ class Target(_Part):
         if self.service == "tcp" and self.command is None and self.image is None:
             rules.append((("command",), "service: tcp needs the command that starts your server"
                                         " (with {host} and {port}), or an image"))
-        if (self.command is not None or self.image is not None) and self.port is None and self.service == "tcp":
+        serves_own = self.command is not None or self.image is not None
+        if self.service == "tcp" and serves_own and self.port is None:
             rules.append((("port",), "say which port your server listens on"))
         if self.image is not None and self.backend == "local":
             rules.append((("image",), "image: runs on the docker backend; this target says backend: local"))
@@ -129,7 +130,8 @@ class Sessions(_Part):
     count: StrictInt = Field(ge=1, le=10_000)
     activity: Literal["idle", "in-flight"] = "idle"
     hold: Duration = 1.0
-    opener: StrictStr | None = None      # how sessions are opened: raw, postgres, ssh, websocket, or a plugin's
+    # how sessions are opened: raw, postgres, ssh, websocket, or a plugin's
+    opener: StrictStr | None = None
     greeting: StrictStr | None = None    # raw opener: text sent once connected
 
 
@@ -160,7 +162,8 @@ class Fault(_Part):
     layer: Literal["packet", "proxy"] | None = None     # filled from the type when not given
     sessions: FaultSessions = "all"
     direction: Literal["to-server", "to-client"] | None = None
-    stream: Literal["upstream", "downstream"] | None = None   # proxy faults: which direction the toxic acts on
+    # proxy faults: which direction the toxic acts on
+    stream: Literal["upstream", "downstream"] | None = None
     toxicity: float | None = Field(default=None, ge=0, le=1)  # proxy faults: share of connections affected
     attributes: dict[str, StrictInt | float] = {}              # the toxic's own attributes (Toxiproxy units)
 
@@ -172,7 +175,8 @@ class Fault(_Part):
         if self.layer is not None and self.layer != own_layer:
             where = ("packet layer (nftables in the lab)" if own_layer == "packet"
                      else "proxy layer (a Toxiproxy between client and server)")
-            rules.append((("layer",), f"{self.type} acts at the {where}; set layer: {own_layer} or leave it out"))
+            rules.append((("layer",), f"{self.type} acts at the {where};"
+                                      f" set layer: {own_layer} or leave it out"))
         if self.type == "one-way-drop" and self.direction is None:
             rules.append((("direction",), "one-way-drop needs direction: to-server or to-client"))
         if self.type != "one-way-drop" and self.direction is not None:
@@ -212,7 +216,8 @@ class Expect(_Part):
     reclaimed_within: Duration | None = None
     still_held_after: Duration | None = None
     survivors_untouched: StrictBool = True
-    mechanism: Literal["keepalive", "retransmission", "user-timeout", "reset", "closed", "heartbeat"] | None = None
+    mechanism: Literal["keepalive", "retransmission", "user-timeout", "reset", "closed",
+                       "heartbeat"] | None = None
 
     @field_validator("reclaimed_within", "still_held_after")
     @classmethod

@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli
+
+from harness.testing import REPO, run_cli
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
 
+@pytest.mark.slow   # every scenario of the catalogue
 def test_the_shipped_catalogue_passes(tmp_path: Path) -> None:
     proc = run_cli("run", "--quiet", "--report-dir", str(tmp_path), "scenarios", timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr

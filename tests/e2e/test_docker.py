@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONNCHAOS, REPO, keepalive_scenario, ours, run_cli, write_scenario
+
+from harness.testing import CONNCHAOS, REPO, keepalive_scenario, ours, run_cli, write_scenario
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("docker_machine", "images_built")]
 
@@ -33,6 +34,7 @@ def reclaims(entry: dict[str, Any]) -> list[tuple[float, float]]:
     return [(s["reclaim_s"], s["predicted_s"]) for s in entry["sessions"] if s["faulted"]]
 
 
+@pytest.mark.slow   # a scenario run in containers
 def test_the_same_keepalive_scenario_measures_alike_on_local_and_docker(tmp_path: Path, no_leftovers: None) -> None:
     scenario = write_scenario(tmp_path, "pg-keepalive", keepalive_scenario("pg-keepalive"))
     results = {}
@@ -53,6 +55,7 @@ def test_the_same_keepalive_scenario_measures_alike_on_local_and_docker(tmp_path
     assert lab["containers"].count("cc-") >= 4 and "postgres" in lab["containers"], lab
 
 
+@pytest.mark.slow   # a scenario run in containers
 def test_ssh_and_websocket_targets_run_in_containers(tmp_path: Path, no_leftovers: None) -> None:
     for name in ("ssh-client-alive", "websocket-tuned-ping"):
         code, data, text = run_json(tmp_path, REPO / "scenarios" / f"{name}.yaml", "--backend", "docker")
@@ -63,6 +66,7 @@ def test_ssh_and_websocket_targets_run_in_containers(tmp_path: Path, no_leftover
             assert abs(measured - predicted) <= 0.5, (name, measured, predicted)
 
 
+@pytest.mark.slow   # a scenario run in containers
 def test_the_proxy_layer_runs_the_proxy_image_beside_the_router(tmp_path: Path, no_leftovers: None) -> None:
     code, data, text = run_json(tmp_path, REPO / "scenarios" / "layers-proxy-stall.yaml", "--backend", "docker")
     entry = data["scenarios"][0]
@@ -72,6 +76,7 @@ def test_the_proxy_layer_runs_the_proxy_image_beside_the_router(tmp_path: Path, 
     assert not any(s["reclaimed"] for s in entry["sessions"] if s["faulted"])
 
 
+@pytest.mark.slow   # a scenario run in containers
 def test_a_users_own_image_runs_as_the_target(tmp_path: Path, no_leftovers: None) -> None:
     scenario = write_scenario(tmp_path, "own-image", f"""\
 name: own-image

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, keepalive_scenario, ours, skip_or_fail
+
+from harness.testing import REPO, keepalive_scenario, ours, skip_or_fail
 
 pytestmark = [pytest.mark.root, pytest.mark.usefixtures("docker_machine", "images_built")]
 
@@ -83,6 +84,7 @@ def faulted(entry: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for s in entry["sessions"] if s["faulted"]]
 
 
+@pytest.mark.slow   # a scenario run in containers
 def test_keepalive_reclaims_as_predicted_without_root(unprivileged: tuple[list[str], Path],
                                                       no_leftovers: None) -> None:
     scenario = unprivileged[1] / "pg-keepalive-rootless.yaml"
@@ -102,6 +104,7 @@ def test_keepalive_reclaims_as_predicted_without_root(unprivileged: tuple[list[s
     assert all(s["server_peer"].startswith(lab["client_addr"] + ":") for s in entry["sessions"])
 
 
+@pytest.mark.slow   # a scenario run in containers
 def test_a_websocket_scenario_passes_without_root(unprivileged: tuple[list[str], Path],
                                                   no_leftovers: None) -> None:
     code, data, text = run_json(unprivileged, REPO / "scenarios" / "websocket-tuned-ping.yaml")
@@ -111,6 +114,7 @@ def test_a_websocket_scenario_passes_without_root(unprivileged: tuple[list[str],
         assert s["reclaimed"] and abs(s["reclaim_s"] - s["predicted_s"]) <= 0.5, s
 
 
+@pytest.mark.slow   # a scenario run in containers
 def test_the_proxy_layer_passes_without_root(unprivileged: tuple[list[str], Path],
                                              no_leftovers: None) -> None:
     code, data, text = run_json(unprivileged, REPO / "scenarios" / "layers-proxy-stall.yaml")

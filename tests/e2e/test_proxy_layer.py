@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli, write_scenario
 
 from harness import run as runner
 from harness.lab import naming
 from harness.lab.toxiproxy import LabProxy
+from harness.testing import run_cli, write_scenario
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
@@ -34,6 +34,7 @@ expect: {expect}
 """)
 
 
+@pytest.mark.slow   # measured 18 s
 def test_the_same_settings_give_opposite_results_at_the_two_layers(tmp_path: Path) -> None:
     packet = _run(_scenario(tmp_path, "packet", "  type: blackhole",
                             "{reclaimed_within: 8s, mechanism: keepalive}"))
@@ -72,6 +73,7 @@ def test_without_the_connections_extension_the_targets_own_view_maps_sessions(
     assert all(s["server_peer"].startswith(naming.ROUTER_SERVER_ADDR + ":") for s in result["sessions"])
 
 
+@pytest.mark.slow   # measured 10 s
 def test_another_toxiproxy_server_command_is_a_drop_in(tmp_path: Path) -> None:
     path = _scenario(tmp_path, "dropin", "  type: latency\n  attributes: {latency: 300}",
                      "{still_held_after: 3s}", count=2)

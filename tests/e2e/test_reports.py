@@ -6,12 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_cli
 from junitparser import JUnitXml
+
+from harness.testing import REPO, run_cli
+
+pytestmark = pytest.mark.lab   # runs the CLI in a process of its own
 
 SAMPLE = REPO / "tests" / "report" / "data" / "catalogue.json"
 
 
+@pytest.mark.slow   # a run, then every report rendered twice
 @pytest.mark.usefixtures("no_leftovers")
 def test_a_run_writes_every_format_and_gates_on_its_baseline(tmp_path: Path) -> None:
     # The baseline: the catalogue run, with a p95 for postgres-client-vanishes that this run

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CONNCHAOS, REPO, ours, run_cli, write_scenario
 
 from harness import run as runner
+from harness.faults import nft
+from harness.testing import CONNCHAOS, REPO, ours, run_cli, write_scenario
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
@@ -34,6 +35,7 @@ def _faulted(result: dict[str, Any]) -> list[dict[str, Any]]:
     return [s for s in result["sessions"] if s["faulted"]]
 
 
+@pytest.mark.slow   # measured 10-12 s
 def test_keepalive_reclaim_matches_the_prediction_for_every_session(tmp_path: Path) -> None:
     path = write_scenario(tmp_path, "ka", f"""name: ka
 {KEEPALIVE}
@@ -81,6 +83,7 @@ expect: {{reclaimed_within: 8s, mechanism: {mechanism}}}
         assert abs(s["reclaim_s"] - s["predicted_s"]) <= 0.25, s
 
 
+@pytest.mark.slow   # measured 10-12 s
 def test_data_in_flight_blinds_keepalive(tmp_path: Path) -> None:
     path = write_scenario(tmp_path, "blind", f"""name: blind
 {KEEPALIVE}
@@ -114,6 +117,7 @@ expect: {{reclaimed_within: 8s, survivors_untouched: true}}
     assert result["summary"]["survivors_killed"] == 0
 
 
+@pytest.mark.slow   # measured 10-12 s
 def test_defaults_with_a_short_deadline_fail_with_exit_1(tmp_path: Path) -> None:
     path = write_scenario(tmp_path, "defaults", """name: pg-defaults-short
 target: {service: postgres}
@@ -133,6 +137,7 @@ expect: {reclaimed_within: 3s}
     assert "fail" in proc.stdout and "pg-defaults-short" in proc.stdout
 
 
+@pytest.mark.slow   # measured 10-12 s
 def test_results_json_has_the_design_shape(tmp_path: Path) -> None:
     path = write_scenario(tmp_path, "shape", f"""name: shape
 {KEEPALIVE}
@@ -302,7 +307,7 @@ def test_a_machine_without_root_or_nftables_gets_exit_3(monkeypatch: pytest.Monk
     assert cli.main(["run", scenario, "--backend", "local"]) == 3
     assert "root" in capsys.readouterr().err
     monkeypatch.undo()
-    monkeypatch.setattr(runner.check, "nft_binary", lambda: None)
+    monkeypatch.setattr(nft, "nft_binary", lambda: None)
     assert cli.main(["run", scenario]) == 3
     assert "nftables" in capsys.readouterr().err
     assert cli.main(["check", scenario]) == 0       # checking needs neither

@@ -9,6 +9,7 @@ CI builds them beforehand with ``connchaos images build``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -20,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_docker, run_cli, skip_or_fail
 
 from harness import __version__
 from harness.errors import LabError
 from harness.lab import images
+from harness.testing import run_cli, skip_or_fail
 
 docker = pytest.importorskip("docker")
 
@@ -101,6 +102,7 @@ def _compose() -> list[str] | None:
     return None
 
 
+@pytest.mark.docker
 @pytest.mark.parametrize("target", ["postgres", "ssh", "websocket"])
 def test_compose_file_is_valid_for_compose(target: str) -> None:
     compose = _compose()
@@ -113,6 +115,7 @@ def test_compose_file_is_valid_for_compose(target: str) -> None:
     assert f"image: connchaos/toxiproxy:{__version__}" in done.stdout
 
 
+@pytest.mark.lab   # runs the CLI in a process of its own
 def test_images_without_an_engine_is_exit_3(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     done = run_cli("images", "list", timeout=60)
@@ -129,8 +132,7 @@ def test_unknown_image_name_is_exit_2(docker_machine: None) -> None:
 # --- with an engine -------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[Any]:
-    require_docker()
+def client(docker_engine: None) -> Iterator[Any]:
     c = images.connect()
     yield c
     c.close()
@@ -160,10 +162,8 @@ def network(client: Any) -> Iterator[Callable[..., Any]]:
         yield start
     finally:
         for c in reversed(started):
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 c.remove(force=True, v=True)
-            except docker.errors.NotFound:
-                pass
         net.remove()
         assert not client.containers.list(all=True, filters={"label": f"connchaos.run={run}"})
 

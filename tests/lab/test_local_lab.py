@@ -53,7 +53,7 @@ def test_names_are_ours_and_fit() -> None:
             assert ns.startswith("cc-")
         links = subprocess.run(["ip", "-n", lab.router_ns, "-o", "link"], capture_output=True,
                                text=True).stdout
-        names = [l.split(": ")[1].split("@")[0] for l in links.splitlines()]
+        names = [line.split(": ")[1].split("@")[0] for line in links.splitlines()]
         assert sorted(n for n in names if n != "lo") == sorted(
             [naming.link(lab.lab_id, "rc"), naming.link(lab.lab_id, "rs")])
         assert all(len(n) <= 15 for n in names)

@@ -67,8 +67,8 @@ def test_every_service_has_a_locust_user_and_a_small_max_connections_is_exit_2(t
     import pathlib
     folder = pathlib.Path(str(tmp_path))
     for service in ("ssh", "postgres", "tcp"):
-        body = BASE.replace("{service: websocket}", "{service: %s%s}" % (
-            service, ", command: 'x {port}', port: 7000" if service == "tcp" else ""))
+        extra = ", command: 'x {port}', port: 7000" if service == "tcp" else ""
+        body = BASE.replace("{service: websocket}", f"{{service: {service}{extra}}}")
         (folder / f"{service}.yaml").write_text(body + "load: {users: 3}\n")
         assert prepare([str(folder / f"{service}.yaml")])[0].scenario.load is not None
     pg = BASE.replace("{service: websocket}", "\n  service: postgres\n  settings: {max_connections: 50}")

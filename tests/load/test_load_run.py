@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+
+from harness.testing import run_cli
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
@@ -22,6 +23,7 @@ def alive_checks_passed(row: dict[str, int], faulted: int) -> int:
     return row["requests"] - row["failures"]
 
 
+@pytest.mark.slow   # a Locust load run
 def test_small_load_run_reclaims_the_faulted_fraction_and_spares_the_rest(tmp_path: Path) -> None:
     proc = run_cli("run", "scenarios/load-websocket-small.yaml", "--report-dir", str(tmp_path), timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -87,6 +89,7 @@ observe:
 """
 
 
+@pytest.mark.slow   # a Locust load run
 def test_ssh_sessions_under_load_are_reclaimed_by_client_alive(tmp_path: Path) -> None:
     scenario = tmp_path / "load-ssh-small.yaml"
     scenario.write_text(SSH_LOAD)

@@ -12,9 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 
 from harness.load.locust import LocustRun, read_stats
+from harness.testing import REPO
+
+pytestmark = pytest.mark.lab   # starts an echo server process
 
 ECHO = REPO / "scenarios" / "services" / "tcp_echo.py"
 

@@ -17,6 +17,8 @@ from harness.errors import LabError
 from harness.observe.agent import AgentClient, RemoteSocketTable
 from harness.observe.sockdiag import SocketTable
 
+pytestmark = pytest.mark.lab   # starts the agent's process
+
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[AgentClient]:

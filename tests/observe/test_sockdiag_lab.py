@@ -6,11 +6,11 @@ from __future__ import annotations
 import time
 
 import pytest
-from observe.sockstates import OTHER_PORT, PORT, socket_states  # tests/ is on sys.path
 
 from harness.errors import LabError
 from harness.lab.local import LocalLab
 from harness.observe.sockdiag import Key, SocketTable, SockInfo, open_pyroute2, pyroute2_dump
+from tests.observe.sockstates import OTHER_PORT, PORT, socket_states
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 

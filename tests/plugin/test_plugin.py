@@ -109,6 +109,7 @@ def test_a_machine_without_the_lab_skips_or_fails_under_require_lab(
     result.stdout.fnmatch_lines(["*this machine cannot run it: root*"])
 
 
+@pytest.mark.slow   # real scenarios in a pytest subprocess
 @pytest.mark.usefixtures("no_leftovers")
 def test_real_scenarios_pass_and_fail_with_the_verdicts_message(pytester: pytest.Pytester,
                                                                tmp_path: Path) -> None:
@@ -132,6 +133,7 @@ def test_real_scenarios_pass_and_fail_with_the_verdicts_message(pytester: pytest
     assert {s["name"]: s["verdict"] for s in data["scenarios"]} == {"pg-quick": "pass", "pg-defaults": "fail"}
 
 
+@pytest.mark.slow   # real scenarios in a pytest subprocess
 @pytest.mark.usefixtures("no_leftovers")
 def test_connchaos_lab_fixture_runs_a_scenario_written_in_python(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_lab="""

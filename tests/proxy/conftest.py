@@ -3,6 +3,7 @@ session (each test leaves it empty), and small upstream servers on 127.0.0.1."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -46,11 +47,8 @@ class Upstream:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                self.handle(conn)
-            except OSError:
-                pass
+        with conn, contextlib.suppress(OSError):
+            self.handle(conn)
 
     def close(self) -> None:
         self.listener.close()
@@ -82,7 +80,9 @@ def greeter() -> Iterator[Upstream]:
     server.close()
 
 
-@pytest.fixture(scope="session", params=[1, 2], ids=["1-process", "2-processes"])
+# more than one process is the lab tier's (pytest -m "not lab" keeps to this process)
+@pytest.fixture(scope="session", params=[1, pytest.param(2, marks=pytest.mark.lab)],
+                ids=["1-process", "2-processes"])
 def proxy_server(request: pytest.FixtureRequest) -> Iterator[ProxyServer]:
     """The server under test, once with one process and once with a worker process too
     (every API behaviour must be the same either way)."""

@@ -14,6 +14,8 @@ import requests
 
 from tests.proxy.conftest import Upstream, connect, round_trip
 
+pytestmark = pytest.mark.lab   # starts the proxy server's process
+
 READY = "connchaos proxy listening on http://127.0.0.1:"
 
 

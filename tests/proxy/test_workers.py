@@ -23,6 +23,8 @@ import requests
 from harness.proxy import ProxyServer
 from tests.proxy.conftest import Upstream, connect, eventually, recv_exact, refused, round_trip
 
+pytestmark = pytest.mark.lab   # a data plane of several processes
+
 CLIENTS = 40
 READY = "connchaos proxy listening on http://127.0.0.1:"
 

@@ -6,9 +6,9 @@ import shlex
 from typing import Any
 
 import yaml
-from conftest import REPO
 
 from harness.cli import _parser
+from harness.testing import REPO
 
 EXAMPLE = REPO / "docs" / "examples" / "connchaos.yml"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import skip_or_fail
 
 from harness.report import html, plots
+from harness.testing import skip_or_fail
 
 DATA = Path(__file__).parent / "data" / "results.json"
 CHROMIUM = "/usr/bin/chromium"
@@ -121,6 +121,7 @@ def _browser_or_skip() -> Any:
     return sync_playwright
 
 
+@pytest.mark.lab   # starts chromium
 def test_a_person_sees_the_report_in_chromium_offline(results: dict[str, Any], page: str,
                                                       tmp_path: Path) -> None:
     sync_playwright = _browser_or_skip()

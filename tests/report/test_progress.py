@@ -7,11 +7,11 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, write_scenario
 from rich.console import Console
 
 from harness import run as runner
 from harness.report.progress import RunProgress
+from harness.testing import run_cli, write_scenario
 
 QUICK = """name: quick
 target:

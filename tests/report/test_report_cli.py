@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import run_cli
 from junitparser import JUnitXml
+
+from harness.testing import run_cli
+
+pytestmark = pytest.mark.lab   # runs the CLI in a process of its own
 
 
 def test_report_renders_every_format_next_to_the_results(tmp_path: Path, failing_path: Path) -> None:
@@ -28,6 +31,7 @@ def test_report_renders_every_format_next_to_the_results(tmp_path: Path, failing
     assert JUnitXml.fromfile(str(tmp_path / "junit.xml")).failures == 1
 
 
+@pytest.mark.slow   # renders the whole catalogue's report (20-30 s)
 def test_report_into_another_folder_and_a_passing_run(tmp_path: Path, catalogue_path: Path) -> None:
     proc = run_cli("report", str(catalogue_path), "--out", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
@@ -35,6 +39,7 @@ def test_report_into_another_folder_and_a_passing_run(tmp_path: Path, catalogue_
     assert not (catalogue_path.parent / "junit.xml").exists()
 
 
+@pytest.mark.slow   # renders the whole catalogue's report (20-30 s)
 def test_a_baseline_regression_fails_a_passing_run(tmp_path: Path, catalogue: dict[str, Any]) -> None:
     old = json.loads(json.dumps(catalogue))
     for sc in old["scenarios"]:

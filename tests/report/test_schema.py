@@ -88,7 +88,7 @@ def test_read_lists_a_broken_files_problems_cut_short(tmp_path: Path, catalogue:
 
 def test_the_suite_checks_every_results_file_it_leaves(tmp_path: Path, failing: dict[str, Any]) -> None:
     """The conftest hook that validates each test's results files finds a broken one."""
-    from conftest import results_files_invalid
+    from harness.testing import results_files_invalid
 
     (tmp_path / "r" / "run").mkdir(parents=True)
     (tmp_path / "r" / "run" / "results.json").write_text(json.dumps(failing))

@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import skip_or_fail
 
 from harness.core.sshd import ClientAlive, client_alive, tcp_keepalive
 from harness.faults import build as build_spec
@@ -26,6 +25,7 @@ from harness.observe.sockdiag import SocketTable
 from harness.scenario.model import Fault
 from harness.targets.base import Session
 from harness.targets.ssh import SshTarget, effective_config, find_sshd
+from harness.testing import skip_or_fail
 
 # Measured reclaims land 1-60 ms from the prediction: each ClientAlive check runs a few ms
 # after its whole interval, and the runner's "last activity" is the client's last ACK, which

@@ -7,13 +7,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO, ours, write_scenario
 
 from harness import run as runner
 from harness.errors import LabError
 from harness.lab.local import LocalLab
 from harness.targets import openers
 from harness.targets.tcp import TcpTarget
+from harness.testing import REPO, ours, write_scenario
 
 ECHO = f"{sys.executable} {REPO}/scenarios/services/tcp_echo.py --host {{host}} --port {{port}}"
 
@@ -31,10 +31,9 @@ def test_declared_settings_are_checked_and_feed_the_prediction() -> None:
 @pytest.mark.usefixtures("no_leftovers")
 def test_a_service_that_never_listens_is_a_lab_error_and_is_stopped() -> None:
     target = TcpTarget(command="sleep 60", port=7001)
-    with LocalLab() as lab:
-        with pytest.raises(LabError, match="not ready"):
-            target._wait_ready = lambda lab, timeout_s=1.0: TcpTarget._wait_ready(target, lab, 1.0)  # type: ignore[method-assign]
-            target.start(lab)
+    with LocalLab() as lab, pytest.raises(LabError, match="not ready"):
+        target._wait_ready = lambda lab, timeout_s=1.0: TcpTarget._wait_ready(target, lab, 1.0)  # type: ignore[method-assign]
+        target.start(lab)
     assert not any("sleep 60" in o for o in ours())
 
 

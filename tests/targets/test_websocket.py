@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from conftest import REPO
 
 from harness.core.prediction import KernelDefaults, effective, predict
 from harness.core.websocket import timeline
@@ -24,6 +23,7 @@ from harness.observe.sockdiag import Key, SocketTable, SockInfo
 from harness.scenario.model import Fault
 from harness.targets.base import Session
 from harness.targets.websocket import WebSocketTarget, classify_close
+from harness.testing import REPO
 
 # Every measured moment below is compared with its prediction within this. The server's own
 # timers land 3-11 ms after the prediction on an idle machine; the rest is room for sampling
@@ -186,7 +186,7 @@ def test_tuned_pings_close_dead_connections_when_predicted_and_the_kernel_keeps_
         assert now[key(survivor)].state == "ESTABLISHED" and now[key(survivor)].inode != 0
 
         errors = target.server_errors()
-        for s, when in zip(faulted, predicted):
+        for s, when in zip(faulted, predicted, strict=True):
             err = errors[(s.flow.client_addr, s.flow.client_port)]
             assert err.kind == "heartbeat" and "1011 keepalive ping timeout" in err.text
             assert abs(err.at - t0 - when) < TOLERANCE_S, (err.at - t0, when)

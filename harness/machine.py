@@ -1,0 +1,263 @@
+"""What this machine must have, in one list: ``connchaos doctor`` prints it, a run raises from it
+(exit 3) and the test suite skips from it.
+
+Each requirement names what needs it (``needed_for``): a backend (``local``, ``docker``), a way
+of running one (``docker as root``), or a service or feature on a backend (``postgres on
+local``, ``ssh on docker``). ``needs_for`` turns scenarios into those needs, ``missing`` and
+``require`` check the requirements that serve them, in the list's order.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from harness.errors import ConnchaosError, MachineError
+
+if TYPE_CHECKING:
+    from harness.scenario import LoadedScenario
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """One thing a run may need from this machine."""
+
+    name: str                           # doctor's label
+    what: str                           # what a run lacks without it (MachineError's text)
+    check: Callable[[], str | None]     # why it is missing here (doctor's detail), or None
+    fix: str                            # what to do about it
+    needed_for: tuple[str, ...]         # the needs it serves (see the module docstring)
+    seen: Callable[[], str] = lambda: "found"   # doctor's detail when present
+    # doctor's real attempt (slower: it creates and removes something), after check passes
+    trial: Callable[[], str | None] | None = None
+    blocking: bool = True               # False: doctor reports it; a run does not stop for it
+    reason_in_error: bool = False       # the error's hint starts with the check's reason
+
+    def error(self, reason: str) -> MachineError:
+        hint = f"{reason}; {self.fix}" if self.reason_in_error else self.fix
+        return MachineError(self.what, hint)
+
+
+def _root() -> str | None:
+    return None if os.geteuid() == 0 else f"euid {os.geteuid()}"
+
+
+def _command(tool: str) -> Requirement:
+    package = {"ip": "iproute2", "setpriv": "util-linux"}[tool]
+    return Requirement(
+        f"{tool} command", f"the {tool} command",
+        lambda: None if shutil.which(tool) else "missing", f"apt-get install {package}",
+        ("local", "docker as root") if tool == "ip" else ("local",),
+        seen=lambda: shutil.which(tool) or "")
+
+
+def _netns() -> str | None:
+    return None if os.path.exists("/proc/self/ns/net") else "no /proc/self/ns/net"
+
+
+def _nft() -> str | None:
+    from harness.faults import nft
+
+    return None if nft.nft_binary() else "no nft command"
+
+
+def _trial_namespace(load_table: bool) -> str | None:
+    """Create a throwaway namespace (and load an nft table in it): the real test of both."""
+    from harness.lab import naming
+
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        return "not tried (needs root and ip)"
+    name = naming.namespace(naming.new_lab_id(), "doc")
+    made = _run(["ip", "netns", "add", name])
+    if made is None or made.returncode != 0:
+        return (made.stderr.strip() if made else "ip failed") if not load_table else "not tried"
+    try:
+        if not load_table:
+            return None
+        from harness.errors import LabError
+        from harness.faults import nft
+        from harness.faults.base import chain
+
+        if nft.nft_binary() is None:
+            return "no nft command"
+        # the same loader and rule shape the packet faults use
+        try:
+            nft.load(nft.InNamespace(name), "rtr",
+                     f"table {nft.TABLE} {{\n{chain('forward', 'forward', 'tcp dport 9 drop')}}}\n")
+        except LabError as exc:
+            return str(exc)
+        return None
+    finally:
+        _run(["ip", "netns", "delete", name])
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str] | None:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _postgres() -> str | None:
+    from harness.targets.postgres import find_bindir
+
+    return None if find_bindir() else "postgres/initdb not found"
+
+
+def _postgres_version() -> str:
+    from harness.targets.postgres import find_bindir
+
+    bindir = find_bindir()
+    out = _run([os.path.join(bindir, "postgres"), "--version"]) if bindir else None
+    return out.stdout.strip() if out else ""
+
+
+def _sshd() -> str | None:
+    from harness.targets.ssh import find_sshd
+
+    return None if find_sshd() else "sshd not found"
+
+
+def _sshd_path() -> str:
+    from harness.targets.ssh import find_sshd
+
+    return find_sshd() or ""
+
+
+def _engine() -> str | None:
+    """Why no Docker engine answers (the SDK's words), or None: what ``lab.docker.engine``
+    raises from, as a reason."""
+    try:
+        import docker
+        from docker.errors import DockerException
+    except ImportError:  # pragma: no cover - a dependency of the package
+        return "no docker SDK for Python (pip install docker)"
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+        client.close()
+    except DockerException as exc:
+        return f"none answers ({exc})"
+    return None
+
+
+def _engine_version() -> str:
+    from harness.lab.docker import engine
+
+    client = engine(timeout_s=10)
+    try:
+        return str(client.version().get("Version", ""))
+    finally:
+        client.close()
+
+
+def _images_todo() -> list[str]:
+    from harness.lab import images
+
+    client = images.connect()
+    try:
+        found = images.status(client)
+    finally:
+        client.close()
+    return [f"{s.name} {s.state.split(' (')[0]}" for s in found
+            if s.name in ("base", *images.NAMES) and not s.state.startswith("up to date")]
+
+
+def _images() -> str | None:
+    if _engine() is not None:
+        return "not tried (no Docker engine)"
+    try:
+        todo = _images_todo()
+    except ConnchaosError as exc:
+        return str(exc)
+    return ", ".join(todo) if todo else None
+
+
+def _images_seen() -> str:
+    from harness.lab import images
+
+    return f"{len(images.NAMES)} images and the base up to date"
+
+
+def _toxiproxy() -> str | None:
+    return None if shutil.which("toxiproxy-server") else "not installed"
+
+
+def _refuse_without_root() -> str | None:
+    return None if os.geteuid() == 0 else "needs root for now"
+
+
+REQUIREMENTS: tuple[Requirement, ...] = (
+    Requirement("root", "root (network namespaces and nftables need it)", _root, "run as root",
+                ("local",), seen=lambda: f"euid {os.geteuid()}"),
+    _command("ip"),
+    _command("setpriv"),
+    Requirement("network namespaces", "network namespaces in this kernel", _netns, "", ("local",),
+                seen=lambda: "created and removed one", trial=lambda: _trial_namespace(False)),
+    Requirement("nftables", "nftables (the nft command)", _nft, "apt-get install nftables",
+                ("local", "docker as root"), seen=lambda: "loaded a table in a lab namespace",
+                trial=lambda: _trial_namespace(True)),
+    Requirement("PostgreSQL server", "PostgreSQL server binaries (postgres, initdb)", _postgres,
+                "apt-get install postgresql, or set CONNCHAOS_PG_BINDIR", ("postgres on local",),
+                seen=_postgres_version),
+    Requirement("OpenSSH server", "the OpenSSH server (sshd)", _sshd, "apt-get install openssh-server",
+                ("ssh on local",), seen=_sshd_path),
+    # What the docker backend cannot do yet without root: two refusals, each its own entry.
+    Requirement("root for ssh on docker", "root for the ssh target on the docker backend (its key"
+                " files are handed to the server's account by owner)", _refuse_without_root,
+                "run as root", ("ssh on docker",), seen=lambda: "running as root"),
+    Requirement("root for load on docker", "root for a load run on the docker backend (Locust runs"
+                " in the client's network namespace)", _refuse_without_root, "run as root",
+                ("load on docker",), seen=lambda: "running as root"),
+    Requirement("Docker engine", "a Docker engine", _engine, "start dockerd or set DOCKER_HOST",
+                ("docker",), seen=_engine_version, reason_in_error=True),
+    # a run builds what is missing itself (connchaos images build is the same step)
+    Requirement("docker images", "the project's images", _images, "connchaos images build",
+                ("docker",), seen=_images_seen, blocking=False),
+    Requirement("Toxiproxy server", "a Toxiproxy server", _toxiproxy, "",
+                ("proxy layer: optional, the built-in proxy stands in (--toxiproxy-server)",),
+                seen=lambda: shutil.which("toxiproxy-server") or "", blocking=False),
+)
+
+
+def needs_for(loaded: Sequence[LoadedScenario], backend: str) -> set[str]:
+    """What these scenarios, all run on ``backend`` (``local`` or ``docker``), need."""
+    needs = {backend}
+    if backend == "docker" and os.geteuid() == 0:
+        # as root the docker backend enters the containers' network namespaces and writes
+        # nftables rules there with this machine's nft; without root the engine alone does
+        needs.add("docker as root")
+    for ls in loaded:
+        spec = ls.scenario
+        if backend == "local" and spec.target.service in ("postgres", "ssh"):
+            needs.add(f"{spec.target.service} on local")
+        if backend == "docker" and spec.target.service == "ssh":
+            needs.add("ssh on docker")
+        if backend == "docker" and spec.load is not None:
+            needs.add("load on docker")
+    return needs
+
+
+def missing(needed: Iterable[str]) -> list[tuple[Requirement, str]]:
+    """The requirements serving ``needed`` that this machine lacks, in the list's order, each
+    with why (a cheap check: nothing is created)."""
+    wanted = set(needed)
+    found = []
+    for req in REQUIREMENTS:
+        if req.blocking and wanted.intersection(req.needed_for):
+            reason = req.check()
+            if reason is not None:
+                found.append((req, reason))
+    return found
+
+
+def require(needed: Iterable[str]) -> None:
+    """Raise MachineError (exit 3) naming the first thing this machine lacks for ``needed``."""
+    lacking = missing(needed)
+    if lacking:
+        req, reason = lacking[0]
+        raise req.error(reason)
