@@ -338,13 +338,13 @@ def cmd_proxy(args: argparse.Namespace, out: Console, err: Console) -> int:
 
 def cmd_bench(args: argparse.Namespace, out: Console, err: Console) -> int:
     if args.what == "load":
-        from harness.load.bench import main as bench_load
+        from benchmarks.load import main as bench_load
 
         return bench_load((["--quick"] if args.quick else []) + (["--only", args.only] if args.only else []))
     if args.what == "sockdiag":
-        from harness.observe.bench import main as bench
+        from benchmarks.sockdiag import main as bench
     else:
-        from harness.proxy.bench import main as bench
+        from benchmarks.proxy import main as bench
 
     code: int = bench(["--quick"] if args.quick else [])
     return code

@@ -7,8 +7,7 @@ Modules: ``server`` (the server, ``serve`` and ``main``), ``api`` (routes, handl
 rendering), ``proxy`` (one proxy: listener, toxics, connections), ``connection`` and ``link``
 (one connection and its two streams), ``pipeline`` (the toxic chain of a stream),
 ``toxics`` (one module per toxic, and the registry), ``gojson`` (Go's JSON rules),
-``errors`` (API errors with their status), ``bench`` (performance against direct loopback,
-with ``bench_upstream`` its upstream server process);
+``errors`` (API errors with their status);
 for a data plane over several processes (``--workers``): ``listener`` (addresses, and
 listeners shared with SO_REUSEPORT), ``pool`` (the worker processes, from the API process),
 ``worker`` (a worker process), ``replica`` (a worker's copy of the proxies), ``runtime``
@@ -17,6 +16,8 @@ listeners shared with SO_REUSEPORT), ``pool`` (the worker processes, from the AP
 Extension, ours and not Toxiproxy's: ``GET /proxies/{name}/connections`` lists the live
 connections of a proxy with their four addresses and byte counts, so that a client session
 can be matched to the socket the server sees (its ``upstream_local``).
+
+Its benchmark against direct loopback is ``benchmarks/proxy.py`` (``connchaos bench proxy``).
 """
 
 from __future__ import annotations

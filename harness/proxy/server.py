@@ -16,7 +16,7 @@ or, for synchronous code such as tests, on a loop thread of its own::
         Toxiproxy().update_api_consumer("127.0.0.1", server.port)
 
 The loop is uvloop when it is installed (it halves the proxy's per-hop latency, see
-``harness.proxy.bench``), asyncio's otherwise.
+``benchmarks.proxy``), asyncio's otherwise.
 
 ``--workers N`` (``ProxyServer(workers=N)``) spreads the data plane over N processes: this one
 (API and data plane) and N-1 workers (``pool``, ``worker``), every one listening on every

@@ -1,5 +1,5 @@
-"""The benchmark's upstream server, a process of its own:
-``python -m harness.proxy.bench_upstream`` (``bench.Upstream`` starts it).
+"""The proxy benchmark's upstream server, a process of its own:
+``python -m benchmarks.proxy_upstream`` (``benchmarks.proxy.Upstream`` starts it).
 
 Three listeners on 127.0.0.1: an echo (round trips), a sink that acknowledges each run of
 bytes it was told to expect (throughput), and a holder that accepts and keeps idle

@@ -1,7 +1,7 @@
-"""How the built-in proxy compares with direct loopback: ``python -m harness.proxy.bench``.
+"""How the built-in proxy compares with direct loopback: ``connchaos bench proxy``.
 
 Processes, all on 127.0.0.1: this one (the clients), an upstream server (echo for round
-trips, a sink for throughput, a holder for idle connections; ``bench_upstream``), and the
+trips, a sink for throughput, a holder for idle connections; ``proxy_upstream``), and the
 proxy (``python -m harness.proxy.server``), so that the proxy's memory is its own. Each
 figure is measured side by side in the same run, direct and through the proxy:
 
@@ -25,6 +25,7 @@ stopped before it returns; the exit status is 0 when every target is met.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import math
@@ -41,8 +42,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from harness.proxy import bench_upstream
-from harness.proxy.bench_upstream import BLOCK, HOST, raise_nofile
+from benchmarks import proxy_upstream
+from benchmarks.proxy_upstream import BLOCK, HOST, raise_nofile
 
 PING = 64
 TARGETS = {"throughput": 0.40, "rtt": 2.0, "memory_kb": 19.0, "held": 10_000}
@@ -150,7 +151,7 @@ class Upstream:
     """The upstream server process."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "harness.proxy.bench_upstream"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "benchmarks.proxy_upstream"],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.ports: dict[str, int] = json.loads(self.proc.stdout.readline())
@@ -215,10 +216,8 @@ class ProxyProcess:
 def _stop(proc: subprocess.Popen[str], stdin: IO[str] | None) -> None:
     if proc.poll() is None:
         if stdin is not None:
-            try:
+            with contextlib.suppress(OSError):
                 stdin.close()
-            except OSError:
-                pass
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(10)
@@ -373,7 +372,7 @@ def loop_name(choice: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print the table; 0 when every target is met."""
-    parser = argparse.ArgumentParser(prog="python -m harness.proxy.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.proxy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a shorter run (fewer bytes, "
                         "round trips and idle connections)")
@@ -384,7 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--upstream", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.upstream:         # the upstream server's former spelling
-        return bench_upstream.main()
+        return proxy_upstream.main()
     raise_nofile()
     plan = QUICK if args.quick else FULL
 

@@ -56,7 +56,8 @@ def figures(entry: dict[str, Any]) -> list[str]:
         return [f"{entry['name']}: error: {entry['reason']}"]
     load, summary, usage = entry["load"], entry["summary"], entry["load"]["usage"]
     series = load["resources"]["series"]
-    peak = {k: max((s[k] for s in series), default=None) for k in ("established", "processes", "fds", "rss_mib", "anon_mib")}
+    peak = {k: max((s[k] for s in series), default=None)
+            for k in ("established", "processes", "fds", "rss_mib", "anon_mib")}
     pred = entry["prediction"] or {}
     lines = [
         f"{entry['name']}: {entry['verdict']} ({entry['reason'] or 'every expectation met'})",
@@ -67,9 +68,11 @@ def figures(entry: dict[str, Any]) -> list[str]:
         f" {load['survivors_checked_ok']} of {load['held'] - load['faulted']}",
         f"  reclaim            p50 {_fmt(summary['p50_s'])}, p95 {_fmt(summary['p95_s'])},"
         f" max {_fmt(summary['max_s'])} (latest prediction {_fmt(pred.get('reclaim_s'))})",
-        f"  observer           {entry['observer']['samples']} samples, {entry['observer']['mean_sample_ms']} ms"
-        f" each on average (one socket-table dump of all {load['held']} sessions)",
-        f"  harness            CPU {usage['harness']['cpu_s']} s, peak RSS {usage['harness']['peak_rss_mib']} MiB",
+        f"  observer           {entry['observer']['samples']} samples,"
+        f" {entry['observer']['mean_sample_ms']} ms each on average"
+        f" (one socket-table dump of all {load['held']} sessions)",
+        f"  harness            CPU {usage['harness']['cpu_s']} s,"
+        f" peak RSS {usage['harness']['peak_rss_mib']} MiB",
     ]
     for role, u in usage["locust"].items():
         if u:

@@ -23,6 +23,7 @@ issue's 20 ms.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import select
@@ -36,12 +37,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from benchmarks.proxy_upstream import raise_nofile
 from harness.lab.local import LocalLab
 from harness.lab.netns import entered, exec_argv
 from harness.lab.processes import stop_process
 from harness.observe.sockdiag import SocketTable, open_pyroute2, pyroute2_dump
 from harness.observe.watch import Observer, Watched
-from harness.proxy.bench_upstream import raise_nofile
 
 PORT = 5432
 TARGET_MS = 20.0
@@ -87,7 +88,7 @@ class Clients:
     """The child process in the client namespace that holds the client ends."""
 
     def __init__(self, namespace: str, address: str, port: int, count: int) -> None:
-        argv = [sys.executable, "-m", "harness.observe.bench", "--clients", str(count),
+        argv = [sys.executable, "-m", "benchmarks.sockdiag", "--clients", str(count),
                 address, str(port)]
         self.proc = subprocess.Popen(exec_argv(namespace, argv), stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE)
@@ -121,10 +122,8 @@ def _close_all(held: list[socket.socket]) -> None:
 
 
 def _close_listener(listener: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         listener.shutdown(socket.SHUT_RDWR)     # wakes the acceptor if it still waits
-    except OSError:
-        pass
     listener.close()
 
 
