@@ -33,15 +33,9 @@ otherwise), and once a ClientAlive keepalive is in flight TCP keepalive cannot f
 from __future__ import annotations
 
 import asyncio
-import difflib
-import functools
 import os
-import pwd
-import re
 import secrets
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -52,7 +46,7 @@ import asyncssh
 
 from harness.core.prediction import Prediction, SocketSettings
 from harness.core.sshd import ClientAlive, client_alive, tcp_keepalive
-from harness.errors import LabError, MachineError
+from harness.errors import LabError
 from harness.faults.base import Flow
 from harness.lab import naming
 from harness.lab.cleanup import remove_run_user
@@ -60,127 +54,10 @@ from harness.lab.netns import exec_argv, listening
 from harness.lab.processes import end_processes, running
 from harness.scenario.model import Scenario
 from harness.targets.base import LabView, Scalar, ServerError, Session, as_docker
+from harness.targets.ssh import account, config, log
+from harness.targets.ssh.config import SHOWN, require_sshd
 
-# The lab decides these: where sshd listens, its keys and files, who may log in and how.
-# A scenario setting one of them would cut the harness off from its own sessions.
-RESERVED = {name.lower() for name in (
-    "Port", "ListenAddress", "AddressFamily", "HostKey", "HostCertificate", "HostKeyAgent",
-    "PidFile", "AuthorizedKeysFile", "AuthorizedKeysCommand", "AuthorizedKeysCommandUser",
-    "AuthorizedPrincipalsFile", "AuthorizedPrincipalsCommand", "AuthorizedPrincipalsCommandUser",
-    "PubkeyAuthentication", "AuthenticationMethods", "AllowUsers", "DenyUsers", "AllowGroups",
-    "DenyGroups", "UsePAM", "ChrootDirectory", "ForceCommand", "Include", "Match",
-)}
-# Where the lab's own choice is only a default: a scenario may override these.
-DEFAULTS = {
-    "LogLevel": "VERBOSE",          # "Read error ... Connection timed out" is logged at VERBOSE
-    "MaxStartups": "1000:30:2000",  # sessions open 32 at a time; the default 10 drops some
-    "PasswordAuthentication": "no",
-    "KbdInteractiveAuthentication": "no",
-    "PermitRootLogin": "no",
-    "PrintMotd": "no",
-    "PrintLastLog": "no",
-}
-# Levels that keep the lines server_errors reads ("Read error ..." is VERBOSE).
-LOG_LEVELS = {"VERBOSE", "DEBUG", "DEBUG1", "DEBUG2", "DEBUG3"}
-# The per-run account's uid inside a container (any free one: the container has no others).
-CONTAINER_UID = 4242
-PRIVSEP_DIR = "/run/sshd"
 IN_FLIGHT_BYTES = 4000
-SHOWN = ("ClientAliveInterval", "ClientAliveCountMax", "TCPKeepAlive")
-
-_CLIENT = r"(?:(?:authenticating |invalid )?user \S+ )?(\d+\.\d+\.\d+\.\d+) port (\d+)"
-_LOG = [
-    (re.compile(rf"Timeout, client not responding from {_CLIENT}"), "heartbeat"),
-    (re.compile(rf"Read error from remote host {_CLIENT}: (.*)"), None),
-    (re.compile(rf"Connection reset by {_CLIENT}"), "reset"),
-    (re.compile(rf"Connection (?:from|to) {_CLIENT} timed out"), "timeout"),
-    (re.compile(rf"Connection closed by {_CLIENT}"), "closed"),
-]
-
-
-def find_sshd() -> str | None:
-    """OpenSSH's server: Debian's /usr/sbin/sshd, else ``sshd`` on the PATH (absolute: sshd
-    re-executes itself for every connection and refuses a relative path)."""
-    for candidate in ("/usr/sbin/sshd", shutil.which("sshd")):
-        if candidate and os.access(candidate, os.X_OK):
-            return os.path.abspath(candidate)
-    return None
-
-
-def require_sshd() -> str:
-    found = find_sshd()
-    if found is None:
-        raise MachineError("the OpenSSH server (sshd)", "apt-get install openssh-server")
-    return found
-
-
-def sshd_text(value: Scalar) -> str:
-    """A setting as sshd reads it (YAML's yes/no arrive as booleans)."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return str(value)
-
-
-def _unprivileged() -> list[str]:
-    """How to run ``sshd -T`` without root: as root it also insists on its privilege-separation
-    folder, which a mere check should not create; so root drops to ``nobody``."""
-    if os.geteuid() != 0:
-        return []
-    try:
-        user = pwd.getpwnam("nobody")
-    except KeyError:
-        return []
-    return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--"]
-
-
-@functools.lru_cache(maxsize=64)
-def _sshd_test(sshd: str, options: tuple[tuple[str, str], ...]) -> tuple[int, str, str]:
-    """``sshd -T`` with an empty configuration, a throwaway host key and ``options``:
-    (exit code, effective configuration, messages)."""
-    as_user = _unprivileged()
-    folder = tempfile.mkdtemp(prefix=naming.TMP_PREFIX)
-    try:
-        os.chmod(folder, 0o755)
-        key = os.path.join(folder, "host_ed25519")
-        asyncssh.generate_private_key("ssh-ed25519").write_private_key(key)
-        if as_user:
-            user = pwd.getpwnam("nobody")
-            os.chown(key, user.pw_uid, user.pw_gid)
-        os.chmod(key, 0o600)
-        empty = os.path.join(folder, "sshd_config")
-        open(empty, "w").close()
-        argv = [*as_user, sshd, "-T", "-f", empty, "-h", key]
-        for name, value in options:
-            argv += ["-o", f"{name}={value}"]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-        return done.returncode, done.stdout, done.stderr
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def known_options(sshd: str) -> list[str]:
-    """sshd's option names as ``sshd -T`` prints them (lower case)."""
-    code, out, _ = _sshd_test(sshd, ())
-    return sorted({line.split(" ", 1)[0] for line in out.splitlines() if line.strip()}) if code == 0 else []
-
-
-def _message(stderr: str) -> str:
-    """sshd's complaint about one ``-o`` option, without its 'command-line line 0:' prefix."""
-    lines = [re.sub(r"^command-line:? line \d+: ", "", line).strip()
-             for line in stderr.splitlines() if line.strip()]
-    return "; ".join(lines) or "refused by sshd"
-
-
-def effective_config(settings: Mapping[str, Scalar]) -> dict[str, str]:
-    """sshd's effective configuration (``sshd -T``, lower-case names) with ``settings`` on an
-    otherwise empty configuration; empty when sshd is not installed or refuses them."""
-    sshd = find_sshd()
-    if sshd is None:
-        return {}
-    code, out, _ = _sshd_test(sshd, tuple((k, sshd_text(v)) for k, v in settings.items()))
-    if code != 0:
-        return {}
-    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
 
 @dataclass
@@ -225,37 +102,8 @@ class SshTarget:
 
     @classmethod
     def check_settings(cls, settings: Mapping[str, Scalar]) -> list[tuple[str, str]]:
-        """Each setting is tried on sshd itself (``sshd -T -o Name=Value``): an unknown option,
-        a bad value or an option sshd ignores (deprecated, unsupported) is a problem."""
-        sshd = find_sshd()
-        problems = []
-        for name, value in settings.items():
-            text = sshd_text(value)
-            if name.lower() in RESERVED:
-                problems.append((name, "is set by connchaos to run the lab; remove it"))
-                continue
-            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", name):
-                problems.append((name, "is not an sshd option name"))
-                continue
-            if "\n" in text or "\r" in text:
-                problems.append((name, "a value must be on one line"))
-                continue
-            if name.lower() == "loglevel" and text.upper() not in LOG_LEVELS:
-                problems.append((name, "connchaos reads why sessions end from sshd's log, which"
-                                       " needs VERBOSE or a DEBUG level; got " + repr(text)))
-                continue
-            if sshd is None:
-                continue  # nothing to ask; a run stops with exit 3 anyway
-            code, _, err = _sshd_test(sshd, ((name, text),))
-            if "Bad configuration option" in err:
-                near = difflib.get_close_matches(name.lower(), known_options(sshd), n=1)
-                hint = f" (did you mean {near[0]}?)" if near else ""
-                problems.append((name, f"sshd has no option {name!r}{hint}"))
-            elif code != 0:
-                problems.append((name, f"sshd refuses {name}={text}: {_message(err)}"))
-            elif "Deprecated option" in err or "Unsupported option" in err:
-                problems.append((name, f"sshd ignores it: {_message(err)}"))
-        return problems
+        """Each setting is tried on sshd itself (see ``config.check_settings``)."""
+        return config.check_settings(settings)
 
     def socket_settings(self) -> SocketSettings:
         """sshd sets SO_KEEPALIVE on the connection iff TCPKeepAlive (default yes), and no
@@ -295,31 +143,26 @@ class SshTarget:
 
         self.user = f"{naming.PREFIX}{lab.lab_id}"
         self._home = os.path.join(base, "home")
+        public = self._client_key.export_public_key()
         if docker:
             # the account exists only in the container; its files carry the uid it gets there
-            self._write_keys(CONTAINER_UID, CONTAINER_UID)
+            account.write_keys(self._home, public, account.CONTAINER_UID, account.CONTAINER_UID)
         else:
             # Registered before the account exists: a failed useradd leaves nothing, a
             # half-made one is removed; and it runs after sshd's stop (newest first).
             lab.on_close(f"account {self.user}", lambda: remove_run_user(self.user))
-            self._add_user()
+            account.write_keys(self._home, public, *account.add_user(self.user, self._home))
             # sshd refuses to start without its privilege-separation folder (the unprivileged
             # child chroots there). Debian's own service creates it at boot (tmpfiles.d) or
             # start; on a machine where sshd never ran as a service it is missing, so create
             # it the same way. It is the system's, shared with any other sshd: left in place.
-            os.makedirs(PRIVSEP_DIR, mode=0o755, exist_ok=True)
+            os.makedirs(account.PRIVSEP_DIR, mode=0o755, exist_ok=True)
 
-        config = os.path.join(base, "sshd_config")
-        with open(config, "w") as f:
-            fixed = {"Port": str(self.port), "ListenAddress": lab.server_addr,
-                     "HostKey": host_key, "PidFile": os.path.join(base, "sshd.pid"),
-                     "AuthorizedKeysFile": os.path.join(self._home, ".ssh", "authorized_keys"),
-                     "PubkeyAuthentication": "yes", "UsePAM": "no", "AllowUsers": self.user}
-            f.writelines(f"{name} {text}\n" for name, text in {**DEFAULTS, **fixed}.items())
-        argv = [sshd, "-D", "-e", "-f", config]
-        for name, value in self.settings.items():
-            if name.lower() not in RESERVED:
-                argv += ["-o", f"{name}={sshd_text(value)}"]
+        config_path = os.path.join(base, "sshd_config")
+        with open(config_path, "w") as f:
+            f.write(config.sshd_config(port=self.port, addr=lab.server_addr, host_key=host_key,
+                                       folder=base, home=self._home, user=self.user))
+        argv = config.sshd_argv(sshd, config_path, self.settings)
         self._log_path = os.path.join(base, "sshd.log")
         # sshd -e writes its log (and every per-connection child's) to stderr without a time
         # stamp; a reader thread stamps each line as it arrives.
@@ -341,10 +184,10 @@ class SshTarget:
         the container before sshd starts."""
         from harness.lab.images import image_ref
 
-        script = (f"mkdir -p {PRIVSEP_DIR} && useradd --system --no-create-home --home-dir {self._home}"
-                  f" --shell /bin/sh --password '*' --uid {CONTAINER_UID} {self.user} && exec \"$@\"")
-        return as_docker(lab).run_service("sshd", self.image or image_ref("ssh"), ["sh", "-c", script, "sh", *argv],
-                               entrypoint=[], binds={base: base}, stderr=True)
+        script = account.container_script(self.user, self._home)
+        return as_docker(lab).run_service("sshd", self.image or image_ref("ssh"),
+                                          ["sh", "-c", script, "sh", *argv],
+                                          entrypoint=[], binds={base: base}, stderr=True)
 
     def load_env(self, folder: str) -> dict[str, str]:
         """For load runs (``harness/load/users.py``, another process): the account, its key
@@ -357,42 +200,8 @@ class SshTarget:
         return {"CONNCHAOS_LOAD_SSH_USER": self.user, "CONNCHAOS_LOAD_SSH_KEY": path,
                 "CONNCHAOS_LOAD_SSH_HOST_KEY": f"{host[0]} {host[1]}"}
 
-    def _add_user(self) -> None:
-        deadline = time.monotonic() + 10
-        while True:
-            # a system account with no password ('*' is not locked: sshd without PAM refuses
-            # locked accounts even for key logins); its home is in the lab's folder
-            done = subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", self._home,
-                                   "--shell", "/bin/sh", "--password", "*", self.user],
-                                  capture_output=True, text=True, check=False)
-            if done.returncode == 0:
-                break
-            if "lock" not in done.stderr or time.monotonic() > deadline:
-                raise LabError(f"adding the account {self.user}", done.stderr.strip())
-            time.sleep(0.1)
-        entry = pwd.getpwnam(self.user)
-        self._write_keys(entry.pw_uid, entry.pw_gid)
-
-    def _write_keys(self, uid: int, gid: int) -> None:
-        """The account's home with the client's key; StrictModes: the home, .ssh and the key
-        file belong to the user, writable only by it."""
-        keys = os.path.join(self._home, ".ssh", "authorized_keys")
-        os.makedirs(os.path.dirname(keys), mode=0o700)
-        assert self._client_key is not None
-        with open(keys, "wb") as f:
-            f.write(self._client_key.export_public_key())
-        for path, mode in ((self._home, 0o755), (os.path.dirname(keys), 0o700), (keys, 0o600)):
-            os.chown(path, uid, gid)
-            os.chmod(path, mode)
-
     def _read_log(self, stream: Any) -> None:
-        with stream, open(self._log_path, "w") as out:
-            for raw in stream:
-                now = time.time()
-                line = raw.decode(errors="replace").rstrip("\r\n")
-                self._log.append((now, line))
-                out.write(f"{now:.6f} {line}\n")
-                out.flush()
+        log.read_log(stream, self._log_path, self._log)
 
     def _wait_ready(self, ns: str, addr: str, timeout_s: float = 20.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -526,19 +335,7 @@ class SshTarget:
 
     def server_errors(self) -> dict[int | tuple[str, int], ServerError]:
         """What sshd logged about connections ending, by the client (address, port) it saw."""
-        found: dict[int | tuple[str, int], ServerError] = {}
-        for at, line in list(self._log):
-            for pattern, kind in _LOG:
-                m = pattern.search(line)
-                if not m:
-                    continue
-                text = line.strip()
-                if kind is None:
-                    reason = m.group(3).lower()
-                    kind = "reset" if "reset" in reason else "timeout" if "timed out" in reason else m.group(3)
-                found.setdefault((m.group(1), int(m.group(2))), ServerError(at, kind, text))
-                break
-        return found
+        return log.server_errors(list(self._log))
 
 
 def _descendants(root: int) -> dict[int, int]:
