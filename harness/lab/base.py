@@ -25,9 +25,7 @@ from harness.lab import naming
 if TYPE_CHECKING:
     import subprocess
 
-    from harness.core.prediction import KernelDefaults
-    from harness.lab.netns import LoopInNamespace
-    from harness.observe.sockdiag import Key, SockInfo, TableReader
+    from harness.lab.reach import Reach
 
 ROLES = ("cli", "rtr", "srv")
 
@@ -40,7 +38,7 @@ class LabBase:
     client_ns: str = ""
     router_ns: str = ""
     server_ns: str = ""
-    rootless: bool = False    # reached without entering its namespaces (docker, not root)
+    reach: Reach = field(init=False, repr=False)    # how the harness gets in: set by _build
     _undo: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
 
     def __enter__(self) -> Any:
@@ -84,59 +82,11 @@ class LabBase:
                        "started": time.time(), **owner}, f)
 
     # -- reaching inside the lab ------------------------------------------------------------
-    # Everything the harness does inside the lab's hosts goes through these, so faults,
-    # targets and the observer do not care how the lab is reached. Here: the root way, by
-    # entering the named namespaces; the docker backend without root overrides them.
-
-    def namespace_of(self, role: str) -> str:
-        """The namespace of ``cli``, ``rtr`` or ``srv``."""
-        return {"cli": self.client_ns, "rtr": self.router_ns, "srv": self.server_ns}[role]
+    # Everything the harness does inside the lab's hosts goes through ``self.reach``
+    # (``harness.lab.reach``), set by ``_build``: faults, targets and the observer do not
+    # care how the lab is reached.
 
     def run_in(self, role: str, argv: list[str], *, input: str | None = None,
                step: str = "") -> subprocess.CompletedProcess[str]:
-        """Run a command on the host ``role`` (its network); a failure is a LabError."""
-        from harness.lab.netns import run_in
-
-        return run_in(self.namespace_of(role), argv, input=input, step=step)
-
-    def session_loop(self) -> LoopInNamespace:
-        """The event loop sessions are opened from (the client's namespace)."""
-        from harness.lab.netns import LoopInNamespace
-
-        return LoopInNamespace(self.client_ns)
-
-    def socket_table(self) -> TableReader:
-        """The server's socket table (``dump(port)``, ``close``)."""
-        from harness.observe.sockdiag import SocketTable
-
-        return SocketTable(self.server_ns)
-
-    def listening(self, port: int, addr: str | None = None) -> bool:
-        """Does something listen on ``port`` in the server's network?"""
-        from harness.lab.netns import listening
-
-        return listening(self.server_ns, port, addr)
-
-    def server_answers(self, addr: str, port: int, timeout_s: float = 0.5) -> bool:
-        """Does a TCP connection to ``addr:port`` from the server's own network succeed?"""
-        import socket
-
-        from harness.lab.netns import entered
-
-        try:
-            with entered(self.server_ns), socket.create_connection((addr, port), timeout_s):
-                return True
-        except OSError:
-            return False
-
-    def kernel_defaults(self) -> KernelDefaults:
-        """The server network's keepalive and retransmission sysctls."""
-        from harness.lab.kernel import kernel_defaults
-
-        return kernel_defaults(self.server_ns)
-
-    def session_pids(self, table: dict[Key, SockInfo], keys: list[Key]) -> dict[Key, int]:
-        """For each server socket, the oldest process in the server's network holding it."""
-        from harness.observe.owners import session_pids
-
-        return session_pids(self.server_ns, table, keys)
+        """Run a command on the host ``role`` (a fault's rules): ``reach.run_in``."""
+        return self.reach.run_in(role, argv, input=input, step=step)

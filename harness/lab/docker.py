@@ -20,12 +20,13 @@ server's socket table. Containers run in the host's PID namespace, so a session'
 process has the same pid for the service (``pg_backend_pid``) and for the harness.
 
 Without root (``rootless``: the harness may use the engine but not enter namespaces) the
-same lab is reached from outside: the three holders get NET_ADMIN, so routes and a packet
-fault's nftables rules are loaded with ``docker exec`` in the client's or router's container
-(``run_in``); sessions are opened from the harness's own namespace over the host's bridge,
-through a forwarder in the client's namespace (see ``harness.experiment.ForwarderRouting``);
-and an agent beside the server (``harness.observe.agent``) answers for the server's socket
-table, sysctls and listening ports over a Unix socket in the lab's folder.
+same lab is reached from outside (``harness.lab.reach.EngineReach``): the three holders get
+NET_ADMIN, so routes and a packet fault's nftables rules are loaded with ``docker exec`` in
+the client's or router's container; sessions are opened from the harness's own namespace
+over the host's bridge, through a forwarder in the client's namespace (see
+``harness.experiment.ForwarderRouting``); and an agent beside the server
+(``harness.observe.agent``) answers for the server's socket table, sysctls, listening ports
+and processes over a Unix socket in the lab's folder.
 
 Every container and network carries ``connchaos.run=<run id>`` and ``connchaos.lab=<lab id>``
 and is removed with its anonymous volumes on every exit path; ``connchaos clean`` removes
@@ -35,28 +36,27 @@ those of runs that died. Nothing without our label is touched.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import signal
 import subprocess
-import tarfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyroute2 import IPRoute, netns
+from pyroute2 import netns
 
 from harness.errors import LabError, MachineError
 from harness.lab import naming
 from harness.lab.base import LabBase
-from harness.lab.netns import LoopInNamespace, entered, list_namespaces
+from harness.lab.netns import list_namespaces
+from harness.lab.reach import EngineReach, NamespaceReach
+from harness.observe.agent import AgentClient
 
 LABEL_RUN = "connchaos.run"
 LABEL_LAB = "connchaos.lab"
 LABEL_ROLE = "connchaos.role"
 SLEEP = ["sleep", "infinity"]
 AGENT_DIR = "/run/connchaos-agent"      # in the agent's container: the lab folder's agent/
-INPUT_FILE = "/tmp/connchaos-input"     # a command's standard input, copied into a holder
 
 
 def engine(timeout_s: float = 60) -> Any:
@@ -172,10 +172,10 @@ class DockerLab(LabBase):
     client_net: str = ""
     server_net: str = ""
     images: Mapping[str, str] = field(default_factory=dict)   # role -> image, from images.ensure
+    rootless: bool = False    # reach it from outside (always so without root)
     _engine: Any = field(default=None, repr=False)
     _containers: dict[str, Any] = field(default_factory=dict, repr=False)
     _networks: dict[str, Any] = field(default_factory=dict, repr=False)
-    _agent: Any = field(default=None, repr=False)    # an AgentClient, without root
 
     def __post_init__(self) -> None:
         self.client_ns = naming.namespace(self.lab_id, "cli")
@@ -213,6 +213,10 @@ class DockerLab(LabBase):
             c.reload()
             if not self.rootless:
                 self._attach(naming.namespace(self.lab_id, role), int(c.attrs["State"]["Pid"]))
+        if self.rootless:
+            self.reach = EngineReach({"cli": cli, "rtr": rtr, "srv": srv}, self._start_agent())
+        else:
+            self.reach = NamespaceReach(self.client_ns, self.router_ns, self.server_ns)
 
         self.client_net, self.server_net = (self._subnet(self._networks[s]) for s in ("c", "s"))
         self.client_addr = self._address(cli, "c")
@@ -222,8 +226,6 @@ class DockerLab(LabBase):
         # Each end reaches the other side through the router, not through the host's bridge.
         self._route("cli", self.server_net, self.router_client_addr)
         self._route("srv", self.client_net, self.router_server_addr)
-        if self.rootless:
-            self._start_agent()
 
     def _network(self, side: str) -> None:
         from docker.errors import APIError
@@ -277,22 +279,13 @@ class DockerLab(LabBase):
         return str(net.attrs["IPAM"]["Config"][0]["Subnet"])
 
     def _route(self, role: str, dst: str, gateway: str) -> None:
-        if self.rootless:
-            self.run_in(role, ["ip", "route", "add", dst, "via", gateway],
-                        step=f"adding a route to {dst} in {self._containers[role].name}")
-            return
-        ns = self.namespace_of(role)
-        try:
-            with entered(ns), IPRoute() as ipr:
-                ipr.route("add", dst=dst, gateway=gateway)
-        except Exception as exc:
-            raise LabError(f"adding a route to {dst} in {ns}", str(exc)) from exc
+        self.reach.run_in(role, ["ip", "route", "add", dst, "via", gateway],
+                          step=f"adding a route to {dst} in {self._containers[role].name}")
 
-    def _start_agent(self) -> None:
+    def _start_agent(self) -> AgentClient:
         """The observer's agent beside the server (its network, the host's pids), answering on
         a socket in our folder; it runs from the project's own image (the proxy's)."""
         from harness.lab.images import image_ref
-        from harness.observe.agent import AgentClient
 
         folder = os.path.join(self.tmpdir, "agent")
         os.makedirs(folder)
@@ -303,75 +296,12 @@ class DockerLab(LabBase):
                                 # reading other users' /proc/<pid>/fd (which process holds a socket)
                                 cap_add=["SYS_PTRACE"])
         try:
-            self._agent = AgentClient.wait(os.path.join(folder, "agent.sock"),
-                                           alive=lambda: proc.poll() is None)
+            agent = AgentClient.wait(os.path.join(folder, "agent.sock"),
+                                     alive=lambda: proc.poll() is None)
         except LabError as exc:
             raise LabError(exc.step, f"{exc.detail}; its output: {proc.logs()[-800:]}") from exc
-        self.on_close("observer's agent connection", self._agent.close)
-
-    # -- reaching inside the lab without root --------------------------------------------------
-
-    def run_in(self, role: str, argv: list[str], *, input: str | None = None,
-               step: str = "") -> subprocess.CompletedProcess[str]:
-        if not self.rootless:
-            return super().run_in(role, argv, input=input, step=step)
-        from docker.errors import APIError
-
-        container = self._containers[role]
-        step = step or f"{' '.join(argv)} in {container.name}"
-        try:
-            if input is not None:
-                # exec has no stdin in the SDK: the input goes in as a file (an nft set of
-                # thousands of flows is larger than one argument may be)
-                container.put_archive(os.path.dirname(INPUT_FILE), _tar(os.path.basename(INPUT_FILE), input))
-                argv = ["sh", "-c", f'exec "$@" < {INPUT_FILE}', "sh", *argv]
-            code, (out, err) = container.exec_run(argv, demux=True)
-        except APIError as exc:
-            raise LabError(step, str(exc.explanation or exc)) from exc
-        done = subprocess.CompletedProcess(argv, int(code), (out or b"").decode(errors="replace"),
-                                           (err or b"").decode(errors="replace"))
-        if done.returncode != 0:
-            raise LabError(step, (done.stderr or done.stdout).strip())
-        return done
-
-    def session_loop(self) -> LoopInNamespace:
-        return LoopInNamespace(None if self.rootless else self.client_ns)
-
-    def socket_table(self) -> Any:
-        if not self.rootless:
-            return super().socket_table()
-        from harness.observe.agent import RemoteSocketTable
-
-        return RemoteSocketTable(self._agent)
-
-    def listening(self, port: int, addr: str | None = None) -> bool:
-        if not self.rootless:
-            return super().listening(port, addr)
-        return bool(self._agent.call({"op": "listening", "port": port, "addr": addr})["listening"])
-
-    def server_answers(self, addr: str, port: int, timeout_s: float = 0.5) -> bool:
-        if not self.rootless:
-            return super().server_answers(addr, port, timeout_s)
-        return bool(self._agent.call({"op": "connect", "addr": addr, "port": port,
-                                      "timeout": timeout_s})["answers"])
-
-    def kernel_defaults(self) -> Any:
-        if not self.rootless:
-            return super().kernel_defaults()
-        from harness.lab.kernel import from_sysctls
-
-        keys = [f"net.ipv4.{k}" for k in ("tcp_keepalive_time", "tcp_keepalive_intvl",
-                                          "tcp_keepalive_probes", "tcp_retries2")]
-        values = self._agent.call({"op": "sysctl", "keys": keys})["values"]
-        return from_sysctls(lambda key: str(values[f"net.ipv4.{key}"]))
-
-    def session_pids(self, table: Any, keys: list[Any]) -> dict[Any, int]:
-        if not self.rootless:
-            return super().session_pids(table, keys)
-        from harness.observe.owners import pids_holding
-
-        holders = self._agent.call({"op": "holders"})["holders"]
-        return pids_holding({int(k): v for k, v in holders.items()}, table, keys)
+        self.on_close("observer's agent connection", agent.close)
+        return agent
 
     # -- services ---------------------------------------------------------------------------
 
@@ -406,17 +336,6 @@ class DockerLab(LabBase):
                 "server_addr": self.server_addr, "tmpdir": self.tmpdir,
                 "containers": ", ".join(sorted(c.name for c in self._containers.values())),
                 "networks": ", ".join(sorted(n.name for n in self._networks.values()))}
-
-
-def _tar(name: str, text: str) -> bytes:
-    """A tar holding one file, for ``put_archive``."""
-    data = text.encode()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo(name)
-        info.size, info.mode = len(data), 0o600
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _quietly(fn: Any) -> None:

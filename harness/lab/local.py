@@ -24,6 +24,7 @@ from harness.lab import naming
 from harness.lab.base import LabBase
 from harness.lab.netns import entered, list_namespaces, pids_in, write_sysctl
 from harness.lab.processes import end_processes, running
+from harness.lab.reach import NamespaceReach
 
 
 @dataclass
@@ -52,6 +53,7 @@ class LocalLab(LabBase):
 
     def _build(self) -> None:
         self._make_folder(namespaces=[self.client_ns, self.router_ns, self.server_ns])
+        self.reach = NamespaceReach(self.client_ns, self.router_ns, self.server_ns)
 
         for ns in (self.client_ns, self.router_ns, self.server_ns):
             self._add_namespace(ns)

@@ -133,12 +133,13 @@ def exec_argv(name: str, argv: Sequence[str]) -> list[str]:
     return ["ip", "netns", "exec", name, *argv]
 
 
-def run_in(name: str, argv: Sequence[str], *, input: str | None = None,
+def run_in(name: str, argv: Sequence[str], *, input: str | None = None, cwd: str | None = None,
            step: str = "") -> subprocess.CompletedProcess[str]:
-    """Run a command inside a namespace; a failure becomes a LabError naming the step."""
+    """Run a command inside a namespace (in folder ``cwd``); a failure becomes a LabError
+    naming the step."""
     cmd = exec_argv(name, argv)
     try:
-        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=60, cwd=cwd)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise LabError(step or " ".join(argv), str(exc)) from exc
     if proc.returncode != 0:

@@ -69,9 +69,8 @@ class LabProxy:
         else:
             self._start_process()
         self.lab.on_close("proxy server", self.stop)
-        if not self.lab.rootless:
-            self._thread = LoopInNamespace(self.lab.namespace_of(self.beside))
-            self.lab.on_close("proxy client thread", self._thread.close)
+        self._thread = self.lab.reach.loop_in(self.beside)
+        self.lab.on_close("proxy client thread", self._thread.close)
         # toxiproxy-python keeps the API's address in class attributes: one lab at a time.
         APIConsumer.host, APIConsumer.port = self.api_host, API_PORT
         deadline = time.monotonic() + timeout_s
@@ -83,7 +82,7 @@ class LabProxy:
     @property
     def api_host(self) -> str:
         """Where the harness calls the API: inside the namespace, or over the bridge."""
-        return self.listen_addr if self.lab.rootless else API_HOST
+        return self.lab.reach.control_address(self.listen_addr)[1]
 
     @property
     def listen_addr(self) -> str:
@@ -115,7 +114,7 @@ class LabProxy:
                 self.image = toxiproxy_image(client)
             finally:
                 client.close()
-        host = "0.0.0.0" if self.lab.rootless else API_HOST
+        host = self.lab.reach.control_address(self.listen_addr)[0]
         self._proc = self.lab.run_service("forwarder" if self.beside == "cli" else "proxy", self.image,
                                           [f"--host={host}", f"--port={API_PORT}"], beside=self.beside)
 

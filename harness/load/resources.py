@@ -11,37 +11,24 @@ private part and the better measure of what each session costs.
 
 from __future__ import annotations
 
-import os
+import contextlib
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import LabError
-from harness.lab.netns import pids_in
-from harness.observe.sockdiag import SocketTable
 
-
-def _process(pid: int) -> tuple[int, int, int] | None:
-    """(open descriptors, VmRSS kB, RssAnon kB) of one process; None if it is gone."""
-    try:
-        fds = len(os.listdir(f"/proc/{pid}/fd"))
-        rss = anon = 0
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    rss = int(line.split()[1])
-                elif line.startswith("RssAnon:"):
-                    anon = int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return fds, rss, anon
+if TYPE_CHECKING:
+    from harness.lab.reach import Reach
+    from harness.observe.sockdiag import TableReader
 
 
 class ResourceSampler:
-    """Samples the server namespace on a thread; ``series`` holds one dict per sample."""
+    """Samples the server's network on a thread (through the lab's reach); ``series`` holds
+    one dict per sample."""
 
-    def __init__(self, namespace: str, port: int, peer_addr: str, interval_s: float = 1.0) -> None:
-        self.namespace = namespace
+    def __init__(self, reach: Reach, port: int, peer_addr: str, interval_s: float = 1.0) -> None:
+        self.reach = reach
         self.port = port
         self.peer_addr = peer_addr          # sessions are sockets to this client address
         self.interval_s = interval_s
@@ -53,11 +40,11 @@ class ResourceSampler:
     def start(self) -> None:
         self._thread.start()
 
-    def sample(self, table: SocketTable) -> dict[str, Any]:
+    def sample(self, table: TableReader) -> dict[str, Any]:
         at = time.time()
         sockets = table.columns(self.port)
         established = sockets.established_to(self.peer_addr)
-        procs = [p for p in (_process(pid) for pid in pids_in(self.namespace)) if p is not None]
+        procs = self.reach.server_usage()
         return {"at": at, "established": established, "sockets": len(sockets),
                 "processes": len(procs), "fds": sum(p[0] for p in procs),
                 "rss_mib": round(sum(p[1] for p in procs) / 1024, 1),
@@ -65,7 +52,7 @@ class ResourceSampler:
 
     def _run(self) -> None:
         try:
-            with SocketTable(self.namespace) as table:
+            with contextlib.closing(self.reach.socket_table()) as table:
                 while True:
                     started = time.monotonic()
                     self.series.append(self.sample(table))

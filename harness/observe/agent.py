@@ -12,6 +12,9 @@ JSON request per line, one JSON reply per line::
     {"op": "connect", "addr": .., "port": ..}  {"answers": true}
     {"op": "sysctl", "keys": ["net.ipv4.tcp_keepalive_time"]}   {"values": {...: "7200"}}
     {"op": "holders"}                        {"holders": {"<inode>": [pid, ...]}}
+    {"op": "usage"}                          {"usage": [[fds, rss_kb, anon_kb], ...]}
+    {"op": "readlink", "pid": .., "fd": 1}   {"link": "pipe:[1234]"}
+    {"op": "write", "pid": .., "fd": 1, "data": ".."}   {} (latin-1 text, one write)
 
 Errors come back as ``{"error": "..."}``. One dump per observer sample, the same sock_diag
 reader as the root path, its rows (``sockdiag.ROW``) as plain lists of ints so the JSON
@@ -74,6 +77,19 @@ class Agent:
             from harness.observe.owners import socket_holders
 
             return {"holders": {str(k): v for k, v in socket_holders(OWN_NAMESPACE).items()}}
+        if op == "usage":
+            from harness.observe.owners import process_usage
+
+            return {"usage": [list(u) for u in process_usage(OWN_NAMESPACE)]}
+        if op == "readlink":
+            from harness.lab.reach import fd_link_here
+
+            return {"link": fd_link_here(int(request["pid"]), int(request["fd"]))}
+        if op == "write":
+            from harness.lab.reach import write_fd_here
+
+            write_fd_here(int(request["pid"]), int(request["fd"]), str(request["data"]).encode("latin-1"))
+            return {}
         return {"error": f"unknown op {op!r}"}
 
 

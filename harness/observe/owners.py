@@ -1,5 +1,6 @@
-"""Which process holds a socket: for services whose per-session process the client cannot
-learn (sshd forks one per connection), found from the server's side.
+"""The processes of the server's network: which one holds a socket (for services whose
+per-session process the client cannot learn: sshd forks one per connection), and what each
+uses (the resource sampler of load runs).
 
 sock_diag gives each socket's inode; ``/proc/<pid>/fd`` links of the processes in the server
 namespace name the inodes they hold.
@@ -49,3 +50,24 @@ def pids_holding(holders: dict[int, list[int]], table: dict[Key, SockInfo],
         if pids:
             found[key] = pids[0]
     return found
+
+
+def usage_of(pid: int) -> tuple[int, int, int] | None:
+    """(open descriptors, VmRSS kB, RssAnon kB) of one process; None if it is gone."""
+    try:
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+        rss = anon = 0
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    rss = int(line.split()[1])
+                elif line.startswith("RssAnon:"):
+                    anon = int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return fds, rss, anon
+
+
+def process_usage(namespace: str) -> list[tuple[int, int, int]]:
+    """``usage_of`` each process in ``namespace`` (those that are gone left out)."""
+    return [u for u in (usage_of(pid) for pid in pids_in(namespace)) if u is not None]

@@ -118,7 +118,7 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
     spawn_s = load.users / load.spawn_rate
     with phases.new_lab(backend, run_id) as lab:
         kernel, table = phases.bring_up(lab, target)
-        sampler = ResourceSampler(lab.server_ns, target.port, lab.client_addr, RESOURCE_INTERVAL_S)
+        sampler = ResourceSampler(lab.reach, target.port, lab.client_addr, RESOURCE_INTERVAL_S)
         sampler.start()
         lab.on_close("resource sampler", sampler.stop)
         folder = os.path.join(lab.tmpdir, "locust")
@@ -143,7 +143,7 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
         sampled_at = time.time()
         keys = _sessions_of(before, lab.client_addr)
         faulted_keys = set(planned.chooser.sample(keys, spec.fault.pick_count(len(keys))))
-        pids = lab.session_pids(before, keys) if target.needs_process else {}
+        pids = lab.reach.session_pids(before, keys) if target.needs_process else {}
         if target.needs_process and len(pids) < len(keys):
             raise LabError("finding the server's process of each session",
                            f"{len(keys) - len(pids)} sessions have no process holding their socket")

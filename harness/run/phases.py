@@ -92,9 +92,9 @@ def heartbeat_of(target: Any) -> Heartbeat:
 def bring_up(lab: Lab, target: Any) -> tuple[KernelDefaults, TableReader]:
     """The lab kernel's defaults (read before the target changes anything), the target
     started, and the server's socket table opened (closed with the lab)."""
-    kernel = lab.kernel_defaults()
+    kernel = lab.reach.kernel_defaults()
     target.start(lab)
-    table = lab.socket_table()
+    table = lab.reach.socket_table()
     lab.on_close("socket table", table.close)
     return kernel, table
 

@@ -74,7 +74,7 @@ async def _alive_all(target: Any, sessions: Sequence[Session]) -> list[tuple[boo
 
 def open_sessions(lab: Lab, target: Any, count: int, routing: Routing) -> OpenSessions:
     """Open ``count`` sessions from the client namespace; closing them is registered with the lab."""
-    client = lab.session_loop()
+    client = lab.reach.session_loop()
     lab.on_close("client event loop", client.close)
     sessions = OpenSessions(client, client.run(_open_all(target, lab, count, routing)))
     lab.on_close("sessions", lambda: client.run(_close_all(target, sessions), timeout=30))
@@ -88,7 +88,7 @@ def _find_session_processes(lab: Lab, target: Any, sessions: Sequence[Session],
     missing = [s for s in sessions if s.pid is None]
     if not missing:
         return
-    found = lab.session_pids(table.dump(target.port), [keys[s.id] for s in missing])
+    found = lab.reach.session_pids(table.dump(target.port), [keys[s.id] for s in missing])
     for s in missing:
         s.pid = found.get(keys[s.id])
         if s.pid is None:

@@ -119,7 +119,7 @@ class ForwarderRouting(ProxyRouting):
 
 def setup_routing(lab: Any, target: Any, layer: str, faulted: set[int],
                   proxy_command: Sequence[str] | None) -> Routing:
-    if layer != "proxy" and not lab.rootless:
+    if layer != "proxy" and lab.reach.enters_networks:
         return Routing()
     if layer != "proxy":
         proxy = LabProxy(lab, beside="cli")

@@ -36,16 +36,12 @@ def hold_open(ls: LoadedScenario, *, inject: bool, show: Callable[[str], None],
         if type(routing) is ProxyRouting:
             show(f"proxies in {lab.router_ns}: " + ", ".join(
                 f"{n} {h}:{p}" for n, (h, p) in routing.listen.items())
-                + f"; API: ip netns exec {lab.router_ns} curl -s 127.0.0.1:8474/proxies")
+                + f"; API: {lab.reach.shell_hint('rtr', 'curl -s 127.0.0.1:8474/proxies')}")
         show(f"{len(sessions)} sessions held open: " + ", ".join(
             f"#{s.id} {s.flow.client_addr}:{s.flow.client_port} (server pid {s.pid})" for s in sessions[:10])
             + (" ..." if len(sessions) > 10 else ""))
-        if lab.rootless:
-            show(f"client shell:  docker exec -it {d['client_ns']} bash")
-            show(f"server table:  docker exec {d['server_ns']} ss -tnoi sport = :{target.port}")
-        else:
-            show(f"client shell:  ip netns exec {d['client_ns']} bash")
-            show(f"server table:  ip netns exec {d['server_ns']} ss -tnoi sport = :{target.port}")
+        show(f"client shell:  {lab.reach.shell_hint('cli', 'bash', interactive=True)}")
+        show(f"server table:  {lab.reach.shell_hint('srv', f'ss -tnoi sport = :{target.port}')}")
         if inject:
             time.sleep(spec.sessions.hold)
             fault = build(spec.fault)
@@ -55,9 +51,8 @@ def hold_open(ls: LoadedScenario, *, inject: bool, show: Callable[[str], None],
             if fault.layer == "proxy":
                 where = f"proxy {FAULTED}"
             else:
-                ns = lab.router_ns if getattr(fault, "where", "") == "router" else lab.client_ns
-                enter = "docker exec" if lab.rootless else "ip netns exec"
-                where = f"rules: {enter} {ns} nft list table inet {naming.NFT_TABLE}"
+                role = "rtr" if getattr(fault, "where", "") == "router" else "cli"
+                where = "rules: " + lab.reach.shell_hint(role, f"nft list table inet {naming.NFT_TABLE}")
             show(f"fault {spec.fault.type} ({fault.describe()}) applied to sessions"
                  f" {sorted(faulted_ids)[:10]}{' ...' if len(faulted_ids) > 10 else ''}; {where}")
         show("holding; Ctrl-C tears the lab down")

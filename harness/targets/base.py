@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from harness.core.prediction import Prediction, SocketSettings
 from harness.errors import Problem
 from harness.faults.base import Flow
+
+if TYPE_CHECKING:
+    from harness.lab.reach import Reach
 
 Scalar = str | int | float | bool
 
@@ -46,37 +49,24 @@ class LabView(Protocol):
     client_ns: str
     server_ns: str
     server_addr: str
-    rootless: bool
+    reach: Reach
 
     @property
     def backend(self) -> str: ...
 
     def on_close(self, what: str, fn: Any) -> None: ...
 
-    def listening(self, port: int, addr: str | None = None) -> bool: ...
-
-    def server_answers(self, addr: str, port: int, timeout_s: float = 0.5) -> bool: ...
-
-    def run_in(self, role: str, argv: list[str], *, input: str | None = None,
-               step: str = "") -> Any: ...
-
 
 def ready_command_succeeds(lab: LabView, command: str, cwd: str | None) -> bool:
     """A scenario's ``ready:`` command, run in the server's network: on this machine inside
     the namespace (in ``cwd``), or without root in the server's container."""
-    import subprocess
-
     from harness.errors import LabError
-    from harness.lab.netns import exec_argv
 
-    if lab.rootless:
-        try:
-            lab.run_in("srv", ["sh", "-c", command])
-            return True
-        except LabError:
-            return False
-    argv = exec_argv(lab.server_ns, ["sh", "-c", command])
-    return subprocess.run(argv, capture_output=True, cwd=cwd, check=False).returncode == 0
+    try:
+        lab.reach.run_in("srv", ["sh", "-c", command], cwd=cwd)
+        return True
+    except LabError:
+        return False
 
 
 def start_in_container(lab: LabView, role: str, image: str, argv: Sequence[str] | None,

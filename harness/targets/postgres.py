@@ -264,19 +264,11 @@ class PostgresTarget:
         the Unix socket folder, mounted from the lab's own folder."""
         from harness.lab.images import image_ref
 
-        binds = {}
-        if lab.rootless:
-            # The image makes the socket folder its postgres user's (sticky): a harness
-            # without root could not delete it again. It talks over TCP instead, from this
-            # machine's side of the server's bridge.
-            self._sockdir = lab.server_addr
-        else:
-            base = os.path.join(lab.tmpdir, "postgres")
-            self._sockdir = os.path.join(base, "sock")
-            os.makedirs(self._sockdir)
-            os.chmod(base, 0o755)
-            os.chmod(self._sockdir, 0o1777)  # the image's postgres user writes its socket here
-            binds = {self._sockdir: "/var/run/postgresql"}
+        # The harness talks to it over TCP, from this machine's side of the server's bridge
+        # (a socket folder mounted from the lab's would become the image's postgres user's,
+        # sticky: a harness without root could not delete it again).
+        self._sockdir = lab.server_addr
+        binds: dict[str, str] = {}
         self._proc = as_docker(lab).run_service(
             "postgres", self.image or image_ref("postgres"),
             ["postgres", *self._options({"listen_addresses": "*", **self._fixed()})],
@@ -285,7 +277,7 @@ class PostgresTarget:
         lab.on_close("postgres", self.stop)
         # The image's first start runs a temporary server on the socket only (initdb, init
         # scripts); the real one is up once it listens on TCP.
-        wait_ready(self._proc, lambda: lab.listening(self.port), step="starting postgres",
+        wait_ready(self._proc, lambda: lab.reach.listening(self.port), step="starting postgres",
                    what="the postgres container", log=self.log_tail, timeout_s=60)
         self._admin = self._wait_ready()
 

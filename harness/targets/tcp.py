@@ -124,7 +124,7 @@ class TcpTarget:
     def _is_ready(self, lab: LabView) -> bool:
         if self.ready and self.ready != "port":
             return ready_command_succeeds(lab, self.ready, self.workdir)
-        return lab.server_answers(lab.server_addr, self.port)
+        return lab.reach.server_answers(lab.server_addr, self.port)
 
     def _tail(self) -> str:
         return log_tail(self._log)

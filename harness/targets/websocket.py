@@ -281,7 +281,7 @@ class WebSocketTarget:
     def _is_ready(self, lab: LabView) -> bool:
         if self.ready and self.ready != "port":
             return ready_command_succeeds(lab, self.ready, self.workdir)
-        if not lab.server_answers(lab.server_addr, self.port):
+        if not lab.reach.server_answers(lab.server_addr, self.port):
             return False
         return not self.reference or self._ask({}) is not None
 

@@ -50,7 +50,7 @@ from harness.errors import LabError
 from harness.faults.base import Flow
 from harness.lab import naming
 from harness.lab.cleanup import remove_run_user
-from harness.lab.netns import exec_argv, listening
+from harness.lab.netns import exec_argv
 from harness.lab.processes import end_processes, running
 from harness.scenario.model import Scenario
 from harness.targets.base import LabView, Scalar, ServerError, Session, as_docker
@@ -176,7 +176,7 @@ class SshTarget:
         self._reader = threading.Thread(target=self._read_log, args=(self._proc.stderr,),
                                         name="sshd-log", daemon=True)
         self._reader.start()
-        self._wait_ready(lab.server_ns, lab.server_addr)
+        self._wait_ready(lab, lab.server_addr)
 
     def _start_container(self, lab: LabView, base: str, argv: Sequence[str]) -> Any:
         """sshd in the image (ours, or the user's with OpenSSH in it): the lab's folder is
@@ -203,7 +203,7 @@ class SshTarget:
     def _read_log(self, stream: Any) -> None:
         log.read_log(stream, self._log_path, self._log)
 
-    def _wait_ready(self, ns: str, addr: str, timeout_s: float = 20.0) -> None:
+    def _wait_ready(self, lab: LabView, addr: str, timeout_s: float = 20.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert self._proc is not None
@@ -211,7 +211,7 @@ class SshTarget:
                 if self._reader is not None:
                     self._reader.join(2)
                 raise LabError("starting sshd", self.log_tail())
-            if listening(ns, self.port, addr):
+            if lab.reach.listening(self.port, addr):
                 return
             time.sleep(0.02)
         raise LabError("starting sshd", f"not listening after {timeout_s:.0f} s: {self.log_tail()}")
