@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import LabError
+from harness.errors import LabError, MachineError
 from harness.lab import naming
 
 if TYPE_CHECKING:
     import subprocess
 
     from harness.lab.reach import Reach
+    from harness.lab.server import ServerProcess, ServerSpec
 
 ROLES = ("cli", "rtr", "srv")
 
@@ -90,3 +91,26 @@ class LabBase:
                step: str = "") -> subprocess.CompletedProcess[str]:
         """Run a command on the host ``role`` (a fault's rules): ``reach.run_in``."""
         return self.reach.run_in(role, argv, input=input, step=step)
+
+    # -- servers ----------------------------------------------------------------------------
+
+    def image_for(self, name: str, own: str | None) -> str | None:
+        """The image this lab runs ``name``'s server from (``own``, the user's, first); None
+        when it runs servers as commands of this machine (the local backend)."""
+        return None
+
+    def start_server(self, spec: ServerSpec) -> ServerProcess:
+        """Start ``spec`` beside ``spec.beside``: an image in a container of its own, else a
+        command of this machine inside that host's namespace (which needs root). The caller
+        registers its stop; a container is also removed with the lab."""
+        if spec.image is not None:
+            return self._start_image(spec)
+        from harness.lab.reach import NamespaceReach
+        from harness.lab.server import start_here
+
+        if not isinstance(self.reach, NamespaceReach):
+            raise MachineError(f"root, to run {spec.name} on this machine inside the lab", "run as root")
+        return start_here(self.reach.namespace_of(spec.beside), spec)
+
+    def _start_image(self, spec: ServerSpec) -> ServerProcess:
+        raise LabError(f"starting {spec.name}", f"this lab runs no images ({spec.image})")

@@ -50,6 +50,7 @@ from harness.lab import naming
 from harness.lab.base import LabBase
 from harness.lab.netns import list_namespaces
 from harness.lab.reach import EngineReach, NamespaceReach
+from harness.lab.server import ServerSpec
 from harness.observe.agent import AgentClient
 
 LABEL_RUN = "connchaos.run"
@@ -285,16 +286,14 @@ class DockerLab(LabBase):
     def _start_agent(self) -> AgentClient:
         """The observer's agent beside the server (its network, the host's pids), answering on
         a socket in our folder; it runs from the project's own image (the proxy's)."""
-        from harness.lab.images import image_ref
-
         folder = os.path.join(self.tmpdir, "agent")
         os.makedirs(folder)
-        image = self.images.get("toxiproxy") or image_ref("toxiproxy")
-        proc = self.run_service("agent", image, ["python", "-m", "harness.observe.agent",
-                                                 "--socket", f"{AGENT_DIR}/agent.sock"],
-                                binds={folder: AGENT_DIR}, entrypoint=[],
-                                # reading other users' /proc/<pid>/fd (which process holds a socket)
-                                cap_add=["SYS_PTRACE"])
+        image = self.image_for("toxiproxy", None)
+        proc = self._start_image(ServerSpec(
+            "agent", ("python", "-m", "harness.observe.agent", "--socket", f"{AGENT_DIR}/agent.sock"),
+            image=image, binds={folder: AGENT_DIR},
+            # reading other users' /proc/<pid>/fd (which process holds a socket)
+            cap_add=("SYS_PTRACE",)))
         try:
             agent = AgentClient.wait(os.path.join(folder, "agent.sock"),
                                      alive=lambda: proc.poll() is None)
@@ -305,29 +304,29 @@ class DockerLab(LabBase):
 
     # -- services ---------------------------------------------------------------------------
 
-    def run_service(self, role: str, image: str, command: Sequence[str] | None, *,
-                    beside: str = "srv", env: Mapping[str, str] | None = None,
-                    binds: Mapping[str, str] | None = None, entrypoint: Sequence[str] | None = None,
-                    user: str | None = None, stderr: bool = False,
-                    cap_add: Sequence[str] = ()) -> ContainerProcess:
-        """Start ``image`` in the network namespace of the ``beside`` container (the server's,
-        or the router's for the proxy), in the host's PID namespace; returns it as a process.
-        ``binds`` maps host folders to container paths (read-write)."""
-        holder = self._containers[beside]
-        options: dict[str, Any] = {"pid_mode": "host", "environment": dict(env or {}),
-                                   "volumes": {h: {"bind": c, "mode": "rw"}
-                                               for h, c in (binds or {}).items()}}
-        if entrypoint is not None:
-            options["entrypoint"] = list(entrypoint)
-        if user is not None:
-            options["user"] = user
-        if cap_add:
-            options["cap_add"] = list(cap_add)
-        c = self._container(role, image, command=command or [],
+    def image_for(self, name: str, own: str | None) -> str | None:
+        from harness.lab.images import image_ref
+
+        return own or self.images.get(name) or image_ref(name)
+
+    def _start_image(self, spec: ServerSpec) -> ContainerProcess:
+        """``spec.image`` in the network namespace of the ``spec.beside`` container (the
+        server's; the router's for the proxy; the client's for the forwarder and Locust), in
+        the host's PID namespace; returns it as a process. ``binds`` are read-write."""
+        holder = self._containers[spec.beside]
+        options: dict[str, Any] = {"pid_mode": "host", "environment": dict(spec.env),
+                                   "volumes": {h: {"bind": c, "mode": "rw"} for h, c in spec.binds.items()}}
+        if spec.argv is not None and not spec.keep_entrypoint:
+            options["entrypoint"] = []      # a command line of ours replaces the image's entrypoint
+        if spec.user is not None:
+            options["user"] = spec.user
+        if spec.cap_add:
+            options["cap_add"] = list(spec.cap_add)
+        c = self._container(spec.name, str(spec.image), command=list(spec.argv or []),
                             network_mode=f"container:{holder.id}", **options)
         c.reload()
         return ContainerProcess(c, pid=int(c.attrs["State"]["Pid"]),
-                                stderr=LogLines(c) if stderr else None)
+                                stderr=LogLines(c) if spec.log_lines else None)
 
     def describe(self) -> dict[str, str]:
         """Where things are, for reports and for ``connchaos up``."""

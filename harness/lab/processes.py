@@ -78,6 +78,56 @@ def stop_process_group(proc: Any, grace_s: float = 5.0) -> None:
         break
 
 
+def stop_process_tree(proc: Any, grace_s: float = 3.0) -> None:
+    """End a server that forks a process per connection and leaves them running when it
+    stops (sshd): every process below it, deepest first (a parent that goes first leaves
+    its children to init), then the server. A container: its main process, then the rest
+    go with the container."""
+    if proc is None:
+        return
+    if not isinstance(proc, subprocess.Popen):
+        stop_process(proc, signal.SIGTERM, grace_s)
+        return
+    if proc.poll() is None:
+        tree = _descendants(proc.pid)
+        for depth in sorted(set(tree.values()), reverse=True):
+            _end([pid for pid, d in tree.items() if d == depth], grace_s)
+        _end([proc.pid], grace_s)
+    proc.wait(5)
+
+
+def _descendants(root: int) -> dict[int, int]:
+    """Every process below ``root``, with its depth (1 = a child)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found: dict[int, int] = {}
+    todo = [(root, 0)]
+    while todo:
+        pid, depth = todo.pop()
+        for child in children.get(pid, []):
+            found[child] = depth + 1
+            todo.append((child, depth + 1))
+    return found
+
+
+def _end(pids: list[int], grace_s: float) -> None:
+    """SIGTERM (an sshd monitor passes it on to its session child), then SIGKILL; returns
+    when none of ``pids`` runs any more and their parents have reaped them (a parent ended
+    before it reaps leaves the child to init)."""
+    end_processes(lambda: [p for p in pids if running(p)], grace_s)
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
+        time.sleep(0.01)
+
+
 def wait_ready(proc: Any, is_ready: Callable[[], bool], *, step: str,
                what: str, log: str | Callable[[], str], timeout_s: float = 30.0) -> None:
     """Poll ``is_ready`` until it says yes; a process (or container) that exits first, or a

@@ -10,7 +10,7 @@ targets, the observer and the runners do not care how the lab is reached. Two wa
 - ``EngineReach``, the docker backend without root: from outside. Commands run with
   ``docker exec`` in a holder container (which has NET_ADMIN); sessions are opened from the
   harness's own network over the host's bridge (through a forwarder in the client's
-  network: ``sessions_forwarded``); the server's socket table, sysctls, listening ports,
+  network: ``enters_networks`` is false); the server's socket table, sysctls, listening ports,
   processes and their descriptors come from the observer's agent beside the server
   (``harness.observe.agent``).
 """
@@ -43,9 +43,10 @@ class Reach(Protocol):
     """The ways into a lab's hosts."""
 
     @property
-    def sessions_forwarded(self) -> bool:
-        """True when no socket can be opened in the client's network: sessions then go from
-        the harness's own network through a forwarder there."""
+    def enters_networks(self) -> bool:
+        """Can the harness open sockets and run its own commands inside the lab's networks?
+        If not, sessions go from its own network through a forwarder in the client's, and
+        its helpers (Locust) run from the project's image."""
         ...
 
     def run_in(self, role: str, argv: list[str], *, input: str | None = None,
@@ -133,8 +134,8 @@ class NamespaceReach:
     server_ns: str
 
     @property
-    def sessions_forwarded(self) -> bool:
-        return False
+    def enters_networks(self) -> bool:
+        return True
 
     def namespace_of(self, role: str) -> str:
         """The namespace of ``cli``, ``rtr`` or ``srv``."""
@@ -216,8 +217,8 @@ class EngineReach:
     agent: AgentClient
 
     @property
-    def sessions_forwarded(self) -> bool:
-        return True
+    def enters_networks(self) -> bool:
+        return False
 
     def run_in(self, role: str, argv: list[str], *, input: str | None = None,
                cwd: str | None = None, step: str = "") -> subprocess.CompletedProcess[str]:

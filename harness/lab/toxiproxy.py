@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import shlex
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,11 +28,12 @@ from typing import Any, TypeVar
 from toxiproxy import Toxiproxy
 from toxiproxy.api import APIConsumer
 
-from harness.errors import LabError, MachineError
+from harness.errors import LabError
 from harness.lab.docker import DockerLab
 from harness.lab.local import LocalLab
-from harness.lab.netns import LoopInNamespace, exec_argv
-from harness.lab.processes import log_tail, stop_process
+from harness.lab.netns import LoopInNamespace
+from harness.lab.processes import stop_process
+from harness.lab.server import ServerProcess, ServerSpec
 
 T = TypeVar("T")
 API_HOST, API_PORT = "127.0.0.1", 8474
@@ -53,7 +53,7 @@ class LabProxy:
     command: Sequence[str] | None = None     # a real toxiproxy-server; None = the built-in one
     image: str | None = None                 # on the docker backend: the proxy's image
     beside: str = "rtr"                      # whose network it joins: the router's, or the client's
-    _proc: Any = field(default=None, init=False, repr=False)  # a Popen, or a ContainerProcess
+    _proc: ServerProcess | None = field(default=None, init=False, repr=False)
     _thread: LoopInNamespace | None = field(default=None, init=False, repr=False)
     _log: str = field(default="", init=False, repr=False)
 
@@ -64,10 +64,7 @@ class LabProxy:
         return "built-in" if self.command is None else " ".join(self.command)
 
     def start(self, timeout_s: float = 20.0) -> None:
-        if isinstance(self.lab, DockerLab):
-            self._start_container()
-        else:
-            self._start_process()
+        self._proc = self.lab.start_server(self._spec())
         self.lab.on_close("proxy server", self.stop)
         self._thread = self.lab.reach.loop_in(self.beside)
         self.lab.on_close("proxy client thread", self._thread.close)
@@ -89,38 +86,33 @@ class LabProxy:
         """The address the proxies listen on: the router's (or client's) client-side one."""
         return self.lab.client_addr if self.beside == "cli" else self.lab.router_client_addr
 
-    def _start_process(self) -> None:
-        argv = list(self.command) if self.command else builtin_command()
-        self._log = os.path.join(self.lab.tmpdir, "proxy.log")
-        with open(self._log, "wb") as log:
-            try:
-                self._proc = subprocess.Popen(exec_argv(self.lab.router_ns, argv), stdout=log,
-                                              stderr=subprocess.STDOUT, start_new_session=True)
-            except OSError as exc:
-                raise MachineError(f"the proxy server {argv[0]}", str(exc)) from exc
-
-    def _start_container(self) -> None:
-        """The official Toxiproxy image when it is here or can be pulled, else the built-in
-        proxy's image; either joins the router's namespace. Both read ``--host=``/``--port=``
-        (Go's flag package takes the double dash too)."""
-        from harness.lab.images import connect, image_ref, toxiproxy_image
-
-        assert isinstance(self.lab, DockerLab)
+    def _spec(self) -> ServerSpec:
+        """A command of this machine (the built-in proxy, or the given toxiproxy-server); with
+        images, the official Toxiproxy image when it is here or can be pulled, else the
+        built-in proxy's image. Both read ``--host=``/``--port=`` (Go's flag package takes the
+        double dash too)."""
+        name = "forwarder" if self.beside == "cli" else "proxy"
+        ours = self.lab.image_for("toxiproxy", None)
+        if ours is None:
+            self._log = os.path.join(self.lab.tmpdir, "proxy.log")
+            argv = list(self.command) if self.command else builtin_command()
+            return ServerSpec(name, tuple(argv), log=self._log, beside=self.beside)
         if self.beside == "cli":
-            self.image = image_ref("toxiproxy")   # the forwarder: ours lists its connections
+            self.image = ours       # the forwarder: ours lists its connections
         else:
+            from harness.lab.images import connect, toxiproxy_image
+
             client = connect()
             try:
                 self.image = toxiproxy_image(client)
             finally:
                 client.close()
         host = self.lab.reach.control_address(self.listen_addr)[0]
-        self._proc = self.lab.run_service("forwarder" if self.beside == "cli" else "proxy", self.image,
-                                          [f"--host={host}", f"--port={API_PORT}"], beside=self.beside)
+        return ServerSpec(name, (f"--host={host}", f"--port={API_PORT}"), image=self.image,
+                          keep_entrypoint=True, beside=self.beside)
 
     def _tail(self) -> str:
-        logs = getattr(self._proc, "logs", None)
-        return logs() if logs else log_tail(self._log)
+        return self._proc.logs()[-800:].strip() if self._proc is not None else ""
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None

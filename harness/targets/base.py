@@ -17,6 +17,7 @@ from harness.faults.base import Flow
 
 if TYPE_CHECKING:
     from harness.lab.reach import Reach
+    from harness.lab.server import ServerProcess, ServerSpec
 
 Scalar = str | int | float | bool
 
@@ -46,15 +47,14 @@ class LabView(Protocol):
 
     lab_id: str
     tmpdir: str
-    client_ns: str
-    server_ns: str
     server_addr: str
     reach: Reach
 
-    @property
-    def backend(self) -> str: ...
-
     def on_close(self, what: str, fn: Any) -> None: ...
+
+    def image_for(self, name: str, own: str | None) -> str | None: ...
+
+    def start_server(self, spec: ServerSpec) -> ServerProcess: ...
 
 
 def ready_command_succeeds(lab: LabView, command: str, cwd: str | None) -> bool:
@@ -69,24 +69,9 @@ def ready_command_succeeds(lab: LabView, command: str, cwd: str | None) -> bool:
         return False
 
 
-def start_in_container(lab: LabView, role: str, image: str, argv: Sequence[str] | None,
-                       command: str | None, port: int, binds: Mapping[str, str] | None = None) -> Any:
-    """A service in its container beside the lab's server (docker backend): ``argv``, else the
-    user's ``command`` through ``sh -c`` (with {host} and {port} filled in), else the image's own
-    command. Returns it as a process (``harness.lab.docker.ContainerProcess``)."""
-    if argv is None and command:
-        argv = ["sh", "-c", command.replace("{host}", lab.server_addr).replace("{port}", str(port))]
-    # a command line of ours replaces the image's entrypoint; none keeps the image's own
-    return as_docker(lab).run_service(role, image, argv, binds=binds,
-                                      entrypoint=None if argv is None else [])
-
-
-def as_docker(lab: LabView) -> Any:
-    """``lab`` as the DockerLab it is (the targets' docker paths run only there)."""
-    from harness.lab.docker import DockerLab
-
-    assert isinstance(lab, DockerLab), lab
-    return lab
+def user_command(command: str, addr: str, port: int) -> tuple[str, ...]:
+    """A user's ``command`` line through ``sh -c``, with {host} and {port} filled in."""
+    return "sh", "-c", command.replace("{host}", addr).replace("{port}", str(port))
 
 
 class Target(Protocol):

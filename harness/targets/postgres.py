@@ -33,10 +33,10 @@ from harness.core.prediction import Prediction, SocketSettings
 from harness.errors import LabError, MachineError
 from harness.faults.base import Flow
 from harness.lab import naming
-from harness.lab.netns import exec_argv
 from harness.lab.processes import stop_process, wait_ready
+from harness.lab.server import ServerProcess, ServerSpec, as_account
 from harness.scenario.model import Scenario
-from harness.targets.base import LabView, Scalar, ServerError, Session, as_docker
+from harness.targets.base import LabView, Scalar, ServerError, Session
 
 USER = "connchaos"
 CHANNEL = "connchaos_in_flight"
@@ -150,7 +150,7 @@ class PostgresTarget:
     image: str | None = None        # the user's own image (docker backend); None = ours
     service: ClassVar[str] = "postgres"
     needs_process: ClassVar[bool] = True
-    _proc: Any = field(default=None, init=False, repr=False)  # a Popen, or a ContainerProcess
+    _proc: ServerProcess | None = field(default=None, init=False, repr=False)
     _admin: psycopg.Connection[Any] | None = field(default=None, init=False, repr=False)
     _log_path: str = field(default="", init=False, repr=False)
     _logs_at_stop: str = field(default="", init=False, repr=False)
@@ -225,8 +225,9 @@ class PostgresTarget:
         return argv
 
     def start(self, lab: LabView) -> None:
-        if lab.backend == "docker":
-            self._start_container(lab)
+        image = lab.image_for("postgres", self.image)
+        if image is not None:
+            self._start_image(lab, image)
             return
         bindir = require_bindir()
         user = _run_user()
@@ -235,9 +236,8 @@ class PostgresTarget:
         for d in (base, self._sockdir):
             os.makedirs(d, mode=0o700)
             os.chown(d, user.pw_uid, user.pw_gid)
-        as_user = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--"]
-        init = subprocess.run([*as_user, os.path.join(bindir, "initdb"), "-D", data, "-U", USER,
-                               "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"],
+        init = subprocess.run([*as_account(user.pw_name), os.path.join(bindir, "initdb"), "-D", data,
+                               "-U", USER, "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"],
                               capture_output=True, text=True, cwd=base)
         if init.returncode != 0:
             raise LabError("initdb", (init.stderr or init.stdout).strip()[-800:])
@@ -247,33 +247,26 @@ class PostgresTarget:
             f.write(f"local all all trust\nhost all all {naming.CLIENT_NET} trust\n"
                     f"host all all {naming.ROUTER_SERVER_ADDR}/32 trust\n")
 
-        argv = [*as_user, os.path.join(bindir, "postgres"), "-D", data, *self._options(
+        argv = [os.path.join(bindir, "postgres"), "-D", data, *self._options(
             {"listen_addresses": lab.server_addr, "unix_socket_directories": self._sockdir,
              **self._fixed()})]
         self._log_path = os.path.join(base, "server.log")
-        with open(self._log_path, "wb") as log:
-            # its own session: a Ctrl-C in the terminal reaches the harness, which stops it
-            self._proc = subprocess.Popen(exec_argv(lab.server_ns, argv), stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+        self._proc = lab.start_server(ServerSpec("postgres", tuple(argv), log=self._log_path,
+                                                 user=user.pw_name))
         lab.on_close("postgres", self.stop)
         self._admin = self._wait_ready()
 
-    def _start_container(self, lab: LabView) -> None:
+    def _start_image(self, lab: LabView, image: str) -> None:
         """The official image's interface (ours has the same): it initialises the data folder
-        on first start and runs ``postgres -c ...``. The harness reaches the server through
-        the Unix socket folder, mounted from the lab's own folder."""
-        from harness.lab.images import image_ref
-
+        on first start and runs ``postgres -c ...``."""
         # The harness talks to it over TCP, from this machine's side of the server's bridge
         # (a socket folder mounted from the lab's would become the image's postgres user's,
         # sticky: a harness without root could not delete it again).
         self._sockdir = lab.server_addr
-        binds: dict[str, str] = {}
-        self._proc = as_docker(lab).run_service(
-            "postgres", self.image or image_ref("postgres"),
-            ["postgres", *self._options({"listen_addresses": "*", **self._fixed()})],
-            env={"POSTGRES_HOST_AUTH_METHOD": "trust", "POSTGRES_USER": USER},
-            binds=binds)
+        self._proc = lab.start_server(ServerSpec(
+            "postgres", ("postgres", *self._options({"listen_addresses": "*", **self._fixed()})),
+            image=image, keep_entrypoint=True,
+            env={"POSTGRES_HOST_AUTH_METHOD": "trust", "POSTGRES_USER": USER}))
         lab.on_close("postgres", self.stop)
         # The image's first start runs a temporary server on the socket only (initdb, init
         # scripts); the real one is up once it listens on TCP.
@@ -298,13 +291,7 @@ class PostgresTarget:
 
     def _log_lines(self) -> list[str]:
         """The server's log: its file, or its container's output."""
-        if hasattr(self._proc, "logs"):
-            return self._proc.logs().splitlines(keepends=True)  # type: ignore[no-any-return]
-        try:
-            with open(self._log_path, errors="replace") as f:
-                return f.readlines()
-        except OSError:
-            return []
+        return self._proc.logs().splitlines(keepends=True) if self._proc is not None else []
 
     def log_tail(self, lines: int = 15) -> str:
         return "".join(self._log_lines()[-lines:]).strip()
@@ -316,7 +303,7 @@ class PostgresTarget:
             self._admin = None
         proc, self._proc = self._proc, None
         stop_process(proc, signal.SIGINT)
-        if hasattr(proc, "logs"):
+        if proc is not None:
             self._logs_at_stop = proc.logs()
 
     async def open_session(self, lab: LabView, index: int,

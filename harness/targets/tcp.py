@@ -11,7 +11,6 @@ table: a service of unknown shape has no per-session process to wait for.
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,8 +19,8 @@ from typing import Any, ClassVar
 from harness.core.prediction import Prediction, SocketSettings
 from harness.errors import LabError
 from harness.faults.base import Flow
-from harness.lab.netns import exec_argv
 from harness.lab.processes import log_tail, stop_process_group, wait_ready
+from harness.lab.server import ServerProcess, ServerSpec
 from harness.scenario.model import Scenario
 from harness.targets import openers
 from harness.targets.base import (
@@ -30,7 +29,7 @@ from harness.targets.base import (
     ServerError,
     Session,
     ready_command_succeeds,
-    start_in_container,
+    user_command,
 )
 
 DECLARED = {"tcp_keepalive": "bool", "tcp_keepalive_idle": "int", "tcp_keepalive_interval": "int",
@@ -51,7 +50,7 @@ class TcpTarget:
     image: str | None = None        # the user's own image (docker backend)
     service: ClassVar[str] = "tcp"
     needs_process: ClassVar[bool] = False
-    _proc: Any = field(default=None, init=False, repr=False)  # a Popen, or a ContainerProcess
+    _proc: ServerProcess | None = field(default=None, init=False, repr=False)
     _opener: Any = field(default=None, init=False, repr=False)
     _server_addr: str = field(default="", init=False, repr=False)
     _log: str = field(default="", init=False, repr=False)
@@ -99,26 +98,20 @@ class TcpTarget:
     def start(self, lab: LabView) -> None:
         self._server_addr = lab.server_addr
         self._opener = openers.make(self.opener_name, self.greeting)
-        command = self.command.replace("{host}", lab.server_addr).replace("{port}", str(self.port))
         self._log = os.path.join(lab.tmpdir, "service.log")
-        if lab.backend == "docker":
-            assert self.image is not None  # the scenario check asks for one
-            self._proc = start_in_container(lab, "service", self.image, None, self.command or None,
-                                            self.port)
-            lab.on_close("service", self.stop)
-            self._wait_ready(lab)
-            return
-        with open(self._log, "wb") as log:
-            self._proc = subprocess.Popen(exec_argv(lab.server_ns, ["sh", "-c", command]), stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True,
-                                          cwd=self.workdir)
+        # on the docker backend the scenario check asks for an image; without a command, the
+        # image's own runs
+        argv = user_command(self.command, lab.server_addr, self.port) if self.command else None
+        # its own process group: Ctrl-C reaches the harness, which stops the whole group
+        self._proc = lab.start_server(ServerSpec("service", argv, image=lab.image_for("tcp", self.image),
+                                                 log=self._log, cwd=self.workdir))
         lab.on_close("service", self.stop)
         self._wait_ready(lab)
 
     def _wait_ready(self, lab: LabView, timeout_s: float = 30.0) -> None:
         assert self._proc is not None
         wait_ready(self._proc, lambda: self._is_ready(lab), step="starting the service",
-                   what=repr(self.command or self.image), log=getattr(self._proc, "logs", self._log),
+                   what=repr(self.command or self.image), log=self._proc.logs,
                    timeout_s=timeout_s)
 
     def _is_ready(self, lab: LabView) -> bool:

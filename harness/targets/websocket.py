@@ -37,7 +37,6 @@ import itertools
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -57,8 +56,8 @@ from harness.core.websocket import (
 )
 from harness.errors import LabError
 from harness.faults.base import Flow
-from harness.lab.netns import exec_argv
 from harness.lab.processes import log_tail, stop_process_group, wait_ready
+from harness.lab.server import ServerProcess, ServerSpec
 from harness.scenario.durations import parse_duration
 from harness.targets.base import (
     LabView,
@@ -66,7 +65,7 @@ from harness.targets.base import (
     ServerError,
     Session,
     ready_command_succeeds,
-    start_in_container,
+    user_command,
 )
 
 DEFAULT_PORT = 8765
@@ -129,7 +128,7 @@ class WebSocketTarget:
     image: str | None = None        # the user's own image (docker backend)
     service: ClassVar[str] = "websocket"
     needs_process: ClassVar[bool] = False
-    _proc: Any = field(default=None, init=False, repr=False)  # a Popen, or a ContainerProcess
+    _proc: ServerProcess | None = field(default=None, init=False, repr=False)
     _server_addr: str = field(default="", init=False, repr=False)
     _control: str = field(default="", init=False, repr=False)
     _log: str = field(default="", init=False, repr=False)
@@ -223,9 +222,8 @@ class WebSocketTarget:
 
     # -- running ----------------------------------------------------------------------------
 
-    def _reference_argv(self, lab: LabView) -> list[str]:
+    def _reference_argv(self, lab: LabView, python: str) -> list[str]:
         ping = self.ping_settings()
-        python = "python3" if lab.backend == "docker" else sys.executable
         argv = [python, "-m", "harness.targets.ws_reference",
                 "--host", lab.server_addr, "--port", str(self.port),
                 "--ping-interval", _arg(ping.interval_s), "--ping-timeout", _arg(ping.timeout_s),
@@ -249,26 +247,16 @@ class WebSocketTarget:
         self._control = os.path.join(base, "control.sock")
         self._log = os.path.join(base, "connections.log")
         self._output = os.path.join(base, "server.out")
-        if lab.backend == "docker":
-            from harness.lab.images import image_ref
-
-            self._proc = start_in_container(
-                lab, "websocket", self.image or image_ref("websocket"),
-                self._reference_argv(lab) if self.reference and not self.image else None,
-                self.command, self.port, binds={base: base})
-            lab.on_close("websocket server", self.stop)
-            self._wait_ready(lab)
-            return
-        if self.reference:
-            argv, cwd = self._reference_argv(lab), None
-        else:
-            assert self.command is not None
-            command = self.command.replace("{host}", lab.server_addr).replace("{port}", str(self.port))
-            argv, cwd = ["sh", "-c", command], self.workdir
-        with open(self._output, "wb") as out:
-            # its own process group: Ctrl-C reaches the harness, which stops the whole group
-            self._proc = subprocess.Popen(exec_argv(lab.server_ns, argv), stdout=out,
-                                          stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd)
+        image = lab.image_for("websocket", self.image)
+        argv: tuple[str, ...] | None = None     # a user's image without a command: its own
+        if self.command is not None:
+            argv = user_command(self.command, lab.server_addr, self.port)
+        elif not self.image:
+            argv = tuple(self._reference_argv(lab, "python3" if image else sys.executable))
+        # its own process group: Ctrl-C reaches the harness, which stops the whole group
+        self._proc = lab.start_server(ServerSpec(
+            "websocket", argv, image=image, binds={base: base}, log=self._output,
+            cwd=None if self.reference else self.workdir))
         lab.on_close("websocket server", self.stop)
         self._wait_ready(lab)
 
@@ -276,7 +264,7 @@ class WebSocketTarget:
         assert self._proc is not None
         what = "the reference server" if self.reference else repr(self.command)
         wait_ready(self._proc, lambda: self._is_ready(lab), step="starting the websocket server",
-                   what=what, log=getattr(self._proc, "logs", self._output), timeout_s=timeout_s)
+                   what=what, log=self._proc.logs, timeout_s=timeout_s)
 
     def _is_ready(self, lab: LabView) -> bool:
         if self.ready and self.ready != "port":

@@ -17,6 +17,7 @@ from harness.errors import LabError
 # The per-run account's uid inside a container (any free one: the container has no others).
 CONTAINER_UID = 4242
 PRIVSEP_DIR = "/run/sshd"
+KEY_VARIABLE = "CONNCHAOS_SSH_KEY"      # the client's public key, in the container's environment
 
 
 def add_user(user: str, home: str) -> tuple[int, int]:
@@ -49,7 +50,18 @@ def write_keys(home: str, public_key: bytes, uid: int, gid: int) -> None:
         os.chmod(path, mode)
 
 
+def container_home(user: str) -> str:
+    """The account's home inside a container (its own, not the lab's folder: the files there
+    must belong to the account, and a harness without root could not delete them again)."""
+    return f"/home/{user}"
+
+
 def container_script(user: str, home: str) -> str:
-    """The shell command that makes the account in a container, then runs sshd (``"$@"``)."""
+    """The shell command that makes the account in a container, its home with the client's
+    key (from ``$CONNCHAOS_SSH_KEY``) handed to it by owner, then runs sshd (``"$@"``)."""
+    keys = f"{home}/.ssh/authorized_keys"
     return (f"mkdir -p {PRIVSEP_DIR} && useradd --system --no-create-home --home-dir {home}"
-            f" --shell /bin/sh --password '*' --uid {CONTAINER_UID} {user} && exec \"$@\"")
+            f" --shell /bin/sh --password '*' --uid {CONTAINER_UID} {user}"
+            f" && mkdir -p {home}/.ssh && printf '%s\\n' \"${KEY_VARIABLE}\" > {keys}"
+            f" && chown -R {user}: {home} && chmod 755 {home}"
+            f" && chmod 700 {home}/.ssh && chmod 600 {keys} && exec \"$@\"")

@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import subprocess
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -50,10 +49,11 @@ from harness.errors import LabError
 from harness.faults.base import Flow
 from harness.lab import naming
 from harness.lab.cleanup import remove_run_user
-from harness.lab.netns import exec_argv
-from harness.lab.processes import end_processes, running
+from harness.lab.processes import stop_process_tree
+from harness.lab.reach import Reach
+from harness.lab.server import ServerProcess, ServerSpec
 from harness.scenario.model import Scenario
-from harness.targets.base import LabView, Scalar, ServerError, Session, as_docker
+from harness.targets.base import LabView, Scalar, ServerError, Session
 from harness.targets.ssh import account, config, log
 from harness.targets.ssh.config import SHOWN, require_sshd
 
@@ -84,7 +84,7 @@ class SshTarget:
     service: ClassVar[str] = "ssh"
     needs_process: ClassVar[bool] = True
     user: str = field(default="", init=False)
-    _proc: Any = field(default=None, init=False, repr=False)  # a Popen, or a ContainerProcess
+    _proc: ServerProcess | None = field(default=None, init=False, repr=False)
     _reader: threading.Thread | None = field(default=None, init=False, repr=False)
     _log: list[tuple[float, str]] = field(default_factory=list, init=False, repr=False)
     _log_path: str = field(default="", init=False, repr=False)
@@ -92,6 +92,7 @@ class SshTarget:
     _client_key: asyncssh.SSHKey | None = field(default=None, init=False, repr=False)
     _host_key: asyncssh.SSHKey | None = field(default=None, init=False, repr=False)
     _server_addr: str = field(default="", init=False, repr=False)
+    _reach: Reach = field(init=False, repr=False)      # the lab's: the shells' descriptors
 
     @classmethod
     def from_scenario(cls, spec: Scenario) -> SshTarget:
@@ -129,25 +130,27 @@ class SshTarget:
     # -- running ----------------------------------------------------------------------------
 
     def start(self, lab: LabView) -> None:
-        docker = lab.backend == "docker"
-        sshd = "/usr/sbin/sshd" if docker else require_sshd()
+        image = lab.image_for("ssh", self.image)
+        sshd = "/usr/sbin/sshd" if image else require_sshd()
         base = os.path.join(lab.tmpdir, "ssh")
         os.makedirs(base, mode=0o755)
         self._server_addr = lab.server_addr
+        self._reach = lab.reach
 
         self._host_key = asyncssh.generate_private_key("ssh-ed25519")
         host_key = os.path.join(base, "host_ed25519")
         self._host_key.write_private_key(host_key)
         os.chmod(host_key, 0o600)
         self._client_key = asyncssh.generate_private_key("ssh-ed25519")
+        public = self._client_key.export_public_key()
 
         self.user = f"{naming.PREFIX}{lab.lab_id}"
-        self._home = os.path.join(base, "home")
-        public = self._client_key.export_public_key()
-        if docker:
-            # the account exists only in the container; its files carry the uid it gets there
-            account.write_keys(self._home, public, account.CONTAINER_UID, account.CONTAINER_UID)
+        if image:
+            # the account exists only in the container, its home too: the container's entry
+            # command makes both and hands the key to the account there
+            self._home = account.container_home(self.user)
         else:
+            self._home = os.path.join(base, "home")
             # Registered before the account exists: a failed useradd leaves nothing, a
             # half-made one is removed; and it runs after sshd's stop (newest first).
             lab.on_close(f"account {self.user}", lambda: remove_run_user(self.user))
@@ -164,30 +167,23 @@ class SshTarget:
                                        folder=base, home=self._home, user=self.user))
         argv = config.sshd_argv(sshd, config_path, self.settings)
         self._log_path = os.path.join(base, "sshd.log")
+        if image:
+            # sshd in the image (ours, or the user's with OpenSSH in it): the lab's folder is
+            # mounted at the same path, so the config names the same files
+            script = account.container_script(self.user, self._home)
+            spec = ServerSpec("sshd", ("sh", "-c", script, "sh", *argv), image=image,
+                              env={account.KEY_VARIABLE: public.decode().strip()}, binds={base: base},
+                              log_lines=True)
+        else:
+            spec = ServerSpec("sshd", tuple(argv), log_lines=True)
         # sshd -e writes its log (and every per-connection child's) to stderr without a time
         # stamp; a reader thread stamps each line as it arrives.
-        if docker:
-            self._proc = self._start_container(lab, base, argv)
-        else:
-            self._proc = subprocess.Popen(exec_argv(lab.server_ns, argv), stdin=subprocess.DEVNULL,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                          start_new_session=True)
+        self._proc = lab.start_server(spec)
         lab.on_close("sshd", self.stop)
         self._reader = threading.Thread(target=self._read_log, args=(self._proc.stderr,),
                                         name="sshd-log", daemon=True)
         self._reader.start()
         self._wait_ready(lab, lab.server_addr)
-
-    def _start_container(self, lab: LabView, base: str, argv: Sequence[str]) -> Any:
-        """sshd in the image (ours, or the user's with OpenSSH in it): the lab's folder is
-        mounted at the same path, so the config names the same files; the account is made in
-        the container before sshd starts."""
-        from harness.lab.images import image_ref
-
-        script = account.container_script(self.user, self._home)
-        return as_docker(lab).run_service("sshd", self.image or image_ref("ssh"),
-                                          ["sh", "-c", script, "sh", *argv],
-                                          entrypoint=[], binds={base: base}, stderr=True)
 
     def load_env(self, folder: str) -> dict[str, str]:
         """For load runs (``harness/load/users.py``, another process): the account, its key
@@ -221,17 +217,11 @@ class SshTarget:
 
     def stop(self) -> None:
         """End sshd and every per-connection process it forked, deepest first: sshd leaves
-        those running when the listener stops, and a parent that goes first leaves its
-        children to init. Leftovers of the shells go with the account."""
+        those running when the listener stops. Leftovers of the shells go with the account."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            tree = _descendants(proc.pid)
-            for depth in sorted({d for d in tree.values()}, reverse=True):
-                _end([pid for pid, d in tree.items() if d == depth])
-            _end([proc.pid])
-        proc.wait(5)
+        stop_process_tree(proc)
         if self._reader is not None:
             self._reader.join(5)
 
@@ -261,13 +251,13 @@ class SshTarget:
             if len(seen) != 6 or seen[0] != "session":
                 raise LabError(f"opening ssh session {index}", f"unexpected answer {line!r}")
             handle.shell_pid, handle.peer = int(seen[1]), (seen[2], int(seen[3]))
-            handle.stdout = os.readlink(f"/proc/{handle.shell_pid}/fd/1")
+            handle.stdout = self._reach.fd_link(handle.shell_pid, 1)
             ok, detail = await self._echo(handle, 10.0)
             if not ok:
                 raise LabError(f"opening ssh session {index}", f"the shell does not answer: {detail}")
         except BaseException as exc:
             conn.abort()
-            if isinstance(exc, (OSError, asyncssh.Error, TimeoutError, ValueError)):
+            if isinstance(exc, (OSError, asyncssh.Error, TimeoutError, ValueError, LabError)):
                 raise LabError(f"opening ssh session {index}", f"{type(exc).__name__}: {exc}") from exc
             raise
         addr, cport = conn.get_extra_info("sockname")[:2]
@@ -321,52 +311,13 @@ class SshTarget:
         data = b"x" * (IN_FLIGHT_BYTES - 1) + b"\n"
         for s in sessions:
             handle: _Handle = s.handle
-            path = f"/proc/{handle.shell_pid}/fd/1"
             try:
-                if os.readlink(path) != handle.stdout:
+                if self._reach.fd_link(handle.shell_pid, 1) != handle.stdout:
                     raise LabError("sending in-flight data", f"session {s.id}: its shell is gone")
-                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-                try:
-                    os.write(fd, data)
-                finally:
-                    os.close(fd)
-            except OSError as exc:
-                raise LabError("sending in-flight data", f"session {s.id}: {exc}") from exc
+                self._reach.write_fd(handle.shell_pid, 1, data)
+            except LabError as exc:
+                raise LabError("sending in-flight data", f"session {s.id}: {exc.detail}") from exc
 
     def server_errors(self) -> dict[int | tuple[str, int], ServerError]:
         """What sshd logged about connections ending, by the client (address, port) it saw."""
         return log.server_errors(list(self._log))
-
-
-def _descendants(root: int) -> dict[int, int]:
-    """Every process below ``root``, with its depth (1 = a child)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    found: dict[int, int] = {}
-    todo = [(root, 0)]
-    while todo:
-        pid, depth = todo.pop()
-        for child in children.get(pid, []):
-            found[child] = depth + 1
-            todo.append((child, depth + 1))
-    return found
-
-
-def _end(pids: list[int], grace_s: float = 3.0) -> None:
-    """SIGTERM (a monitor passes it on to its session child), then SIGKILL; returns when none
-    of ``pids`` runs any more and their parents have reaped them (a parent ended before it
-    reaps leaves the child to init)."""
-    end_processes(lambda: [p for p in pids if running(p)], grace_s)
-    deadline = time.monotonic() + 1.0
-    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{p}") for p in pids):
-        time.sleep(0.01)
-
-
