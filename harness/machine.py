@@ -3,7 +3,7 @@
 
 Each requirement names what needs it (``needed_for``): a backend (``local``, ``docker``), a way
 of running one (``docker as root``), or a service or feature on a backend (``postgres on
-local``, ``ssh on docker``). ``needs_for`` turns scenarios into those needs, ``missing`` and
+local``). ``needs_for`` turns scenarios into those needs, ``missing`` and
 ``require`` check the requirements that serve them, in the list's order.
 """
 
@@ -187,10 +187,6 @@ def _toxiproxy() -> str | None:
     return None if shutil.which("toxiproxy-server") else "not installed"
 
 
-def _refuse_without_root() -> str | None:
-    return None if os.geteuid() == 0 else "needs root for now"
-
-
 REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("root", "root (network namespaces and nftables need it)", _root, "run as root",
                 ("local",), seen=lambda: f"euid {os.geteuid()}"),
@@ -206,13 +202,6 @@ REQUIREMENTS: tuple[Requirement, ...] = (
                 seen=_postgres_version),
     Requirement("OpenSSH server", "the OpenSSH server (sshd)", _sshd, "apt-get install openssh-server",
                 ("ssh on local",), seen=_sshd_path),
-    # What the docker backend cannot do yet without root: two refusals, each its own entry.
-    Requirement("root for ssh on docker", "root for the ssh target on the docker backend (its key"
-                " files are handed to the server's account by owner)", _refuse_without_root,
-                "run as root", ("ssh on docker",), seen=lambda: "running as root"),
-    Requirement("root for load on docker", "root for a load run on the docker backend (Locust runs"
-                " in the client's network namespace)", _refuse_without_root, "run as root",
-                ("load on docker",), seen=lambda: "running as root"),
     Requirement("Docker engine", "a Docker engine", _engine, "start dockerd or set DOCKER_HOST",
                 ("docker",), seen=_engine_version, reason_in_error=True),
     # a run builds what is missing itself (connchaos images build is the same step)
@@ -235,10 +224,6 @@ def needs_for(loaded: Sequence[LoadedScenario], backend: str) -> set[str]:
         spec = ls.scenario
         if backend == "local" and spec.target.service in ("postgres", "ssh"):
             needs.add(f"{spec.target.service} on local")
-        if backend == "docker" and spec.target.service == "ssh":
-            needs.add("ssh on docker")
-        if backend == "docker" and spec.load is not None:
-            needs.add("load on docker")
     return needs
 
 

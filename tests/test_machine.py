@@ -23,8 +23,8 @@ def test_needs_follow_the_backend_the_service_and_load(monkeypatch: pytest.Monke
     assert _needs("postgres-client-vanishes.yaml", "local") == {"local", "postgres on local"}
     assert _needs("ssh-client-alive.yaml", "local") == {"local", "ssh on local"}
     assert _needs("tcp-raw-service.yaml", "local") == {"local"}
-    assert _needs("ssh-client-alive.yaml", "docker") == {"docker", "docker as root", "ssh on docker"}
-    assert _needs("load-websocket-small.yaml", "docker") == {"docker", "docker as root", "load on docker"}
+    assert _needs("ssh-client-alive.yaml", "docker") == {"docker", "docker as root"}
+    assert _needs("load-websocket-small.yaml", "docker") == {"docker", "docker as root"}
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert _needs("postgres-client-vanishes.yaml", "docker") == {"docker"}
 
@@ -36,10 +36,6 @@ def test_require_raises_the_first_missing_in_the_lists_order(monkeypatch: pytest
     assert str(raised.value) == ("this machine cannot run it: root (network namespaces and"
                                  " nftables need it) (run as root)")
     assert raised.value.exit_code == 3
-    with pytest.raises(MachineError, match="root for the ssh target on the docker backend"):
-        machine.require({"docker", "ssh on docker"})
-    with pytest.raises(MachineError, match="root for a load run on the docker backend"):
-        machine.require({"docker", "load on docker"})
 
 
 def test_a_reason_of_the_check_reaches_the_hint_only_where_asked() -> None:

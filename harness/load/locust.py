@@ -1,11 +1,15 @@
-"""Locust in processes of its own, inside the lab's client namespace.
+"""Locust in processes of its own, inside the lab's client network.
 
 Locust runs on gevent, which monkey-patches the standard library: it can never share the
-harness's asyncio process. Each Locust process is started through ``ip netns exec`` (which
-execs, so the Popen pid is Locust's own), headless, with the target's address in the
-environment of ``harness/load/users.py``. ``workers: 0`` runs one local process; ``workers:
-N`` a master and N workers talking over the client namespace's loopback (on several
-machines, the workers would take ``--master-host`` of the master's address instead).
+harness's asyncio process. Each Locust process is started by the lab beside its client
+(``start_server``): as root through ``ip netns exec`` (which execs, so the pid is Locust's
+own); without root in a container of the project's image that joins the client container's
+network, as the harness's own user (so the files it writes in the lab's folder stay the
+harness's). It runs headless, with the target's address in the environment of
+``harness/load/users.py`` (copied into the lab's folder, which the container mounts).
+``workers: 0`` runs one local process; ``workers: N`` a master and N workers talking over
+the client network's loopback (on several machines, the workers would take
+``--master-host`` of the master's address instead).
 
 The harness asks the users to check their sessions with SIGUSR1, and ends Locust with
 SIGTERM, on which Locust stops its users and writes its statistics (``--csv``,
@@ -20,16 +24,18 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import LabError
-from harness.lab.netns import exec_argv
 from harness.lab.processes import log_tail, running, stop_process
+from harness.lab.server import ServerProcess, ServerSpec, start_here
 from harness.registry import SERVICE_TYPES
+
+if TYPE_CHECKING:
+    from harness.targets.base import LabView
 
 USERS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "users.py")
 MASTER_PORT = 5557
@@ -44,7 +50,7 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 class LocustRun:
     """The Locust processes of one load run, and the files they leave."""
 
-    client_ns: str | None             # None: this namespace (the users' own tests)
+    lab: LabView | None               # runs beside its client; None: here (the users' own tests)
     folder: str                       # Locust's logs, statistics and the users' events files
     user_class: str                   # WebSocketUser, PostgresUser, TcpUser
     env: dict[str, str]               # CONNCHAOS_LOAD_* for the users
@@ -52,15 +58,16 @@ class LocustRun:
     spawn_rate: float
     workers: int = 0
     run_time_s: float = 3600.0        # Locust stops by itself after this, whatever happens
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    procs: list[ServerProcess] = field(default_factory=list)
     roles: list[str] = field(default_factory=list)
+    image: str | None = field(default=None, init=False)   # the project's, when not run here
 
     @property
     def events_folder(self) -> str:
         return os.path.join(self.folder, "events")
 
-    def _argv(self, role: str) -> list[str]:
-        argv = [sys.executable, "-m", "locust", "-f", USERS_FILE, "--loglevel", "WARNING",
+    def _argv(self, role: str, python: str, users_file: str) -> list[str]:
+        argv = [python, "-m", "locust", "-f", users_file, "--loglevel", "WARNING",
                 "--logfile", os.path.join(self.folder, f"{role}.log")]
         if role.startswith("worker"):
             return [*argv, "--worker", "--master-host", "127.0.0.1", "--master-port", str(MASTER_PORT),
@@ -77,26 +84,30 @@ class LocustRun:
     def start(self) -> None:
         """Start the master (or the local runner) and the workers; they spawn the users."""
         os.makedirs(self.events_folder, exist_ok=True)
-        env = {**os.environ, **self.env, "CONNCHAOS_LOAD_EVENTS": self.events_folder,
-               "PYTHONUNBUFFERED": "1"}
+        python, users_file, user = sys.executable, USERS_FILE, None
+        if self.lab is not None and not self.lab.reach.enters_networks:
+            self.image = self.lab.image_for("toxiproxy", None)   # the project's image
+            # in a folder of its own: ``collect`` copies the top of the folder to the report
+            os.makedirs(os.path.join(self.folder, "lib"), exist_ok=True)
+            python, users_file = "python", shutil.copy(USERS_FILE, os.path.join(self.folder, "lib"))
+            user = f"{os.getuid()}:{os.getgid()}"
+        env = {**self.env, "CONNCHAOS_LOAD_EVENTS": self.events_folder, "PYTHONUNBUFFERED": "1"}
         roles = ["local"] if self.workers == 0 else ["master"] + [f"worker{i}" for i in range(self.workers)]
         for role in roles:
-            with open(os.path.join(self.folder, f"{role}.out"), "wb") as out:
-                # its own session: Ctrl-C in the terminal reaches the harness, which stops it
-                argv = self._argv(role)
-                proc = subprocess.Popen(exec_argv(self.client_ns, argv) if self.client_ns else argv,
-                                        stdout=out, stderr=subprocess.STDOUT, env=env,
-                                        start_new_session=True)
-            self.procs.append(proc)
+            spec = ServerSpec(f"locust-{role}", tuple(self._argv(role, python, users_file)),
+                              image=self.image, env=env, binds={self.folder: self.folder},
+                              log=os.path.join(self.folder, f"{role}.out"), user=user, beside="cli")
+            self.procs.append(self.lab.start_server(spec) if self.lab is not None else start_here(None, spec))
             self.roles.append(role)
 
     def check_running(self, step: str) -> None:
         """A LabError quoting its output if a Locust process has exited."""
         for role, proc in zip(self.roles, self.procs, strict=True):
-            if proc.poll() is not None:
-                out = log_tail(os.path.join(self.folder, f"{role}.out"))
+            code = proc.poll()
+            if code is not None:
+                out = proc.logs()[-800:].strip()
                 log = log_tail(os.path.join(self.folder, f"{role}.log"))
-                raise LabError(step, f"Locust {role} exited ({proc.returncode}): {log or out}")
+                raise LabError(step, f"Locust {role} exited ({code}): {log or out}")
 
     def ask_check(self) -> None:
         """SIGUSR1 to the processes running users: each still-held session checks itself once."""

@@ -123,7 +123,7 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
         lab.on_close("resource sampler", sampler.stop)
         folder = os.path.join(lab.tmpdir, "locust")
         os.makedirs(folder)
-        locust = LocustRun(client_ns=lab.client_ns, folder=folder, user_class=USERS[service],
+        locust = LocustRun(lab=lab, folder=folder, user_class=USERS[service],
                            env=locust_env(spec, target, lab.server_addr, folder), users=load.users,
                            spawn_rate=float(load.spawn_rate), workers=load.workers,
                            run_time_s=spawn_s + load.hold + spec.deadline_s + 300)

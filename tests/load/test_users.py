@@ -46,7 +46,7 @@ def echo() -> Iterator[tuple[subprocess.Popen[bytes], int]]:
 def _locust(tmp_path: Path, port: int, users: int, workers: int = 0) -> LocustRun:
     folder = tmp_path / "locust"
     folder.mkdir()
-    return LocustRun(client_ns=None, folder=str(folder), user_class="TcpUser",
+    return LocustRun(lab=None, folder=str(folder), user_class="TcpUser",
                      env={"CONNCHAOS_LOAD_HOST": "127.0.0.1", "CONNCHAOS_LOAD_PORT": str(port),
                           "CONNCHAOS_LOAD_EVERY": "0.2", "CONNCHAOS_LOAD_TIMEOUT": "3",
                           "CONNCHAOS_LOAD_CHECK_TIMEOUT": "3"},
