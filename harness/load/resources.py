@@ -1,9 +1,10 @@
 """The server's resources over a load run: sessions, processes, descriptors, memory.
 
-A thread samples every ``interval_s`` from before the users arrive until the end: one
-socket-table dump of the server namespace (its own sock_diag socket, so the observer's is
-never shared between threads) for the sessions, and ``/proc`` for the processes of the
-server namespace (their count: PostgreSQL's backends; their open descriptors; their memory).
+A thread samples every ``interval_s`` from before the users arrive until the end, through
+the lab's reach (directly as root, the observer's agent without root): one socket-table dump
+of the server's network (its own sock_diag socket, so the observer's is never shared between
+threads) for the sessions, and ``/proc`` for the processes of the server's network (their
+count: PostgreSQL's backends; their open descriptors; their memory).
 Memory is the sum of each process's VmRSS, so pages shared between processes (PostgreSQL's
 shared buffers) count once per process that touched them; ``anon_mib`` (RssAnon) is the
 private part and the better measure of what each session costs.
