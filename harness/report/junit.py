@@ -44,7 +44,7 @@ def _scenario_properties(sc: ScenarioRecord) -> dict[str, str]:
     pred = sc.prediction
     return {
         "verdict": sc.verdict,
-        "layer": sc.layer,
+        "layer": "-" if sc.layer is None else sc.layer,
         "backend": sc.backend,
         "fault": sc.fault,
         "service": "-" if sc.service is None else sc.service,

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from harness.core.records import SCHEMA, RunRecord, ScenarioRecord
+from harness.core.records import SCHEMA, RunRecord
 from harness.errors import Problem, ScenarioError
-
-if TYPE_CHECKING:
-    from harness.runner import RunResults
 
 # Past this many, a broken file's problems are cut short: the first ones say what it is.
 _MAX_PROBLEMS = 10
@@ -103,17 +99,3 @@ def read(path: str) -> RunRecord:
         problem = Problem(path, None, "", f"not a results file this connchaos reads: {exc!r}")
         raise ScenarioError([problem]) from exc
 
-
-# -- the runners' boundary ---------------------------------------------------------------------
-# The runners (harness.runner, harness.experiment, harness.load.experiment) still build their
-# results as dicts. This is the one place where those dicts become records; the CLI and the
-# pytest plugin call these two and nothing else. When the runners return records, both go.
-
-def run_record(results: RunResults) -> RunRecord:
-    """The run so far (``RunResults.as_json()``) as a record."""
-    return RunRecord.from_json(results.as_json())
-
-
-def scenario_record(entry: Mapping[str, Any]) -> ScenarioRecord:
-    """One scenario's entry from a runner (``run_one``, ``on_scenario``, ``RunResults.scenarios``)."""
-    return ScenarioRecord.from_json(entry)
