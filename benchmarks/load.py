@@ -104,6 +104,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                    progress=lambda line: print(line, flush=True),
                    on_scenario=lambda record: print("\n".join(figures(dict(record.to_json()))), flush=True))
     finally:
-        results_file.write(res.record().to_json(), folder)
+        results_file.write(res.record(), folder)
     print(f"results: {os.path.join(folder, 'results.json')}")
     return 0 if res.exit_code in (0, 1) else res.exit_code

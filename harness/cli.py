@@ -13,13 +13,16 @@ import sys
 import time
 from collections.abc import Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from harness import __version__
 from harness.core.verdict import exit_code
 from harness.errors import ConnchaosError, MachineError, ScenarioError
+
+if TYPE_CHECKING:
+    from harness.core.records import RunRecord
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -42,11 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("paths", nargs="+", metavar="PATH")
     r.add_argument("--backend", choices=["auto", "local", "docker"],
                    help="override every scenario's target.backend")
-    r.add_argument("--report-dir", default="reports", help="reports go to REPORT_DIR/<run id>/ (default: reports)")
+    r.add_argument("--report-dir", default="reports",
+                   help="reports go to REPORT_DIR/<run id>/ (default: reports)")
     r.add_argument("--json", metavar="PATH", help="also write results.json to PATH ('-' for stdout)")
     _report_options(r)
     talk = r.add_mutually_exclusive_group()
-    talk.add_argument("-q", "--quiet", action="store_true", help="no progress: only the table and the exit code")
+    talk.add_argument("-q", "--quiet", action="store_true",
+                      help="no progress: only the table and the exit code")
     talk.add_argument("-v", "--verbose", action="store_true",
                       help="also each session's events as they are seen, and how each faulted session ended")
     _proxy_options(r)
@@ -60,11 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     u = sub.add_parser("up", help="build the lab and keep it up for manual reproduction")
     u.add_argument("path", metavar="PATH")
     u.add_argument("--fault", action="store_true", help="also inject the scenario's fault after hold")
-    u.add_argument("--backend", choices=["auto", "local", "docker"], help="override the scenario's target.backend")
+    u.add_argument("--backend", choices=["auto", "local", "docker"],
+                   help="override the scenario's target.backend")
     _proxy_options(u)
 
     x = sub.add_parser("proxy", help="serve the built-in Toxiproxy-compatible API")
-    x.add_argument("--host", default="127.0.0.1", help="address for the API and default listeners (default 127.0.0.1)")
+    x.add_argument("--host", default="127.0.0.1",
+                   help="address for the API and default listeners (default 127.0.0.1)")
     x.add_argument("--port", type=int, default=8474, help="API port (default 8474)")
     x.add_argument("--workers", type=int, default=1,
                    help="data-plane processes sharing each listener (SO_REUSEPORT); more than one"
@@ -88,7 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     ib = isub.add_parser("build", help="build what is missing or out of date (the base image first)")
     ib.add_argument("names", nargs="*", metavar="NAME",
                     help="postgres, ssh, websocket, client, toxiproxy (default: all)")
-    ib.add_argument("--rebuild", action="store_true", help="build even the images that are up to date, without the layer cache")
+    ib.add_argument("--rebuild", action="store_true",
+                    help="build even the images that are up to date, without the layer cache")
     ib.add_argument("-v", "--verbose", action="store_true", help="show the build output")
     isub.add_parser("list", help="each image: up to date, stale or missing")
 
@@ -190,7 +198,8 @@ def cmd_explain(args: argparse.Namespace, out: Console, err: Console) -> int:
         out.print(f"  target    {spec.target.service}: {settings}", markup=False)
         os_note = f" (OS default: {', '.join(eff.defaults_used)})" if eff.defaults_used else ""
         user_timeout = (f"{format_seconds(eff.user_timeout_s)} s" if eff.user_timeout_s else "off")
-        out.print(f"  socket    keepalive {'on' if eff.keepalive else 'off'}, idle {format_seconds(eff.idle_s)} s,"
+        out.print(f"  socket    keepalive {'on' if eff.keepalive else 'off'},"
+                  f" idle {format_seconds(eff.idle_s)} s,"
                   f" interval {format_seconds(eff.interval_s)} s, count {eff.count}{os_note};"
                   f" user timeout {user_timeout}; tcp_retries2 {eff.retries2}", markup=False)
         cls = FAULTS[spec.fault.type]
@@ -265,16 +274,16 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     try:
         with view:
             run.run(loaded, results=res, progress=view.line, proxy_command=proxy_command,
-                       on_scenario=lambda record: view.scenario_done(record.to_json()), on_observe=view.observe,
-                       on_event=view.event if args.verbose else None, backend=args.backend,
-                       report_folder=folder)
+                    on_scenario=view.scenario_done, on_observe=view.observe,
+                    on_event=view.event if args.verbose else None, backend=args.backend,
+                    report_folder=folder)
     except KeyboardInterrupt:
-        formats.write_all(res.record().to_json(), folder)  # what finished before the interrupt
+        formats.write_all(res.record(), folder)  # what finished before the interrupt
         raise
-    data = res.record().to_json()
-    regressions = _publish(data, folder, args, baseline, out)
+    record = _compared(res.record(), baseline, args)
+    regressions = _publish(record, folder, args, out)
     if args.json:
-        text = json.dumps(data, indent=1)
+        text = json.dumps(record.to_json(), indent=1)
         if args.json == "-":
             sys.stdout.write(text + "\n")
         else:
@@ -283,26 +292,33 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     return exit_code((s.verdict for s in res.scenarios), regressions=regressions)
 
 
-def _publish(data: dict[str, Any], folder: str, args: argparse.Namespace,
-             baseline: dict[str, Any] | None, out: Console) -> int:
-    """Compare with the baseline, write every format, print the table: what ``run`` and
-    ``report`` share. Returns how many regressions the baseline comparison found."""
-    from harness.report import baseline as compare
+def _compared(record: RunRecord, baseline: RunRecord | None, args: argparse.Namespace) -> RunRecord:
+    """The run with its comparison to the ``--baseline`` run (as it is without one)."""
+    from dataclasses import replace
+
+    from harness.report.baseline import compare
+
+    if baseline is None:
+        return record
+    return replace(record, baseline=compare(baseline, record, args.p95_tolerance, args.baseline))
+
+
+def _publish(record: RunRecord, folder: str, args: argparse.Namespace, out: Console) -> int:
+    """Write every format, print the table: what ``run`` and ``report`` share. Returns how
+    many regressions the baseline comparison found."""
     from harness.report import console, formats
 
-    if baseline is not None:
-        data["baseline"] = compare.compare(baseline, data, args.p95_tolerance, args.baseline).as_json()
-    paths = formats.write_all(data, folder)
+    paths = formats.write_all(record, folder)
     if args.junit:
-        paths.append(formats.write_junit(data, args.junit))
-    summary = formats.append_step_summary(data)
-    console.render(data, out)
-    console.render_baseline(data, out)
+        paths.append(formats.write_junit(record, args.junit))
+    summary = formats.append_step_summary(record)
+    console.render(record, out)
+    console.render_baseline(record, out)
     out.print(f"results: {paths[0]}", markup=False)
     out.print("reports: " + ", ".join(paths[1:]), markup=False)
     if summary:
         out.print(f"summary appended to {summary}", markup=False)
-    return len(data.get("baseline", {}).get("regressions", []))
+    return 0 if record.baseline is None else len(record.baseline.regressions)
 
 
 def cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
@@ -310,11 +326,11 @@ def cmd_report(args: argparse.Namespace, out: Console, err: Console) -> int:
 
     from harness.report import results as results_file
 
-    data = results_file.read(args.results)
+    record = results_file.read(args.results)
     baseline = results_file.read(args.baseline) if args.baseline else None
     folder = args.out or os.path.dirname(os.path.abspath(args.results))
-    regressions = _publish(data, folder, args, baseline, out)
-    return exit_code([s["verdict"] for s in data["scenarios"]], regressions=regressions)
+    regressions = _publish(_compared(record, baseline, args), folder, args, out)
+    return exit_code(record.verdicts, regressions=regressions)
 
 
 def cmd_up(args: argparse.Namespace, out: Console, err: Console) -> int:

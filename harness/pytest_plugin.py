@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 if TYPE_CHECKING:
+    from harness.core.records import Json, PredictionRecord, ScenarioRecord, SessionRecord
     from harness.run import RunResults
     from harness.scenario import LoadedScenario
 
@@ -87,11 +88,11 @@ class ScenarioFile(pytest.File):
 
 
 class ScenarioFailed(Exception):
-    """The scenario ran and an expectation failed (or the lab broke): its results entry."""
+    """The scenario ran and an expectation failed (or the lab broke): its record."""
 
-    def __init__(self, entry: dict[str, Any]) -> None:
-        super().__init__(entry.get("reason", ""))
-        self.entry = entry
+    def __init__(self, record: ScenarioRecord) -> None:
+        super().__init__(record.reason)
+        self.record = record
 
 
 def require_lab(loaded: list[LoadedScenario]) -> None:
@@ -129,19 +130,19 @@ class ScenarioItem(pytest.Item):
         results = _session_results(self.config)
         require_lab([self.loaded])
         run.run([self.loaded], results=results)
-        entry: dict[str, Any] = dict(results.scenarios[-1].to_json())
-        self.user_properties.append(("verdict", entry["verdict"]))
-        if entry["verdict"] != "pass":
-            raise ScenarioFailed(entry)
+        record = results.scenarios[-1]
+        self.user_properties.append(("verdict", record.verdict))
+        if record.verdict != "pass":
+            raise ScenarioFailed(record)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
                      style: Any = None) -> str | Any:
         if isinstance(excinfo.value, ScenarioFailed):
             from harness.report.messages import failure_message
 
-            entry = excinfo.value.entry
+            record = excinfo.value.record
             # the message first: pytest's short summary shows the first line
-            return f"{failure_message(entry)}\n(scenario {entry['name']} in {self.path}: {entry['verdict']})"
+            return f"{failure_message(record)}\n(scenario {record.name} in {self.path}: {record.verdict})"
         return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
@@ -154,54 +155,42 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if folder and results is not None:
         from harness.report import results as results_file
 
-        results_file.write(results.record().to_json(), results_file.run_folder(folder, results.run_id))
+        results_file.write(results.record(), results_file.run_folder(folder, results.run_id))
 
 
 # -- scenarios written in Python ---------------------------------------------------------------
 
-@dataclass
-class SessionOutcome:
-    """One session of a ``connchaos_lab`` run, as results.json has it."""
-
-    id: int
-    faulted: bool
-    reclaimed: bool
-    reclaim_s: float | None
-    predicted_s: float | None
-    mechanism: str | None
-    predicted_mechanism: str | None
-    alive_at_end: bool | None
-    events: list[dict[str, Any]] = field(repr=False)
-
-    def times(self, what: str) -> list[float]:
-        """When each event ``what`` (``probe``, ``retransmit``, ``socket-gone``...) happened,
-        in seconds after the fault."""
-        return [float(e["t"]) for e in self.events if e["what"] == what]
-
-
-@dataclass
+@dataclass(frozen=True)
 class LabRun:
-    """The outcome of ``connchaos_lab.run``: every session, and the scenario's results entry."""
+    """The outcome of ``connchaos_lab.run``: the scenario's record, and its sessions (each a
+    ``SessionRecord``, whose ``times(what)`` says when each event ``what`` happened)."""
 
-    entry: dict[str, Any] = field(repr=False)
-    sessions: list[SessionOutcome]
+    record: ScenarioRecord
+
+    @property
+    def entry(self) -> dict[str, Json]:
+        """The scenario as results.json has it."""
+        return self.record.to_json()
 
     @property
     def verdict(self) -> str:
-        return str(self.entry["verdict"])
+        return self.record.verdict
 
     @property
-    def prediction(self) -> dict[str, Any] | None:
-        pred: dict[str, Any] | None = self.entry["prediction"]
-        return pred
+    def prediction(self) -> PredictionRecord | None:
+        return self.record.prediction
 
     @property
-    def faulted(self) -> list[SessionOutcome]:
-        return [s for s in self.sessions if s.faulted]
+    def sessions(self) -> tuple[SessionRecord, ...]:
+        return self.record.sessions
 
     @property
-    def survivors(self) -> list[SessionOutcome]:
-        return [s for s in self.sessions if not s.faulted]
+    def faulted(self) -> tuple[SessionRecord, ...]:
+        return self.record.faulted
+
+    @property
+    def survivors(self) -> tuple[SessionRecord, ...]:
+        return self.record.survivors
 
 
 class ConnchaosLab:
@@ -247,11 +236,7 @@ class ConnchaosLab:
         loaded = self.scenario(**kwargs)
         require_lab([loaded])
         run.ensure_images([loaded])
-        record = run.run_scenario(loaded, run.new_run_id(), backend=run.backend_for(loaded))
-        entry: dict[str, Any] = dict(record.to_json())
-        keep = {f for f in SessionOutcome.__dataclass_fields__}
-        return LabRun(entry=entry, sessions=[SessionOutcome(**{k: v for k, v in s.items() if k in keep})
-                                             for s in entry["sessions"]])
+        return LabRun(run.run_scenario(loaded, run.new_run_id(), backend=run.backend_for(loaded)))
 
 
 @pytest.fixture

@@ -107,6 +107,11 @@ class SessionRecord:
         """An unfaulted session that the server dropped or that no longer answers."""
         return not self.faulted and (self.reclaimed or self.alive_at_end is False)
 
+    def times(self, what: str) -> list[float]:
+        """When each event ``what`` (``probe``, ``retransmit``, ``socket-gone``...) happened,
+        in seconds after the fault."""
+        return [e.t for e in self.events if e.what == what]
+
     def to_json(self) -> dict[str, Json]:
         out: dict[str, Json] = {"id": self.id, "faulted": self.faulted}
         if self.client is not None:
@@ -258,6 +263,11 @@ class ScenarioRecord:
     @property
     def survivors(self) -> tuple[SessionRecord, ...]:
         return tuple(s for s in self.sessions if not s.faulted)
+
+    @property
+    def mechanisms(self) -> list[str]:
+        """What reclaimed the faulted sessions, each named once, sorted."""
+        return sorted({s.mechanism for s in self.sessions if s.faulted and s.mechanism})
 
     @property
     def service(self) -> str | None:

@@ -1,8 +1,9 @@
 """Baselines: this run against an earlier one, for a release gate that must not get worse.
 
-Pure: two results dicts in, a ``Comparison`` out. A regression is a verdict that got worse
-(pass → fail → error), a p95 reclaim time grown beyond the tolerance (or gone: sessions that
-were reclaimed no longer are), or more survivors killed. A scenario of the baseline missing
+Pure: two runs' records in, the ``baseline`` block of results.json (a ``BaselineRecord``) out.
+A regression is a verdict that got worse (pass → fail → error), a p95 reclaim time grown
+beyond the tolerance (or gone: sessions that were reclaimed no longer are), or more survivors
+killed. A scenario of the baseline missing
 from this run is a note, not a regression: runs often cover a subset of the catalogue.
 
 The tolerance is a percentage, a duration, or both (``20%``, ``500ms``, ``20%,100ms``); p95
@@ -15,9 +16,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
 from harness.core.prediction import format_seconds
+from harness.core.records import BaselineRecord, RegressionRecord, RunRecord, ScenarioRecord
 from harness.scenario.durations import parse_duration
 
 DEFAULT_TOLERANCE = "20%,100ms"
@@ -70,72 +71,46 @@ class Tolerance:
         return " and ".join(parts) or "none"
 
 
-@dataclass(frozen=True)
-class Regression:
-    """One way a scenario got worse than in the baseline."""
-
-    scenario: str
-    what: str  # verdict | p95 | survivors_killed
-    was: str
-    now: str
-    detail: str = ""
-
-    @property
-    def text(self) -> str:
-        extra = f" ({self.detail})" if self.detail else ""
-        return f"{self.scenario}: {self.what} {self.was} -> {self.now}{extra}"
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """The regressions found, and notes that are not regressions (missing or new scenarios)."""
-
-    baseline: str
-    baseline_run: str
-    tolerance: Tolerance
-    regressions: tuple[Regression, ...]
-    notes: tuple[str, ...]
-
-    def as_json(self) -> dict[str, Any]:
-        """The ``baseline`` block of results.json, so a re-rendered report shows it too."""
-        return {"file": self.baseline, "run_id": self.baseline_run,
-                "p95_tolerance": str(self.tolerance),
-                "regressions": [{"scenario": r.scenario, "what": r.what, "was": r.was, "now": r.now,
-                                 "text": r.text} for r in self.regressions],
-                "notes": list(self.notes)}
+def regression(scenario: str, what: str, was: str, now: str, detail: str = "") -> RegressionRecord:
+    """One way ``scenario`` got worse (``what``: verdict, p95 or survivors_killed), with its
+    one-line text."""
+    extra = f" ({detail})" if detail else ""
+    return RegressionRecord(scenario, what, was, now, text=f"{scenario}: {what} {was} -> {now}{extra}")
 
 
 def _s(value: float | None) -> str:
     return "none" if value is None else f"{format_seconds(value)} s"
 
 
-def _scenario(name: str, old: dict[str, Any], new: dict[str, Any], tol: Tolerance) -> list[Regression]:
+def _scenario(name: str, old: ScenarioRecord, new: ScenarioRecord, tol: Tolerance) -> list[RegressionRecord]:
     found = []
-    if _RANK.get(new["verdict"], 2) > _RANK.get(old["verdict"], 2):
-        found.append(Regression(name, "verdict", old["verdict"], new["verdict"], new.get("reason", "")))
-    if new["verdict"] == "error":
+    if _RANK.get(new.verdict, 2) > _RANK.get(old.verdict, 2):
+        found.append(regression(name, "verdict", old.verdict, new.verdict, new.reason))
+    if new.verdict == "error":
         return found  # nothing was measured: the verdict says it all
-    o, n = old.get("summary") or {}, new.get("summary") or {}
-    op, np_ = o.get("p95_s"), n.get("p95_s")
+    o, n = old.summary, new.summary
+    op, np_ = o.p95_s, n.p95_s
     if op is not None and np_ is not None and tol.exceeded(op, np_):
-        found.append(Regression(name, "p95", _s(op), _s(np_),
+        found.append(regression(name, "p95", _s(op), _s(np_),
                                 f"+{format_seconds(np_ - op)} s, beyond the tolerance {tol}"))
-    elif op is not None and np_ is None and n.get("faulted", 0):
-        found.append(Regression(name, "p95", _s(op), "none",
-                                f"no faulted session reclaimed; {o.get('reclaimed')} were"))
-    ok, nk = o.get("survivors_killed") or 0, n.get("survivors_killed") or 0
+    elif op is not None and np_ is None and n.faulted:
+        found.append(regression(name, "p95", _s(op), "none",
+                                f"no faulted session reclaimed; {o.reclaimed} were"))
+    ok, nk = o.survivors_killed or 0, n.survivors_killed or 0
     if nk > ok:
-        found.append(Regression(name, "survivors_killed", str(ok), str(nk)))
+        found.append(regression(name, "survivors_killed", str(ok), str(nk)))
     return found
 
 
-def compare(old: dict[str, Any], new: dict[str, Any], tolerance: Tolerance,
-            baseline: str = "baseline") -> Comparison:
-    """Compare run ``new`` with the earlier run ``old``, scenario by scenario (by name)."""
-    before = {s["name"]: s for s in old["scenarios"]}
-    now = {s["name"]: s for s in new["scenarios"]}
-    regressions = [r for name, entry in now.items() if name in before
-                   for r in _scenario(name, before[name], entry, tolerance)]
+def compare(old: RunRecord, new: RunRecord, tolerance: Tolerance,
+            baseline: str = "baseline") -> BaselineRecord:
+    """Compare run ``new`` with the earlier run ``old``, scenario by scenario (by name): the
+    ``baseline`` block of results.json, so a re-rendered report shows it too."""
+    before = {s.name: s for s in old.scenarios}
+    now = {s.name: s for s in new.scenarios}
+    regressions = [r for name, sc in now.items() if name in before
+                   for r in _scenario(name, before[name], sc, tolerance)]
     notes = [f"{name}: in the baseline, not in this run" for name in before if name not in now]
     notes += [f"{name}: new, not in the baseline" for name in now if name not in before]
-    return Comparison(baseline, str(old.get("run_id", "")), tolerance, tuple(regressions), tuple(notes))
+    return BaselineRecord(file=baseline, run_id=old.run_id, p95_tolerance=str(tolerance),
+                          regressions=tuple(regressions), notes=tuple(notes))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from harness.core.prediction import format_seconds
+from harness.core.records import RunRecord
 
 STYLE = {"pass": "green", "fail": "red", "error": "yellow"}
 
@@ -17,44 +16,40 @@ def _s(value: float | None) -> str:
     return "-" if value is None else f"{format_seconds(value)} s"
 
 
-def render(results: dict[str, Any], console: Console) -> None:
+def render(run: RunRecord, console: Console) -> None:
     """Print the run's table and, below it, each scenario's reason."""
-    table = Table(title=f"connchaos run {results['run_id']}", title_justify="left")
+    table = Table(title=f"connchaos run {run.run_id}", title_justify="left")
     for col, just in (("scenario", "left"), ("verdict", "left"), ("layer", "left"),
                       ("fault", "left"), ("faulted", "right"), ("reclaimed", "right"),
                       ("p50", "right"), ("max", "right"), ("predicted", "right"),
                       ("mechanism", "left"), ("survivors killed", "right")):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
-    for sc in results["scenarios"]:
-        summ = sc.get("summary") or {}
-        pred = sc.get("prediction") or {}
-        mechs = sorted({s["mechanism"] for s in sc.get("sessions", []) if s["faulted"] and s["mechanism"]})
-        predicted = pred.get("reclaim_s")
+    for sc in run.scenarios:
+        summ = sc.summary
+        pred = sc.prediction
         table.add_row(
-            sc["name"], f"[{STYLE[sc['verdict']]}]{sc['verdict']}[/]", sc.get("layer", "-"),
-            sc.get("fault", "-"), str(summ.get("faulted", "-")), str(summ.get("reclaimed", "-")),
-            _s(summ.get("p50_s")), _s(summ.get("max_s")),
-            "never" if pred and predicted is None else _s(predicted),
-            ", ".join(mechs) or "-", str(summ.get("survivors_killed", "-")))
+            sc.name, f"[{STYLE[sc.verdict]}]{sc.verdict}[/]", sc.layer, sc.fault,
+            str(summ.faulted), str(summ.reclaimed), _s(summ.p50_s), _s(summ.max_s),
+            "-" if pred is None else "never" if pred.reclaim_s is None else _s(pred.reclaim_s),
+            ", ".join(sc.mechanisms) or "-", str(summ.survivors_killed))
     console.print(table)
-    for sc in results["scenarios"]:
-        console.print(f"[{STYLE[sc['verdict']]}]{sc['verdict']:5}[/] {sc['name']}: {sc['reason']}",
+    for sc in run.scenarios:
+        console.print(f"[{STYLE[sc.verdict]}]{sc.verdict:5}[/] {sc.name}: {sc.reason}",
                       highlight=False, soft_wrap=True)
 
 
-def render_baseline(results: dict[str, Any], console: Console) -> None:
+def render_baseline(run: RunRecord, console: Console) -> None:
     """The baseline comparison, when there was one: each regression, then the notes."""
-    base = results.get("baseline")
-    if not base:
+    base = run.baseline
+    if base is None:
         return
-    regressions = base.get("regressions") or []
-    head = escape(f"baseline {base.get('file')} (run {base.get('run_id')}, p95 tolerance"
-                  f" {base.get('p95_tolerance')}): ")
-    if regressions:
-        console.print(f"[red]{head}{len(regressions)} regression(s)[/]", highlight=False, soft_wrap=True)
-        for r in regressions:
-            console.print(f"[red]regression[/] {escape(r['text'])}", highlight=False, soft_wrap=True)
+    head = escape(f"baseline {base.file} (run {base.run_id}, p95 tolerance {base.p95_tolerance}): ")
+    if base.regressions:
+        console.print(f"[red]{head}{len(base.regressions)} regression(s)[/]", highlight=False,
+                      soft_wrap=True)
+        for r in base.regressions:
+            console.print(f"[red]regression[/] {escape(r.text)}", highlight=False, soft_wrap=True)
     else:
         console.print(f"[green]{head}no regression[/]", highlight=False, soft_wrap=True)
-    for note in base.get("notes") or []:
+    for note in base.notes:
         console.print(f"[dim]note[/] {escape(note)}", highlight=False, soft_wrap=True)

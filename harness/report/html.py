@@ -13,8 +13,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from html import escape
-from typing import Any
 
+from harness.core.records import Json, RunRecord, ScenarioRecord
 from harness.report import plots
 from harness.scenario.durations import parse_duration
 
@@ -32,19 +32,26 @@ section{border-top:2px solid #ddd;margin-top:1.6em;padding-top:.8em}.meta{color:
 """
 
 
-def _s(value: Any) -> str:
+def _s(value: float | None) -> str:
     """Seconds for a table cell: ``4.117 s``, ``-`` when missing."""
     if value is None:
         return "-"
     return f"{float(value):.3f}".rstrip("0").rstrip(".") + " s"
 
 
-def _duration(value: Any) -> float | None:
+def _or(value: object, missing: str = "-") -> str:
+    """A field as text, ``missing`` when the file did not have it."""
+    return missing if value is None else str(value)
+
+
+def _duration(value: Json) -> float | None:
     """An ``expect`` value from results.json: ``"8s"`` as written, or seconds."""
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
         return float(value)
+    if not isinstance(value, str):
+        return None
     try:
         return parse_duration(value)
     except ValueError:
@@ -56,112 +63,110 @@ def _badge(verdict: str) -> str:
     return f'<span class="badge {v}">{v}</span>'
 
 
-def _rows(pairs: Sequence[tuple[str, Any]]) -> str:
+def _rows(pairs: Sequence[tuple[str, object]]) -> str:
     return "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in pairs)
 
 
-def _predicted(entry: dict[str, Any]) -> str:
-    pred = entry.get("prediction")
-    if not pred:
+def _predicted(sc: ScenarioRecord) -> str:
+    pred = sc.prediction
+    if pred is None:
         return "-"
-    return "never" if pred.get("reclaim_s") is None else _s(pred["reclaim_s"])
+    return "never" if pred.reclaim_s is None else _s(pred.reclaim_s)
 
 
-def _mechanisms(entry: dict[str, Any]) -> str:
-    found = sorted({s["mechanism"] for s in entry.get("sessions", [])
-                    if s.get("faulted") and s.get("mechanism")})
-    return ", ".join(found) or "-"
+def _mechanisms(sc: ScenarioRecord) -> str:
+    return ", ".join(sc.mechanisms) or "-"
 
 
-def _summary(results: dict[str, Any]) -> str:
+def _summary(run: RunRecord) -> str:
     head = ("scenario", "verdict", "layer", "fault", "faulted", "reclaimed", "p50", "max",
             "predicted", "mechanism")
     rows = []
-    for sc in results.get("scenarios", []):
-        summ = sc.get("summary") or {}
-        name = escape(sc["name"])
+    for sc in run.scenarios:
+        summ = sc.summary
+        name = escape(sc.name)
         rows.append(
-            f'<tr><td><a href="#sc-{name}">{name}</a></td><td>{_badge(sc["verdict"])}</td>'
-            f'<td>{escape(str(sc.get("layer", "-")))}</td><td>{escape(str(sc.get("fault", "-")))}</td>'
-            f'<td class="n">{summ.get("faulted", "-")}</td><td class="n">{summ.get("reclaimed", "-")}</td>'
-            f'<td class="n">{_s(summ.get("p50_s"))}</td><td class="n">{_s(summ.get("max_s"))}</td>'
+            f'<tr><td><a href="#sc-{name}">{name}</a></td><td>{_badge(sc.verdict)}</td>'
+            f"<td>{escape(_or(sc.layer))}</td><td>{escape(_or(sc.fault))}</td>"
+            f'<td class="n">{summ.faulted}</td><td class="n">{summ.reclaimed}</td>'
+            f'<td class="n">{_s(summ.p50_s)}</td><td class="n">{_s(summ.max_s)}</td>'
             f'<td class="n">{_predicted(sc)}</td><td>{escape(_mechanisms(sc))}</td></tr>')
     header = "".join(f"<th>{h}</th>" for h in head)
     return f'<table class="summary"><tr>{header}</tr>{"".join(rows)}</table>'
 
 
-def _settings(entry: dict[str, Any]) -> str:
-    target = entry.get("target") or {}
-    expect = entry.get("expect") or {}
-    pairs: list[tuple[str, Any]] = [("service", target.get("service", "-"))]
-    pairs += [(f"  {k}", v) for k, v in (target.get("settings") or {}).items()]
-    pairs += [("backend", entry.get("backend", "-")), ("layer", entry.get("layer", "-")),
-              ("fault", entry.get("fault_detail") or entry.get("fault", "-")),
-              ("activity", entry.get("activity", "-")),
-              ("sessions", (entry.get("summary") or {}).get("sessions", "-")),
-              ("deadline", _s(entry.get("deadline_s")))]
-    pairs += [(f"expect {k}", v) for k, v in expect.items()]
+def _settings(sc: ScenarioRecord) -> str:
+    settings = {} if sc.target is None else sc.target.settings
+    pairs: list[tuple[str, object]] = [("service", _or(sc.service))]
+    pairs += [(f"  {k}", v) for k, v in settings.items()]
+    pairs += [("backend", _or(sc.backend)), ("layer", _or(sc.layer)),
+              ("fault", sc.fault_detail or sc.fault),
+              ("activity", _or(sc.activity)),
+              ("sessions", sc.summary.sessions),
+              ("deadline", _s(sc.deadline_s))]
+    pairs += [(f"expect {k}", v) for k, v in sc.expect.items()]
     return f'<table class="settings">{_rows(pairs)}</table>'
 
 
-def _versus(entry: dict[str, Any]) -> str:
-    pred = entry.get("prediction") or {}
-    summ = entry.get("summary") or {}
-    measured = (f"{summ.get('reclaimed', 0)} of {summ.get('faulted', 0)} faulted sessions reclaimed"
-                f" in {_s(entry.get('observed_s'))} observed")
+def _versus(sc: ScenarioRecord) -> str:
+    pred = sc.prediction
+    summ = sc.summary
+    measured = (f"{summ.reclaimed} of {summ.faulted} faulted sessions reclaimed"
+                f" in {_s(sc.observed_s)} observed")
     return (
         '<table class="versus"><tr><th></th><th>predicted</th><th>measured</th></tr>'
-        f'<tr><th>reclaim</th><td class="n">{_predicted(entry)}</td>'
-        f'<td class="n">p50 {_s(summ.get("p50_s"))} · p95 {_s(summ.get("p95_s"))} · max {_s(summ.get("max_s"))}</td></tr>'
-        f'<tr><th>mechanism</th><td>{escape(str(pred.get("mechanism", "-")))}</td>'
-        f'<td>{escape(_mechanisms(entry))}</td></tr>'
-        f'<tr><th>sessions</th><td></td><td>{escape(measured)};'
-        f' {summ.get("survivors_killed", 0)} survivor(s) killed</td></tr></table>'
-        + (f'<p class="formula">{escape(str(pred["formula"]))}</p>' if pred.get("formula") else ""))
+        f'<tr><th>reclaim</th><td class="n">{_predicted(sc)}</td>'
+        f'<td class="n">p50 {_s(summ.p50_s)} · p95 {_s(summ.p95_s)} · max {_s(summ.max_s)}</td></tr>'
+        f"<tr><th>mechanism</th><td>{escape('-' if pred is None else pred.mechanism)}</td>"
+        f"<td>{escape(_mechanisms(sc))}</td></tr>"
+        f"<tr><th>sessions</th><td></td><td>{escape(measured)};"
+        f" {summ.survivors_killed} survivor(s) killed</td></tr></table>"
+        + (f'<p class="formula">{escape(pred.formula)}</p>' if pred is not None and pred.formula else ""))
 
 
-def _scenario(entry: dict[str, Any]) -> str:
-    name = escape(entry["name"])
-    expect = entry.get("expect") or {}
-    pred: dict[str, Any] = entry.get("prediction") or {}
-    parts = [f'<section id="sc-{name}"><h2>{name}</h2>{_badge(entry["verdict"])}',
-             f'<p class="reason"><b>{escape(entry["verdict"])}:</b> {escape(str(entry.get("reason", "")))}</p>']
-    if entry.get("about"):
-        parts.append(f'<p class="about">{escape(entry["about"])}</p>')
-    parts.append(f'<div class="cols"><div>{_settings(entry)}</div><div>{_versus(entry)}</div></div>')
-    if entry.get("sessions"):
+def _scenario(sc: ScenarioRecord) -> str:
+    name = escape(sc.name)
+    pred = sc.prediction
+    parts = [f'<section id="sc-{name}"><h2>{name}</h2>{_badge(sc.verdict)}',
+             f'<p class="reason"><b>{escape(sc.verdict)}:</b> {escape(sc.reason)}</p>']
+    if sc.about:
+        parts.append(f'<p class="about">{escape(sc.about)}</p>')
+    parts.append(f'<div class="cols"><div>{_settings(sc)}</div><div>{_versus(sc)}</div></div>')
+    if sc.sessions:
         dist = plots.distribution(
-            entry, gate_s=_duration(expect.get("reclaimed_within")), held_s=_duration(expect.get("still_held_after")),
-            predicted_s=pred.get("reclaim_s"), predicted_never=bool(pred) and pred.get("reclaim_s") is None)
+            sc, gate_s=_duration(sc.expect.get("reclaimed_within")),
+            held_s=_duration(sc.expect.get("still_held_after")),
+            predicted_s=None if pred is None else pred.reclaim_s,
+            predicted_never=pred is not None and pred.reclaim_s is None)
         parts.append(f'<figure class="distribution">{dist}<figcaption>When the faulted sessions were'
                      ' reclaimed, counted from the fault; the dashed line is the prediction, the solid'
                      ' one the gate.</figcaption></figure>')
-        shown, omitted = plots.lanes(entry["sessions"])
+        shown, omitted = plots.lanes(sc.sessions)
         note = f" {omitted} session(s) not shown." if omitted else ""
-        parts.append(f'<figure class="timeline">{plots.timeline(entry)}<figcaption>Each session from'
-                     f' opened to reclaimed, with what the observer saw.{note}</figcaption></figure>')
+        parts.append(f'<figure class="timeline">{plots.timeline(sc)}<figcaption>Each session from'
+                     f" opened to reclaimed, with what the observer saw.{note}</figcaption></figure>")
     parts.append("</section>")
     return "\n".join(parts)
 
 
-def render(results: dict[str, Any]) -> str:
-    """The whole report for a results.json document, as one HTML page."""
-    scenarios = results.get("scenarios", [])
-    counts = {v: sum(1 for s in scenarios if s["verdict"] == v) for v in ("pass", "fail", "error")}
+def render(run: RunRecord) -> str:
+    """The whole report of a run, as one HTML page."""
+    scenarios = run.scenarios
+    counts = {v: sum(1 for s in scenarios if s.verdict == v) for v in ("pass", "fail", "error")}
     tally = ", ".join(f"{n} {v}" for v, n in counts.items() if n) or "no scenarios"
-    run_id = escape(str(results.get("run_id", "")))
+    run_id = escape(run.run_id)
     meta = " · ".join(escape(str(x)) for x in (
-        f"started {results.get('started_at', '-')}", f"finished {results.get('finished_at', '-')}",
-        f"host {results.get('host', '-')}", f"kernel {results.get('kernel', '-')}",
-        f"connchaos {results.get('connchaos', '-')}"))
-    interrupted = '<p class="reason"><b>The run was interrupted.</b></p>' if results.get("interrupted") else ""
+        f"started {run.started_at}", f"finished {_or(run.finished_at)}",
+        f"host {_or(run.host)}", f"kernel {_or(run.kernel)}",
+        f"connchaos {_or(run.connchaos)}"))
+    interrupted = '<p class="reason"><b>The run was interrupted.</b></p>' if run.interrupted else ""
     body = "\n".join(_scenario(s) for s in scenarios)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>connchaos run {run_id}</title><style>{CSS}</style></head><body>"
             f'<h1>connchaos run {run_id}</h1><p class="meta">{meta}</p>'
             f'<p class="tally"><b>{len(scenarios)} scenario(s): {escape(tally)}</b></p>{interrupted}'
-            f"{_summary(results)}\n{body}\n</body></html>\n")
+            f"{_summary(run)}\n{body}\n</body></html>\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

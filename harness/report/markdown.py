@@ -7,67 +7,65 @@ and every cell escaped, since a reason can hold a ``|``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from harness.core.prediction import format_seconds
+from harness.core.records import RunRecord, ScenarioRecord
 from harness.report.messages import failure_message, headline
 
 MARK = {"pass": "✅ pass", "fail": "❌ fail", "error": "⚠️ error"}
 
 
-def _cell(value: Any) -> str:
+def _cell(value: object) -> str:
     return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def _s(value: Any) -> str:
+def _s(value: float | None) -> str:
     return "–" if value is None else f"{format_seconds(float(value))} s"
 
 
-def _row(sc: dict[str, Any]) -> str:
-    summ = sc.get("summary") or {}
-    pred = sc.get("prediction")
-    predicted = "–" if not pred else ("never" if pred["reclaim_s"] is None else _s(pred["reclaim_s"]))
-    mechs = sorted({s["mechanism"] for s in sc.get("sessions", []) if s["faulted"] and s.get("mechanism")})
-    cells = [f"`{sc['name']}`", MARK.get(sc["verdict"], sc["verdict"]), sc["layer"], sc["fault"],
-             f"{summ.get('reclaimed', 0)}/{summ.get('faulted', 0)}", _s(summ.get("p50_s")),
-             _s(summ.get("p95_s")), _s(summ.get("max_s")),
-             f"{predicted} ({pred['mechanism']})" if pred else predicted,
-             ", ".join(mechs) or "–", summ.get("survivors_killed", 0)]
+def _row(sc: ScenarioRecord) -> str:
+    summ = sc.summary
+    pred = sc.prediction
+    predicted = "–" if pred is None else ("never" if pred.reclaim_s is None else _s(pred.reclaim_s))
+    cells = [f"`{sc.name}`", MARK.get(sc.verdict, sc.verdict), sc.layer, sc.fault,
+             f"{summ.reclaimed}/{summ.faulted}", _s(summ.p50_s),
+             _s(summ.p95_s), _s(summ.max_s),
+             f"{predicted} ({pred.mechanism})" if pred is not None else predicted,
+             ", ".join(sc.mechanisms) or "–", summ.survivors_killed]
     return "| " + " | ".join(_cell(c) for c in cells) + " |"
 
 
-def render(results: dict[str, Any]) -> str:
+def render(run: RunRecord) -> str:
     """The run as GitHub-flavoured Markdown."""
-    scenarios = results["scenarios"]
-    counts = {v: sum(1 for s in scenarios if s["verdict"] == v) for v in ("pass", "fail", "error")}
-    base = results.get("baseline") or {}
-    regressions = base.get("regressions") or []
+    scenarios = run.scenarios
+    counts = {v: sum(1 for s in scenarios if s.verdict == v) for v in ("pass", "fail", "error")}
+    base = run.baseline
+    regressions = () if base is None else base.regressions
     ok = not counts["fail"] and not counts["error"] and not regressions
     status = "✅ passed" if ok else "❌ failed"
-    parts = [f"## connchaos run `{results['run_id']}`: {status}", ""]
+    parts = [f"## connchaos run `{run.run_id}`: {status}", ""]
     line = f"{counts['pass']} passed, {counts['fail']} failed, {counts['error']} could not run"
-    if base:
-        line += f"; {len(regressions)} regression(s) against the baseline run `{base.get('run_id')}`"
-    if results.get("interrupted"):
+    if base is not None:
+        line += f"; {len(regressions)} regression(s) against the baseline run `{base.run_id}`"
+    if run.interrupted:
         line += "; **interrupted**: the scenarios after the last one listed did not run"
-    parts += [line + f" (started {results['started_at']}, connchaos {results.get('connchaos', '?')},"
-                     f" kernel {results.get('kernel', '?')}).", ""]
+    connchaos = "?" if run.connchaos is None else run.connchaos
+    kernel = "?" if run.kernel is None else run.kernel
+    parts += [line + f" (started {run.started_at}, connchaos {connchaos}, kernel {kernel}).", ""]
     parts += ["| scenario | verdict | layer | fault | reclaimed | p50 | p95 | max | predicted"
               " | mechanism | survivors killed |",
               "|---|---|---|---|--:|--:|--:|--:|--:|---|--:|"]
     parts += [_row(sc) for sc in scenarios]
-    failed = [sc for sc in scenarios if sc["verdict"] != "pass"]
+    failed = [sc for sc in scenarios if sc.verdict != "pass"]
     if failed:
         parts += ["", "### Failures", ""]
         for sc in failed:
-            parts += [f"<details><summary><b>{_html(sc['name'])}</b>: {_html(headline(sc))}</summary>", "",
+            parts += [f"<details><summary><b>{_html(sc.name)}</b>: {_html(headline(sc))}</summary>", "",
                       "```text", failure_message(sc), "```", "", "</details>", ""]
-    if regressions:
-        parts += ["", f"### Regressions against the baseline (p95 tolerance {base.get('p95_tolerance')})", ""]
-        parts += [f"- {_cell(r['text'])}" for r in regressions]
-    notes = base.get("notes") or []
-    if notes:
-        parts += ["", "Baseline notes:", ""] + [f"- {_cell(n)}" for n in notes]
+    if base is not None and regressions:
+        parts += ["", f"### Regressions against the baseline (p95 tolerance {base.p95_tolerance})", ""]
+        parts += [f"- {_cell(r.text)}" for r in regressions]
+    if base is not None and base.notes:
+        parts += ["", "Baseline notes:", ""] + [f"- {_cell(n)}" for n in base.notes]
     return "\n".join(parts).rstrip("\n") + "\n"
 
 

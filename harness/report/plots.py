@@ -16,13 +16,14 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Sequence
-from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # never a GUI backend, whatever the environment says
 
 from matplotlib.figure import Figure  # noqa: E402
+
+from harness.core.records import ScenarioRecord, SessionRecord  # noqa: E402
 
 MAX_LANES = 40
 RASTER_ABOVE = 2000
@@ -64,13 +65,17 @@ def _seconds(value: float) -> str:
     return f"{value:.3f}".rstrip("0").rstrip(".") or "0"
 
 
-def distribution(entry: dict[str, Any], *, gate_s: float | None, held_s: float | None,
+def _reclaimed_at(s: SessionRecord) -> float | None:
+    """When the session was reclaimed, None when it was not (or no time was taken)."""
+    return float(s.reclaim_s) if s.reclaimed and s.reclaim_s is not None else None
+
+
+def distribution(sc: ScenarioRecord, *, gate_s: float | None, held_s: float | None,
                  predicted_s: float | None, predicted_never: bool) -> str:
     """The faulted sessions' reclaim times as an empirical CDF, as SVG."""
-    faulted = [s for s in entry.get("sessions", []) if s.get("faulted")]
-    deadline = float(entry.get("deadline_s") or entry.get("observed_s") or 1.0)
-    times = sorted(float(s["reclaim_s"]) for s in faulted
-                   if s.get("reclaimed") and s.get("reclaim_s") is not None)
+    faulted = sc.faulted
+    deadline = float(sc.deadline_s or sc.observed_s or 1.0)
+    times = sorted(t for t in map(_reclaimed_at, faulted) if t is not None)
     never = len(faulted) - len(times)
     n = max(1, len(faulted))
     right = max([deadline, gate_s or 0.0, held_s or 0.0, *(times[-1:] or [0.0])]) * 1.06
@@ -86,9 +91,11 @@ def distribution(entry: dict[str, Any], *, gate_s: float | None, held_s: float |
         ax.scatter([deadline], [-0.06], marker="x", s=70, color=GATE, clip_on=False, zorder=5,
                    label=f"{never} not reclaimed by the deadline ({_seconds(deadline)} s)")
     if predicted_s is not None and predicted_s <= right:
-        ax.axvline(predicted_s, color=PREDICTED, ls="--", lw=1.4, label=f"predicted {_seconds(predicted_s)} s")
+        ax.axvline(predicted_s, color=PREDICTED, ls="--", lw=1.4,
+                   label=f"predicted {_seconds(predicted_s)} s")
     elif predicted_s is not None:
-        ax.plot([], [], color=PREDICTED, ls="--", label=f"predicted {_seconds(predicted_s)} s (off the chart)")
+        ax.plot([], [], color=PREDICTED, ls="--",
+                label=f"predicted {_seconds(predicted_s)} s (off the chart)")
     elif predicted_never:
         ax.plot([], [], color=PREDICTED, ls="--", label="predicted: never")
     if gate_s is not None:
@@ -102,19 +109,19 @@ def distribution(entry: dict[str, Any], *, gate_s: float | None, held_s: float |
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     ax.set_title(f"{len(times)} of {len(faulted)} faulted sessions reclaimed", fontsize=10, loc="left")
-    return _svg(fig, f"reclaim-time distribution of {entry.get('name', '')}")
+    return _svg(fig, f"reclaim-time distribution of {sc.name}")
 
 
-def lanes(sessions: Sequence[dict[str, Any]], cap: int = MAX_LANES) -> tuple[list[dict[str, Any]], int]:
+def lanes(sessions: Sequence[SessionRecord], cap: int = MAX_LANES) -> tuple[list[SessionRecord], int]:
     """The sessions that get a lane (faulted first, then survivors, by id), and how many do not."""
-    ordered = sorted(sessions, key=lambda s: (not s.get("faulted"), s.get("id", 0)))
+    ordered = sorted(sessions, key=lambda s: (not s.faulted, s.id))
     return ordered[:cap], max(0, len(ordered) - cap)
 
 
-def timeline(entry: dict[str, Any], cap: int = MAX_LANES) -> str:
+def timeline(sc: ScenarioRecord, cap: int = MAX_LANES) -> str:
     """One lane per session: held from opened to reclaim (or the end), its events as markers."""
-    shown, omitted = lanes(entry.get("sessions", []), cap)
-    end = float(entry.get("observed_s") or entry.get("deadline_s") or 1.0)
+    shown, omitted = lanes(sc.sessions, cap)
+    end = float(sc.observed_s or sc.deadline_s or 1.0)
     fig = Figure(figsize=(7.5, 1.3 + 0.24 * max(1, len(shown))))
     ax = fig.subplots()
     points: dict[str, tuple[list[float], list[int]]] = {}
@@ -124,25 +131,24 @@ def timeline(entry: dict[str, Any], cap: int = MAX_LANES) -> str:
     pred_y: list[int] = []
     labels = []
     for lane, s in enumerate(shown):
-        events = s.get("events") or []
-        ts = [float(e["t"]) for e in events]
-        start = min(ts, default=0.0)
-        stop = float(s["reclaim_s"]) if s.get("reclaimed") and s.get("reclaim_s") is not None else end
-        ax.plot([start, stop], [lane, lane], color="#bbbbbb" if s.get("faulted") else "#b7d9c0",
+        start = min((e.t for e in s.events), default=0.0)
+        reclaimed = _reclaimed_at(s)
+        stop = end if reclaimed is None else reclaimed
+        ax.plot([start, stop], [lane, lane], color="#bbbbbb" if s.faulted else "#b7d9c0",
                 lw=3, solid_capstyle="butt", zorder=1)
-        for e in events:
-            if e["what"] == "fault":
+        for e in s.events:
+            if e.what == "fault":
                 continue
-            xs, ys = points.setdefault(e["what"] if e["what"] in EVENT_STYLE else "", ([], []))
-            xs.append(float(e["t"]))
+            xs, ys = points.setdefault(e.what if e.what in EVENT_STYLE else "", ([], []))
+            xs.append(e.t)
             ys.append(lane)
-        if s.get("reclaimed") and s.get("reclaim_s") is not None:
-            reclaim_x.append(float(s["reclaim_s"]))
+        if reclaimed is not None:
+            reclaim_x.append(reclaimed)
             reclaim_y.append(lane)
-        if s.get("predicted_s") is not None and float(s["predicted_s"]) <= end * 1.5:
-            pred_x.append(float(s["predicted_s"]))
+        if s.predicted_s is not None and float(s.predicted_s) <= end * 1.5:
+            pred_x.append(float(s.predicted_s))
             pred_y.append(lane)
-        labels.append(f"#{s.get('id')}" + ("" if s.get("faulted") else " (spared)"))
+        labels.append(f"#{s.id}" + ("" if s.faulted else " (spared)"))
     ax.axvline(0, color=GATE, lw=1.2, label="fault")
     total = sum(len(xs) for xs, _ in points.values())
     for kind, (xs, ys) in points.items():
@@ -163,4 +169,4 @@ def timeline(entry: dict[str, Any], cap: int = MAX_LANES) -> str:
         title += f"; {omitted} more not shown"
     ax.set_title(title, fontsize=10, loc="left")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    return _svg(fig, f"session timeline of {entry.get('name', '')}")
+    return _svg(fig, f"session timeline of {sc.name}")

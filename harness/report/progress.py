@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import time
 from types import TracebackType
-from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
+
+from harness.core.records import ScenarioRecord
 
 
 def _sec(value: float) -> str:
@@ -90,18 +91,14 @@ class RunProgress:
             more = f" ({detail})" if detail else ""
             self._print(f"{self._scenario}: session {session_id} {what}{more} at {t:.3f} s")
 
-    def scenario_done(self, entry: dict[str, Any]) -> None:
+    def scenario_done(self, sc: ScenarioRecord) -> None:
         """A scenario finished: in verbose mode, how each faulted session ended."""
         if not self.verbose:
             return
-        for s in entry.get("sessions", []):
-            if not s.get("faulted"):
-                continue
-            if s.get("reclaimed") and s.get("reclaim_s") is not None:
-                pred = s.get("predicted_s")
-                note = f" (predicted {pred:g} s)" if pred is not None else ""
-                self._print(f"{entry['name']}: session {s['id']} reclaimed at {s['reclaim_s']:.3f} s"
-                            f" by {s.get('mechanism') or 'unknown'}{note}")
+        for s in sc.faulted:
+            if s.reclaimed and s.reclaim_s is not None:
+                note = f" (predicted {s.predicted_s:g} s)" if s.predicted_s is not None else ""
+                self._print(f"{sc.name}: session {s.id} reclaimed at {s.reclaim_s:.3f} s"
+                            f" by {s.mechanism or 'unknown'}{note}")
             else:
-                self._print(f"{entry['name']}: session {s['id']} not reclaimed in"
-                            f" {entry.get('observed_s', 0):.3f} s")
+                self._print(f"{sc.name}: session {s.id} not reclaimed in {sc.observed_s or 0:.3f} s")

@@ -1,4 +1,5 @@
-"""results.json: the run's results in the shape DESIGN.md fixes (schema connchaos.results/1).
+"""results.json: the run's results in the shape DESIGN.md fixes (schema connchaos.results/1),
+read into and written from ``harness.core.records.RunRecord``.
 
 The shape is also written down as a JSON Schema (``results.schema.json``, shipped with the
 package) so that other tools can check a file without reading our code; ``read`` checks
@@ -13,9 +14,9 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from harness.core.records import SCHEMA, RunRecord
 from harness.errors import Problem, ScenarioError
 
-SCHEMA = "connchaos.results/1"
 # Past this many, a broken file's problems are cut short: the first ones say what it is.
 _MAX_PROBLEMS = 10
 
@@ -27,12 +28,12 @@ def run_folder(report_dir: str, run_id: str) -> str:
     return folder
 
 
-def write(results: dict[str, Any], folder: str, name: str = "results.json") -> str:
-    """Write ``results`` atomically into ``folder``; returns the file's path."""
+def write(run: RunRecord, folder: str, name: str = "results.json") -> str:
+    """Write ``run`` atomically into ``folder``; returns the file's path."""
     path = os.path.join(folder, name)
     tmp = path + ".part"
     with open(tmp, "w") as f:
-        json.dump(results, f, indent=1)
+        json.dump(run.to_json(), f, indent=1)
         f.write("\n")
     os.replace(tmp, path)
     return path
@@ -79,7 +80,7 @@ def validate(data: Any, source: str = "results.json") -> None:
         raise ScenarioError(found)
 
 
-def read(path: str) -> dict[str, Any]:
+def read(path: str) -> RunRecord:
     """Load and check a results file; a file that is not one is exit 2 naming where."""
     try:
         with open(path) as f:
@@ -90,5 +91,11 @@ def read(path: str) -> dict[str, Any]:
         line = getattr(exc, "lineno", None)
         raise ScenarioError([Problem(path, line, "", f"not JSON: {exc}")]) from exc
     validate(data, path)
-    checked: dict[str, Any] = data
-    return checked
+    try:
+        return RunRecord.from_json(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        # the schema leaves some blocks open (kernel, observer: any object); a block this
+        # connchaos cannot read is still bad input, not a crash
+        problem = Problem(path, None, "", f"not a results file this connchaos reads: {exc!r}")
+        raise ScenarioError([problem]) from exc
+

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from harness.report.baseline import DEFAULT_TOLERANCE, Tolerance, compare
+from harness.core.records import BaselineRecord, RunRecord
+from harness.report.baseline import DEFAULT_TOLERANCE, Tolerance
+from harness.report.baseline import compare as compare_records
 
 
 @pytest.mark.parametrize(("text", "fraction", "seconds"), [
@@ -34,6 +36,12 @@ def test_growth_must_pass_every_bound() -> None:
     assert not Tolerance(0.2, None).exceeded(10.0, 12.0)  # exactly at the bound is allowed
     assert Tolerance(None, 0.5).exceeded(1.0, 1.6) and not Tolerance(None, 0.5).exceeded(1.0, 1.5)
     assert str(both) == "20% and 0.1 s"
+
+
+def compare(old: dict[str, Any], new: dict[str, Any], tolerance: Tolerance,
+            baseline: str = "baseline") -> BaselineRecord:
+    """``baseline.compare`` of two results files' contents."""
+    return compare_records(RunRecord.from_json(old), RunRecord.from_json(new), tolerance, baseline)
 
 
 def _run(results: dict[str, Any], **changes: dict[str, Any]) -> dict[str, Any]:
@@ -67,7 +75,7 @@ def test_each_kind_of_regression_is_listed(catalogue: dict[str, Any]) -> None:
         "postgres-peer-reboot: p95 2.076 s -> none (no faulted session reclaimed; 10 were)",
         "ssh-client-alive: verdict pass -> error (sshd did not start)",
     ]
-    block = result.as_json()
+    block = result.to_json()
     assert block["file"] == "old.json" and block["run_id"] == catalogue["run_id"]
     assert block["regressions"][2] == {"scenario": "postgres-partial-blackhole", "what": "survivors_killed",
                                        "was": "0", "now": "2",

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from harness.core.records import RunRecord, SessionRecord
 from harness.report import html, plots
 from harness.testing import skip_or_fail
 
@@ -35,7 +36,7 @@ def results() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def page(results: dict[str, Any]) -> str:
-    return html.render(results)
+    return html.render(RunRecord.from_json(results))
 
 
 def test_the_page_has_every_scenario_its_verdict_and_figures(results: dict[str, Any], page: str) -> None:
@@ -83,7 +84,8 @@ def _load_entry(sessions: int, events_each: int) -> dict[str, Any]:
         out.append({"id": i, "faulted": i % 10 != 0, "reclaimed": i % 10 != 0 and i % 500 != 1,
                     "reclaim_s": reclaim if i % 10 != 0 and i % 500 != 1 else None,
                     "predicted_s": 4.03, "mechanism": "user-timeout", "events": evs})
-    return {"name": "load-big", "verdict": "pass", "reason": "ok", "deadline_s": 8.0, "observed_s": 8.0,
+    return {"name": "load-big", "verdict": "pass", "reason": "ok", "backend": "local", "layer": "packet",
+            "fault": "blackhole", "deadline_s": 8.0, "observed_s": 8.0,
             "prediction": {"reclaim_s": 4.03, "mechanism": "user-timeout", "formula": "f"},
             "expect": {"reclaimed_within": "6s"}, "sessions": out,
             "summary": {"sessions": sessions, "faulted": sessions - sessions // 10}}
@@ -92,7 +94,7 @@ def _load_entry(sessions: int, events_each: int) -> dict[str, Any]:
 def test_a_load_run_renders_with_capped_lanes(capsys: pytest.CaptureFixture[str]) -> None:
     entry = _load_entry(5000, 200)
     started = time.perf_counter()
-    page = html.render({"run_id": "big", "scenarios": [entry]})
+    page = html.render(RunRecord.from_json({"run_id": "big", "started_at": "-", "scenarios": [entry]}))
     took = time.perf_counter() - started
     with capsys.disabled():
         print(f"\nHTML report of 5000 sessions x 203 events: {took:.2f} s, {len(page) / 1e6:.2f} MB")
@@ -103,9 +105,10 @@ def test_a_load_run_renders_with_capped_lanes(capsys: pytest.CaptureFixture[str]
 
 
 def test_lanes_put_faulted_sessions_first() -> None:
-    sessions = [{"id": i, "faulted": i % 2 == 1} for i in range(6)]
+    sessions = [SessionRecord(id=i, faulted=i % 2 == 1, reclaimed=False, reclaim_s=None, predicted_s=None,
+                              mechanism=None) for i in range(6)]
     shown, omitted = plots.lanes(sessions, cap=4)
-    assert [s["id"] for s in shown] == [1, 3, 5, 0] and omitted == 2
+    assert [s.id for s in shown] == [1, 3, 5, 0] and omitted == 2
 
 
 def _browser_or_skip() -> Any:

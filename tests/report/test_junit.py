@@ -8,6 +8,7 @@ from typing import Any
 
 from junitparser import Error, Failure, JUnitXml, Properties, Property
 
+from harness.core.records import RunRecord, ScenarioRecord
 from harness.report import junit
 from harness.report.baseline import Tolerance, compare
 from harness.report.messages import failure_message
@@ -15,7 +16,7 @@ from harness.report.messages import failure_message
 
 def _read(tmp_path: Path, results: dict[str, Any]) -> JUnitXml:
     path = tmp_path / "junit.xml"
-    path.write_text(junit.render(results))
+    path.write_text(junit.render(RunRecord.from_json(results)))
     return JUnitXml.fromfile(str(path))
 
 
@@ -57,7 +58,7 @@ def test_a_failure_says_expected_seen_and_why(tmp_path: Path, failing: dict[str,
     assert failure.message.startswith("3 of 3 faulted sessions not reclaimed within 8 s (deadline 8 s);"
                                       " predicted 7874.025 s by keepalive")
     assert "tcp_keepalives_idle=0 uses the OS default 7200 s" in failure.message
-    assert failure.text == failure_message(failing["scenarios"][0])
+    assert failure.text == failure_message(ScenarioRecord.from_json(failing["scenarios"][0]))
     assert "session   1 spared  10.77.0.2:37734       still held at the end; answered a final query" \
         in bad.system_out
     assert good.is_passed
@@ -78,7 +79,9 @@ def test_baseline_regressions_are_one_failing_testcase(tmp_path: Path, catalogue
     for s in old["scenarios"]:
         if s["name"] == "postgres-client-vanishes":
             s["summary"] = {**s["summary"], "p95_s": 2.0}
-    failing["baseline"] = compare(old, failing, Tolerance(0.2, None), "old/results.json").as_json()
+    block = compare(RunRecord.from_json(old), RunRecord.from_json(failing), Tolerance(0.2, None),
+                    "old/results.json")
+    failing["baseline"] = block.to_json()
     (suite,) = list(_read(tmp_path, failing))
     assert (suite.tests, suite.failures) == (3, 2)
     case = list(suite)[-1]
@@ -90,7 +93,7 @@ def test_baseline_regressions_are_one_failing_testcase(tmp_path: Path, catalogue
 
 
 def test_the_document_is_well_formed_junit(failing: dict[str, Any]) -> None:
-    root = ET.fromstring(junit.render(failing).encode())
+    root = ET.fromstring(junit.render(RunRecord.from_json(failing)).encode())
     assert root.tag == "testsuites"
     (suite,) = root
     assert [child.tag for child in suite] == ["properties", "testcase", "testcase"]

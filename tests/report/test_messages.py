@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.core.records import ScenarioRecord
 from harness.report.messages import failure_message, headline, settings_explained
 
 
-def _entry(results: dict[str, Any], name: str) -> dict[str, Any]:
+def _entry(results: dict[str, Any], name: str) -> ScenarioRecord:
     (found,) = [s for s in results["scenarios"] if s["name"] == name]
-    return found
+    return ScenarioRecord.from_json(found)
 
 
 def test_a_defaults_failure_says_expected_seen_and_why(failing: dict[str, Any]) -> None:
@@ -39,9 +40,9 @@ def test_a_service_with_no_keepalive_setting_names_the_os_values(catalogue: dict
 
 
 def test_tuned_settings_are_quoted_as_set(catalogue: dict[str, Any]) -> None:
-    entry = dict(_entry(catalogue, "postgres-client-vanishes"), verdict="fail",
-                 reason="1 of 20 faulted sessions not reclaimed within 8 s (deadline 15 s): session 4"
-                        " reclaimed at 9.1 s")
+    entry = _entry(catalogue, "postgres-client-vanishes").with_verdict(
+        "fail", "1 of 20 faulted sessions not reclaimed within 8 s (deadline 15 s): session 4"
+                " reclaimed at 9.1 s")
     assert settings_explained(entry) == []
     text = failure_message(entry)
     assert text.splitlines()[0] == ("1 of 20 faulted sessions not reclaimed within 8 s (deadline 15 s);"
@@ -52,17 +53,20 @@ def test_tuned_settings_are_quoted_as_set(catalogue: dict[str, Any]) -> None:
 
 
 def test_a_prediction_of_never_and_a_window(catalogue: dict[str, Any]) -> None:
-    entry = dict(_entry(catalogue, "layers-proxy-stall"), verdict="fail",
-                 reason="session 2 reclaimed at 3 s, before still_held_after 15 s")
+    entry = _entry(catalogue, "layers-proxy-stall").with_verdict(
+        "fail", "session 2 reclaimed at 3 s, before still_held_after 15 s")
     text = failure_message(entry)
     assert text.splitlines()[0] == "session 2 reclaimed at 3 s, before still_held_after 15 s; predicted never by none"
     assert "expected: every faulted session still held after 15 s" in text
 
 
 def test_an_error_says_it_could_not_run(error_entry: dict[str, Any]) -> None:
-    assert headline(error_entry) == "could not run: start postgres: initdb failed: no space left on device"
-    assert failure_message(error_entry).splitlines()[-1] == "seen: the scenario could not be run, so nothing was measured"
+    entry = ScenarioRecord.from_json(error_entry)
+    assert headline(entry) == "could not run: start postgres: initdb failed: no space left on device"
+    assert failure_message(entry).splitlines()[-1] == ("seen: the scenario could not be run, so nothing"
+                                                       " was measured")
 
 
 def test_a_pass_says_so(catalogue: dict[str, Any]) -> None:
-    assert failure_message(catalogue["scenarios"][0]).startswith("passed: 10 of 10 faulted sessions reclaimed")
+    text = failure_message(ScenarioRecord.from_json(catalogue["scenarios"][0]))
+    assert text.startswith("passed: 10 of 10 faulted sessions reclaimed")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
 
 from harness import run as runner
+from harness.core.records import ScenarioRecord
 from harness.report.progress import RunProgress
 from harness.testing import run_cli, write_scenario
 
@@ -22,6 +24,14 @@ fault: {type: blackhole}
 expect: {reclaimed_within: 5s}
 """
 ANSI = re.compile(r"\x1b\[")
+
+
+def _scenario(fields: dict[str, Any]) -> ScenarioRecord:
+    """A scenario named pg-demo that ran, with ``fields`` (sessions give only what they need)."""
+    sessions = [{"predicted_s": None, **s} for s in fields.pop("sessions")]
+    return ScenarioRecord.from_json({"name": "pg-demo", "verdict": "pass", "reason": "", "backend": "local",
+                                     "layer": "packet", "fault": "blackhole", "prediction": None,
+                                     "sessions": sessions, "summary": {}, **fields})
 
 
 def _terminal() -> tuple[Console, io.StringIO]:
@@ -65,8 +75,8 @@ def test_quiet_prints_nothing_even_on_a_terminal() -> None:
         view.line("pg-demo: starting")
         view.observe(1, 2, 1.0, 5.0)
         view.event(0, 1.0, "probe", "1")
-        view.scenario_done({"name": "pg-demo", "sessions": [
-            {"id": 0, "faulted": True, "reclaimed": True, "reclaim_s": 1.0, "mechanism": "keepalive"}]})
+        view.scenario_done(_scenario({"sessions": [
+            {"id": 0, "faulted": True, "reclaimed": True, "reclaim_s": 1.0, "mechanism": "keepalive"}]}))
     assert buf.getvalue() == ""
 
 
@@ -75,11 +85,11 @@ def test_verbose_tells_how_each_faulted_session_ended() -> None:
     with RunProgress(Console(file=buf, width=200), verbose=True) as view:
         view.line("pg-demo: starting")
         view.event(3, 2.0, "probe", "1")
-        view.scenario_done({"name": "pg-demo", "observed_s": 15.0, "sessions": [
+        view.scenario_done(_scenario({"observed_s": 15.0, "sessions": [
             {"id": 3, "faulted": True, "reclaimed": True, "reclaim_s": 4.114, "predicted_s": 4.03,
              "mechanism": "keepalive"},
             {"id": 4, "faulted": True, "reclaimed": False, "reclaim_s": None, "mechanism": None},
-            {"id": 5, "faulted": False, "reclaimed": False, "reclaim_s": None, "mechanism": None}]})
+            {"id": 5, "faulted": False, "reclaimed": False, "reclaim_s": None, "mechanism": None}]}))
     text = buf.getvalue()
     assert "pg-demo: session 3 probe (1) at 2.000 s" in text
     assert "session 3 reclaimed at 4.114 s by keepalive (predicted 4.03 s)" in text
