@@ -203,9 +203,11 @@ class ConnchaosLab:
     def scenario(self, *, service: str, settings: dict[str, Any] | None = None, sessions: int = 1,
                  fault: str | dict[str, Any] = "blackhole", faulted: str | int | float = "all",
                  activity: str = "idle", hold: str = "1s", deadline: str = "10s",
-                 expect: dict[str, Any] | None = None, **target: Any) -> LoadedScenario:
+                 expect: dict[str, Any] | None = None, load: dict[str, Any] | None = None,
+                 **target: Any) -> LoadedScenario:
         """The scenario these arguments describe, validated as a file would be (bad values
-        raise ``ScenarioError`` naming the field)."""
+        raise ``ScenarioError`` naming the field). ``load`` (a mapping as in a file) makes it
+        a load run under Locust; ``backend`` among the target keys picks the backend."""
         from harness.errors import ScenarioError
         from harness.run import support_problems
         from harness.scenario import load_text
@@ -220,7 +222,8 @@ class ConnchaosLab:
                 "sessions": {"count": sessions, "activity": activity, "hold": hold},
                 "fault": fault_map,
                 "expect": expect or {"reclaimed_within": deadline},
-                "observe": {"deadline": deadline}}
+                "observe": {"deadline": deadline},
+                **({"load": load} if load is not None else {})}
         # the test's folder is the scenario's folder (a tcp service's command runs there)
         loaded = load_text(yaml.safe_dump(data, sort_keys=False), f"{self._request.path}::{name}")
         problems = support_problems(loaded)

@@ -42,11 +42,13 @@ EventHook = Callable[[int, float, str, str], None]
 """Called for each observed event: (session id, seconds after the fault, what, detail)."""
 
 Lab = LocalLab | DockerLab
+LABS: dict[str, type[LocalLab] | type[DockerLab]] = {"local": LocalLab, "docker": DockerLab}
+"""The lab of each backend."""
 
 
 def new_lab(backend: str, run_id: str) -> Lab:
     """A lab of ``backend`` (``local`` or ``docker``), to use as a context manager."""
-    return DockerLab(run_id=run_id) if backend == "docker" else LocalLab(run_id=run_id)
+    return LABS[backend](run_id=run_id)
 
 
 def make_target(loaded: LoadedScenario) -> Any:

@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 
+# Imported here, before any in-process pytester run: pytester drops the modules first imported
+# inside a run from sys.modules, and psycopg's C extension cannot be imported twice (a fresh
+# psycopg would no longer catch the errors the extension raises: a later test's postgres then
+# never looks ready).
+import harness.targets.postgres  # noqa: F401
 from harness import run as runner
 from harness.errors import MachineError
 
@@ -161,4 +166,35 @@ def test_connchaos_lab_fixture_runs_a_scenario_written_in_python(pytester: pytes
                 connchaos_lab.scenario(service="postgres", sessions=0)
     """)
     result = pytester.runpytest_subprocess("-v", timeout=240)
+    result.assert_outcomes(passed=2)
+
+
+@pytest.mark.slow   # a load run and a docker run in a pytest subprocess
+@pytest.mark.docker
+@pytest.mark.usefixtures("no_leftovers", "docker_machine")
+def test_connchaos_lab_runs_load_and_docker_scenarios_through_the_runner(pytester: pytest.Pytester) -> None:
+    """The fixture goes through harness.run: a ``load`` mapping runs under Locust, and
+    ``backend="docker"`` prepares the images and runs in containers."""
+    pytester.makepyfile(test_lab="""
+        def test_load(connchaos_lab):
+            result = connchaos_lab.run(
+                service="websocket", fault="blackhole", faulted=0.5, deadline="10s",
+                settings={"ping_interval": 1, "ping_timeout": 1, "close_timeout": 1},
+                load={"users": 8, "spawn_rate": 8, "hold": "1s"},
+                expect={"reclaimed_within": "8s", "survivors_untouched": True})
+            assert result.verdict == "pass", result.record.reason
+            assert result.record.load is not None and result.record.load.held == 8
+            assert result.record.load.faulted == 4 and len(result.faulted) == 4
+
+        def test_docker(connchaos_lab):
+            result = connchaos_lab.run(
+                service="postgres", backend="docker", sessions=2, faulted=1, hold="500ms",
+                settings={"tcp_keepalives_idle": 1, "tcp_keepalives_interval": 1,
+                          "tcp_keepalives_count": 2},
+                deadline="8s")
+            assert result.verdict == "pass", result.record.reason
+            assert result.record.backend == "docker"
+            assert result.faulted[0].mechanism == "keepalive"
+    """)
+    result = pytester.runpytest_subprocess("-v", timeout=300)
     result.assert_outcomes(passed=2)
