@@ -217,13 +217,15 @@ class ConnchaosLab:
         name = f"{base[:70]}-{self._count}"
         fault_map: dict[str, Any] = {"type": fault} if isinstance(fault, str) else dict(fault)
         fault_map.setdefault("sessions", faulted)
+        # with load:, the sessions are Locust's users (load.users, load.hold, load.activity)
+        held = {"load": load} if load is not None else {
+            "sessions": {"count": sessions, "activity": activity, "hold": hold}}
         data = {"name": name,
                 "target": {"service": service, "settings": settings or {}, **target},
-                "sessions": {"count": sessions, "activity": activity, "hold": hold},
+                **held,
                 "fault": fault_map,
                 "expect": expect or {"reclaimed_within": deadline},
-                "observe": {"deadline": deadline},
-                **({"load": load} if load is not None else {})}
+                "observe": {"deadline": deadline}}
         # the test's folder is the scenario's folder (a tcp service's command runs there)
         loaded = load_text(yaml.safe_dump(data, sort_keys=False), f"{self._request.path}::{name}")
         problems = support_problems(loaded)
