@@ -137,10 +137,10 @@ class Target(_Part):
     service: ServiceName
     backend: Literal["auto", "local", "docker"] = "auto"
     settings: Annotated[dict[SettingName, SettingValue], BeforeValidator(_few_settings)] = {}
-    command: StrictStr | None = None     # the user's own server: {host} and {port} are filled in
+    command: ProgramText | None = None   # the user's own server: {host} and {port} are filled in
     port: StrictInt | None = Field(default=None, ge=1, le=65535)   # where that server listens
-    ready: StrictStr | None = None       # readiness: "port" (it accepts) or a command that exits 0
-    image: StrictStr | None = None       # the user's own image (docker backend)
+    ready: ProgramText | None = None     # readiness: "port" (it accepts) or a command that exits 0
+    image: ProgramText | None = None     # the user's own image (docker backend)
 
     @model_validator(mode="after")
     def _own_server_fields_fit(self) -> Target:
@@ -171,8 +171,8 @@ class Sessions(_Part):
     activity: Literal["idle", "in-flight"] = "idle"
     hold: Duration = 1.0
     # how sessions are opened: raw, postgres, ssh, websocket, or a plugin's
-    opener: StrictStr | None = None
-    greeting: StrictStr | None = None    # raw opener: text sent once connected
+    opener: ProgramText | None = None
+    greeting: StrictStr | None = None    # raw opener: text sent once connected (bytes, NUL too)
 
 
 _FAULT_SESSIONS = "expected 'all', a fraction like 0.25 or a count like 5"

@@ -157,3 +157,51 @@ def test_crlf_files_read_as_before(tmp_path: Path) -> None:
     file.write_bytes(SSH.replace("\n", "\r\n").encode())
     loaded = load_file(file)
     assert (loaded.scenario.name, loaded.line_of(("expect", "reclaimed_within"))) == ("limits", 11)
+
+
+# --- what check passed and run refused after building the lab (issue 16, item 7) -------------
+
+TCP = """\
+name: own-server
+target:
+  service: tcp
+  command: "python3 server.py\\0 --port {port}"
+  port: 7000
+sessions:
+  count: 2
+fault:
+  type: blackhole
+expect:
+  reclaimed_within: 8s
+"""
+
+
+def test_a_hold_of_a_billion_billion_hours(tmp_path: Path) -> None:
+    text = SSH.replace("  count: 5\n", "  count: 5\n  hold: 99999999999999999999999h\n")
+    assert first_problem(tmp_path, text) == (
+        "s.yaml:8: sessions.hold: a duration is at most 168h (a week); got '99999999999999999999999h'")
+
+
+def test_a_nul_in_the_command(tmp_path: Path) -> None:
+    assert first_problem(tmp_path, TCP) == (
+        "s.yaml:4: target.command: a NUL character (\\0) cannot be passed to a program")
+
+
+@pytest.mark.parametrize(("after", "text"), [
+    ("  port: 7000", '  ready: "nc -z\\0 x"'),
+    ("  port: 7000", '  image: "me/srv\\0"'),
+    ("  count: 2", '  opener: "raw\\0"'),
+])
+def test_a_nul_in_what_reaches_a_program(after: str, text: str) -> None:
+    lines = TCP.replace("\\0", "").splitlines()
+    at = lines.index(after) + 1
+    lines.insert(at, text)
+    with pytest.raises(ScenarioError) as caught:
+        load_text("\n".join(lines) + "\n", "s.yaml")
+    assert [(p.line, p.message) for p in caught.value.problems] == [
+        (at + 1, "a NUL character (\\0) cannot be passed to a program")]
+
+
+def test_a_greeting_may_hold_any_byte() -> None:
+    body = TCP.replace("\\0", "").replace("  count: 2\n", '  count: 2\n  greeting: "\\0\\x01"\n')
+    assert load_text(body).scenario.sessions.greeting == "\0\x01"
