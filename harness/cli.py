@@ -266,6 +266,7 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     loaded = run.prepare(args.paths, backend=args.backend)
     proxy_command = _proxy_command(args)
     baseline = results_file.read(args.baseline) if args.baseline else None  # bad file: exit 2 now
+    _check_outputs(args)
     run.require_machine(loaded, args.backend)
     res = run.new_results()
     folder = results_file.run_folder(args.report_dir, res.run_id)
@@ -290,6 +291,52 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
             with open(args.json, "w") as f:
                 f.write(text + "\n")
     return exit_code((s.verdict for s in res.scenarios), regressions=regressions)
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Raise ScenarioError (exit 2) for a --report-dir, --json or --junit that cannot be
+    written, before anything starts: else a traceback, or a failure after the whole run.
+
+    Each is tried where it will be written (a folder made and removed, a file opened for
+    append), since permission bits say nothing to root nor about /proc or a read-only mount.
+    """
+    import os
+    import tempfile
+
+    from harness.errors import Problem
+
+    def why_not(path: str, *, folder: bool, makes_parents: bool) -> str | None:
+        target = os.path.abspath(path)
+        if os.path.isdir(target) and not folder:
+            return "is a folder, not a file"
+        if os.path.exists(target) and not os.path.isdir(target):
+            if folder:
+                return "is a file, not a folder"
+            try:
+                open(target, "a").close()   # appending writes nothing; the run replaces it
+            except OSError as exc:
+                return f"cannot be written ({exc.strerror})"
+            return None
+        parent = target if folder else os.path.dirname(target)
+        existing = parent
+        while not os.path.lexists(existing):
+            existing = os.path.dirname(existing)
+        if existing != parent and not makes_parents:
+            return f"no folder {parent}"
+        if not os.path.isdir(existing):
+            return f"{existing} is not a folder"
+        try:
+            os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".connchaos-probe-"))
+        except OSError as exc:
+            return f"cannot write in {existing} ({exc.strerror})"
+        return None
+
+    outputs = [("--report-dir", args.report_dir, True, True), ("--junit", args.junit, False, True),
+               ("--json", None if args.json == "-" else args.json, False, False)]
+    problems = [Problem(f"{option} {path}", None, "", reason) for option, path, folder, parents in outputs
+                if path and (reason := why_not(path, folder=folder, makes_parents=parents))]
+    if problems:
+        raise ScenarioError(problems)
 
 
 def _compared(record: RunRecord, baseline: RunRecord | None, args: argparse.Namespace) -> RunRecord:

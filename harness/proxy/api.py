@@ -52,6 +52,7 @@ from harness.proxy.errors import (
     internal,
 )
 from harness.proxy.proxy import ProxyConfig
+from harness.proxy.site import answered, request_read
 
 if TYPE_CHECKING:
     from harness.proxy.server import ProxyServer
@@ -216,11 +217,14 @@ def build_app(server: ProxyServer) -> web.Application:
     """The aiohttp application serving ``server``'s API."""
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
-        response = await answer(request)
-        # Whatever the request changed, even if it then failed half-way, is live in every
-        # process before the client hears back.
-        await server.replicate()
-        return response
+        try:
+            response = await answer(request)
+            # Whatever the request changed, even if it then failed half-way, is live in every
+            # process before the client hears back.
+            await server.replicate()
+            return response
+        finally:
+            answered(request)
 
     async def answer(request: web.Request) -> web.StreamResponse:
         try:
@@ -235,6 +239,7 @@ def build_app(server: ProxyServer) -> web.Application:
             if request.headers.get("User-Agent", "").startswith("Mozilla/"):
                 raise USER_AGENT_NOT_ALLOWED
             body = await request.read() if request.body_exists else b""
+            request_read(request)
             return await handler(server, params, body)
         except ApiError as exc:
             return render_error(exc)

@@ -48,6 +48,7 @@ from harness.proxy.listener import ALONE, LEAD, join_host_port, resolve_listen
 from harness.proxy.pool import WorkerPool
 from harness.proxy.proxy import Proxy, ProxyConfig, Settings
 from harness.proxy.runtime import loop_kind, new_event_loop, raise_fd_limit
+from harness.proxy.site import READ_TIMEOUT_S, DeadlineSite, OneLineErrors
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,14 @@ class ProxyServer:
     ``keepalive_s`` the TCP keepalive the proxy sets on its sockets as Go does (None: off);
     ``seed`` makes toxicity rolls, jitter and slicing reproducible; ``spin_s`` is how long
     the loop keeps polling after traffic (``link.Spinner``; 0: never); ``workers`` is how
-    many processes make up the data plane, this one included.
+    many processes make up the data plane, this one included; ``read_timeout_s`` how long an
+    API request may take to arrive (Toxiproxy's 15 s; see ``site``).
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 8474, *,
                  listen_host: str | None = None, keepalive_s: float | None = 15.0,
-                 seed: int | None = None, spin_s: float = 50e-6, workers: int = 1) -> None:
+                 seed: int | None = None, spin_s: float = 50e-6, workers: int = 1,
+                 read_timeout_s: float = READ_TIMEOUT_S) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
         self.host = host
@@ -75,6 +78,7 @@ class ProxyServer:
         self.spin_s = spin_s
         self.seed = seed
         self.workers = workers
+        self.read_timeout_s = read_timeout_s
         self.rng = random.Random(seed)
         self.proxies: dict[str, Proxy] = {}
         self._settings: Settings | None = None
@@ -116,10 +120,11 @@ class ProxyServer:
             pool = WorkerPool(self.workers - 1, options)
             await pool.start()
             self._pool = pool
-        runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+        runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False,
+                               logger=OneLineErrors(logging.getLogger("aiohttp.server")))
         try:
             await runner.setup()
-            site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+            site = DeadlineSite(runner, self.host, self.port, read_timeout_s=self.read_timeout_s)
             await site.start()
         except BaseException:
             await runner.cleanup()
@@ -318,7 +323,8 @@ class ProxyServer:
 async def serve(host: str = "127.0.0.1", port: int = 8474, *,
                 ready: Callable[[ProxyServer], None] | None = None, config: str | None = None,
                 listen_host: str | None = None, keepalive_s: float | None = 15.0,
-                seed: int | None = None, spin_s: float = 50e-6, workers: int = 1) -> None:
+                seed: int | None = None, spin_s: float = 50e-6, workers: int = 1,
+                read_timeout_s: float = READ_TIMEOUT_S) -> None:
     """Serve until SIGINT or SIGTERM (or until cancelled), then close every proxy."""
     raise_fd_limit()
     loop = asyncio.get_running_loop()
@@ -330,7 +336,8 @@ async def serve(host: str = "127.0.0.1", port: int = 8474, *,
             installed.append(signum)
     try:
         async with ProxyServer(host, port, listen_host=listen_host, keepalive_s=keepalive_s,
-                               seed=seed, spin_s=spin_s, workers=workers) as server:
+                               seed=seed, spin_s=spin_s, workers=workers,
+                               read_timeout_s=read_timeout_s) as server:
             if config:
                 server.populate_file(config)
                 await server.replicate()
@@ -363,9 +370,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="processes in the data plane, this one included, sharing each "
                         "proxy's port (SO_REUSEPORT): N times the connections one process's "
                         "descriptor limit allows (default 1: no other process)")
+    parser.add_argument("--read-timeout", type=float, default=READ_TIMEOUT_S, metavar="SECONDS",
+                        help="close an API connection whose request has not arrived whole this long"
+                        f" after its first byte (default {READ_TIMEOUT_S:g}, Toxiproxy's)")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if not args.read_timeout > 0:
+        parser.error("--read-timeout must be more than 0")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -377,7 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             runner.run(serve(args.host, args.port, ready=ready, config=args.config,
                              listen_host=args.listen_host,
                              keepalive_s=args.keepalive or None, seed=args.seed,
-                             spin_s=max(0.0, args.spin_us) / 1e6, workers=args.workers))
+                             spin_s=max(0.0, args.spin_us) / 1e6, workers=args.workers,
+                             read_timeout_s=args.read_timeout))
     except WorkerError as exc:
         print(f"connchaos proxy: {exc}", file=sys.stderr)
         return 1

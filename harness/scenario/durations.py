@@ -13,9 +13,14 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, PlainSerializer
 
-__all__ = ["Duration", "as_yaml", "format_duration", "parse_duration"]
+__all__ = ["Duration", "MAX_SECONDS", "as_yaml", "format_duration", "parse_duration"]
 
 EXPECTED = "expected a duration like 250ms, 5s or 2m"
+
+MAX_SECONDS = 7 * 24 * 3600
+"""Longest duration a file may give (168h, a week): far past any TCP timer (the defaults reclaim
+within ~2h11m), and inside every timer the runtime takes (``threading.TIMEOUT_MAX``, ``time.sleep``),
+which would raise OverflowError only once the lab is up."""
 
 _MULTIPLIERS: dict[str, int] = {"h": 3600, "m": 60, "s": 1}
 # Sub-second units divide: "250ms" is 250 / 1000 exactly, where 250 * 0.001 is not (0.001 is inexact).
@@ -43,7 +48,8 @@ def parse_duration(value: object) -> float:
     """Return the seconds that ``value`` (a string such as ``"250ms"``, ``"5s"``, ``"1.5m"``) stands for.
 
     Units: ``us``, ``ms``, ``s``, ``m``, ``h``; spaces between number and unit are allowed.
-    Raises ``ValueError`` for bare numbers, unknown units and negative durations.
+    Raises ``ValueError`` for bare numbers, unknown units, negative durations and durations
+    over ``MAX_SECONDS``.
     """
     if not isinstance(value, str):
         numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -57,9 +63,10 @@ def parse_duration(value: object) -> float:
     if match["sign"] == "-" and number != 0:
         raise ValueError(f"a duration cannot be negative; got {as_yaml(value)}")
     unit = match["unit"]
-    if unit in _DIVISORS:
-        return number / _DIVISORS[unit]
-    return number * _MULTIPLIERS[unit]
+    seconds = number / _DIVISORS[unit] if unit in _DIVISORS else number * _MULTIPLIERS[unit]
+    if seconds > MAX_SECONDS:
+        raise ValueError(f"a duration is at most {MAX_SECONDS // 3600}h (a week); got {as_yaml(value)}")
+    return seconds
 
 
 def _looks_numeric(text: str) -> bool:

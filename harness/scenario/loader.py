@@ -3,6 +3,10 @@
 PyYAML's plain ``safe_load`` forgets where each value came from and silently keeps the last
 of two equal keys, so the file is composed into nodes (which keep their marks) and converted
 here, recording the line of every key on the way.
+
+A scenario is a few dozen values in about a kilobyte, so reading one is bounded in size, depth,
+values (aliases count each time they are used) and number length: a hostile or broken file is a
+problem at its line, never a hang, a crash or gigabytes of memory.
 """
 
 from __future__ import annotations
@@ -29,6 +33,55 @@ FieldPath = tuple[str | int, ...]
 
 _SUFFIXES = (".yaml", ".yml")
 _TOP_KEYS = ", ".join(Scenario.model_fields)
+
+MAX_BYTES = 256 * 1024
+"""Largest scenario file read (the examples are about 1 KB; pure-Python YAML reads ~100 KB/s)."""
+MAX_DEPTH = 16
+"""Deepest nesting of lists and mappings (the schema's deepest value is at depth 4)."""
+MAX_VALUES = 10_000
+"""Most values in one file, each alias counted every time it is used (against "billion laughs")."""
+MAX_NUMBER_CHARS = 32
+"""Longest whole number (int64 has 19 digits; Python refuses to convert more than 4300)."""
+
+_INT_TAG = "tag:yaml.org,2002:int"
+
+
+class _LimitReached(yaml.YAMLError):  # type: ignore[misc]  # PyYAML has no type hints
+    """Reading stopped at ``line``: the file exceeds one of the limits above."""
+
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+class _BoundedLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no type hints
+    """PyYAML's safe loader whose composer refuses nesting deeper than ``MAX_DEPTH`` (it recurses
+    once per level: a list nested 500 deep would be a RecursionError)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                line = self.peek_event().start_mark.line + 1
+                raise _LimitReached(line, f"nested more than {MAX_DEPTH} levels deep (lists and"
+                                          " mappings inside each other); a scenario needs 4")
+            node: yaml.Node | None = super().compose_node(parent, index)
+            return node
+        finally:
+            self._depth -= 1
+
+
+def _too_large(path: str, newlines: int) -> Problem:
+    """The problem of a file over ``MAX_BYTES``, at the line where the limit falls (after
+    ``newlines`` line ends)."""
+    line = newlines + 1
+    return Problem(path, line, "", f"the file is larger than {MAX_BYTES // 1024} KiB, the limit for"
+                                   " a scenario file (a scenario is about 1 KB); reading stopped here")
 
 
 def _line_in(lines: Mapping[FieldPath, int], field_path: Sequence[str | int]) -> int | None:
@@ -72,15 +125,33 @@ class _Converter:
         self._loader = loader
         self._path = path
         self._open: set[int] = set()
+        self._values = 0
+        self.unread: set[FieldPath] = set()   # values refused here; the schema need not say so again
         self.lines: dict[FieldPath, int] = {}
         self.problems: list[Problem] = []
 
     def _report(self, field_path: FieldPath, node: yaml.Node, message: str) -> None:
         self.problems.append(Problem(self._path, node.start_mark.line + 1, _dotted(field_path), message))
 
+    def _refuse(self, field_path: FieldPath, node: yaml.Node, message: str) -> None:
+        """Report a value that cannot be read; it is None from here on."""
+        self.unread.add(field_path)
+        self._report(field_path, node, message)
+
     def convert(self, node: yaml.Node, field_path: FieldPath) -> object:
+        self._values += 1
+        if self._values > MAX_VALUES:
+            # Aliases are expanded here, each use anew: stop before they multiply. The line is the
+            # top-level key's: the node's own mark is its anchor's, wherever it is used.
+            line = _line_in(self.lines, field_path[:1]) or 1
+            raise _LimitReached(line, f"more than {MAX_VALUES} values (each use of an alias counts"
+                                      " again); a scenario has a few dozen")
+        if len(field_path) > MAX_DEPTH:  # an alias can nest what the composer saw as shallow
+            self._refuse(field_path, node, f"nested more than {MAX_DEPTH} levels deep"
+                                           " (through aliases); a scenario needs 4")
+            return None
         if id(node) in self._open:
-            self._report(field_path, node, "an alias refers to itself")
+            self._refuse(field_path, node, "an alias refers to itself")
             return None
         self._open.add(id(node))
         try:
@@ -93,10 +164,17 @@ class _Converter:
             self._open.discard(id(node))
 
     def _scalar(self, node: yaml.Node, field_path: FieldPath) -> object:
+        if node.tag == _INT_TAG and len(node.value) > MAX_NUMBER_CHARS:
+            self._refuse(field_path, node, f"a number of {len(node.value)} characters; no scenario"
+                                           f" value is longer than {MAX_NUMBER_CHARS}")
+            return None
         try:
             return self._loader.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as exc:
-            self._report(field_path, node, f"cannot read this value: {exc.problem}")
+            self._refuse(field_path, node, f"cannot read this value: {exc.problem}")
+            return None
+        except ValueError as exc:  # a timestamp such as 2024-13-45 passes the resolver, not datetime
+            self._refuse(field_path, node, f"cannot read this value: {exc}")
             return None
 
     def _key(self, node: yaml.Node, field_path: FieldPath) -> str | int:
@@ -151,13 +229,17 @@ def _yaml_problem(path: str, text: str, exc: yaml.YAMLError) -> Problem:
     return Problem(path, None, "", f"YAML syntax: {exc}")
 
 
-def _read_yaml(text: str, path: str) -> tuple[dict[Any, object], dict[FieldPath, int], list[Problem]]:
-    """The file's one mapping, the line of each key, and the problems found in the YAML itself.
+def _read_yaml(text: str, path: str) -> tuple[dict[Any, object], dict[FieldPath, int], list[Problem],
+                                              set[str]]:
+    """The file's one mapping, the line of each key, the problems found in the YAML itself, and
+    the fields whose values could not be read (already reported).
 
     Raises ``ScenarioError`` when there is no mapping to validate at all.
     """
+    if len(text) > MAX_BYTES:
+        raise ScenarioError([_too_large(path, text.count("\n", 0, MAX_BYTES))])
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _BoundedLoader(text)
     except yaml.YAMLError as exc:  # the reader refuses control characters up front
         raise ScenarioError([_yaml_problem(path, text, exc)]) from exc
     problems: list[Problem] = []
@@ -169,6 +251,8 @@ def _read_yaml(text: str, path: str) -> tuple[dict[Any, object], dict[FieldPath,
             problems.append(Problem(path, second, "", "one scenario per file: a second document starts here"))
         converter = _Converter(loader, path)
         data = converter.convert(root, ()) if root is not None else None
+    except _LimitReached as exc:
+        raise ScenarioError([Problem(path, exc.line, "", exc.message)]) from None
     except yaml.YAMLError as exc:
         raise ScenarioError([_yaml_problem(path, text, exc)]) from exc
     finally:
@@ -183,7 +267,7 @@ def _read_yaml(text: str, path: str) -> tuple[dict[Any, object], dict[FieldPath,
         raise ScenarioError([top, *problems])
     # Missing top-level keys point at the top of the file.
     converter.lines[()] = 1
-    return data, converter.lines, problems
+    return data, converter.lines, problems, {_dotted(unread) for unread in converter.unread}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,12 +383,13 @@ def load_text(text: str, path: str = "<string>") -> LoadedScenario:
 
     Raises ``ScenarioError`` with every problem found, each with its line.
     """
-    data, lines, problems = _read_yaml(text, path)
+    data, lines, problems, unread = _read_yaml(text, path)
     scenario: Scenario | None = None
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        problems.extend(_problems_from(exc, data, lines, path))
+        # A value already refused is None now: "expected ...; got nothing" would say it twice.
+        problems.extend(p for p in _problems_from(exc, data, lines, path) if p.field not in unread)
     if problems or scenario is None:
         raise ScenarioError(sorted(problems, key=lambda p: p.line or 0))
     return LoadedScenario(scenario=scenario, path=path, lines=lines)
@@ -314,8 +399,14 @@ def load_file(path: str | os.PathLike[str]) -> LoadedScenario:
     """Read and validate the scenario file at ``path``; raises ``ScenarioError``."""
     name = str(path)
     try:
-        # utf-8-sig: editors on some systems start files with a byte-order mark.
-        text = Path(path).read_text(encoding="utf-8-sig")
+        # At most one byte past the limit: /dev/zero or a 50 GB file is refused, not read.
+        with Path(path).open("rb") as file:
+            raw = file.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise ScenarioError([_too_large(name, raw.count(b"\n", 0, MAX_BYTES))])
+        # utf-8-sig: editors on some systems start files with a byte-order mark; line ends
+        # translated as text mode would.
+        text = raw.decode("utf-8-sig").replace("\r\n", "\n").replace("\r", "\n")
     except FileNotFoundError:
         raise ScenarioError([Problem(name, None, "", "no such file or folder")]) from None
     except IsADirectoryError:

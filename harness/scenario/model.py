@@ -80,13 +80,53 @@ class _Part(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_NUL = "a NUL character (\\0) cannot be passed to a program"
+
+
+def _no_nul(value: str) -> str:
+    # Every text here ends up in a command line, an environment or a config file, where C
+    # strings end at NUL: refused now, not as a ValueError from subprocess after the lab is up.
+    if "\0" in value:
+        raise ValueError(_NUL)
+    return value
+
+
+ProgramText = Annotated[StrictStr, AfterValidator(_no_nul)]
+"""Text that reaches a program (a command, an image name): anything but NUL."""
+
+MAX_SETTINGS = 100
+"""Most settings in one target: each is checked against the server (sshd -T runs once per
+setting), so this bounds ``check``; a real scenario sets a handful."""
+MAX_SETTING_NAME = 128      # PostgreSQL's names are at most 63 bytes, twice for ext.name
+MAX_SETTING_TEXT = 4096     # a value fits in one command-line argument (Linux: 128 KiB)
+
+
+def _setting_name(name: str) -> str:
+    if len(name) > MAX_SETTING_NAME:
+        raise ValueError(f"a setting name is at most {MAX_SETTING_NAME} characters; got {len(name)}")
+    return _no_nul(name)
+
+
 def _setting_value(value: object) -> object:
     # Checked by hand so that one bad value gives one message, not one per union member.
-    if isinstance(value, (str, int, float, bool)):
+    if isinstance(value, str):
+        if len(value) > MAX_SETTING_TEXT:
+            raise ValueError(f"a setting value is at most {MAX_SETTING_TEXT} characters; got {len(value)}")
+        return _no_nul(value)
+    if isinstance(value, (int, float, bool)):
         return value
     raise ValueError(f"expected text, a number, true or false; got {as_yaml(value)}")
 
 
+def _few_settings(value: object) -> object:
+    # Before the items are checked: 9000 unknown names would each be a problem, and a probe.
+    if isinstance(value, dict) and len(value) > MAX_SETTINGS:
+        raise ValueError(f"at most {MAX_SETTINGS} settings; got {len(value)}")
+    return value
+
+
+SettingName = Annotated[str, AfterValidator(_setting_name)]
+"""The name of one of a target's own settings."""
 SettingValue = Annotated[str | int | float | bool, BeforeValidator(_setting_value)]
 """One of a target's own settings, passed through; the target module checks its meaning."""
 
@@ -96,11 +136,11 @@ class Target(_Part):
 
     service: ServiceName
     backend: Literal["auto", "local", "docker"] = "auto"
-    settings: dict[str, SettingValue] = {}
-    command: StrictStr | None = None     # the user's own server: {host} and {port} are filled in
+    settings: Annotated[dict[SettingName, SettingValue], BeforeValidator(_few_settings)] = {}
+    command: ProgramText | None = None   # the user's own server: {host} and {port} are filled in
     port: StrictInt | None = Field(default=None, ge=1, le=65535)   # where that server listens
-    ready: StrictStr | None = None       # readiness: "port" (it accepts) or a command that exits 0
-    image: StrictStr | None = None       # the user's own image (docker backend)
+    ready: ProgramText | None = None     # readiness: "port" (it accepts) or a command that exits 0
+    image: ProgramText | None = None     # the user's own image (docker backend)
 
     @model_validator(mode="after")
     def _own_server_fields_fit(self) -> Target:
@@ -131,8 +171,8 @@ class Sessions(_Part):
     activity: Literal["idle", "in-flight"] = "idle"
     hold: Duration = 1.0
     # how sessions are opened: raw, postgres, ssh, websocket, or a plugin's
-    opener: StrictStr | None = None
-    greeting: StrictStr | None = None    # raw opener: text sent once connected
+    opener: ProgramText | None = None
+    greeting: StrictStr | None = None    # raw opener: text sent once connected (bytes, NUL too)
 
 
 _FAULT_SESSIONS = "expected 'all', a fraction like 0.25 or a count like 5"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,34 @@ def test_embedding_on_the_callers_loop(echo: Upstream) -> None:
             return await asyncio.to_thread(traffic)
 
     assert asyncio.run(scenario()) < 1
+
+
+def test_slow_clients_are_let_go_and_bad_requests_are_one_line(tmp_path: Path) -> None:
+    # issue 16, item 11: 500 clients that never finish their headers held the API 20 s and
+    # more; each malformed request line was an ERROR with a traceback
+    log = tmp_path / "stderr"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "harness.proxy.server", "--port", "0",
+                                 "--read-timeout", "1"], stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip().split(" on ", 1)[1]
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        slow = [socket.create_connection((host, int(port)), timeout=30) for _ in range(500)]
+        for sock in slow:
+            sock.sendall(b"GET /version HTTP/1.1\r\nHost: x\r\n")
+        for sock in slow:
+            with sock:
+                assert sock.recv(100) == b""   # closed unanswered, long before the 30 s timeout
+        for bad in (b"GET / HTTP/9.9\r\n\r\n", b"GET /version HTTP/1.1\r\nBad Header\r\n\r\n"):
+            with socket.create_connection((host, int(port)), timeout=30) as sock:
+                sock.sendall(bad)
+                assert sock.recv(100).startswith(b"HTTP/1.0 400 Bad Request")
+        assert requests.get(url + "/version", timeout=5).json() == {"version": "2.12.0"}
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+    lines = log.read_text().splitlines()[1:]   # after "API listening on ..."
+    assert lines == [
+        line for line in lines if " INFO aiohttp.server: bad request from 127.0.0.1: 400, " in line]
+    assert len(lines) == 2 and "Invalid HTTP version: b'GET / HTTP/9.9'" in lines[0]

@@ -119,3 +119,14 @@ def test_duration_field_reports_the_parse_message() -> None:
     (error,) = caught.value.errors()
     assert error["type"] == "value_error"
     assert str(error["ctx"]["error"]) == "expected a duration like 250ms, 5s or 2m; got 8 (add a unit, such as s or ms)"
+
+
+@pytest.mark.parametrize("text", ["99999999999999999999999h", "169h", "604801s", "9" * 400 + "s"])
+def test_parse_refuses_more_than_a_week(text: str) -> None:
+    # 1e23 hours passed check, then was an OverflowError once the lab was up
+    with pytest.raises(ValueError, match=r"^a duration is at most 168h \(a week\); got '"):
+        parse_duration(text)
+
+
+def test_a_week_is_the_longest() -> None:
+    assert parse_duration("168h") == parse_duration("10080m") == 604800.0
