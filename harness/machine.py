@@ -67,13 +67,17 @@ def _nft() -> str | None:
 
 def _trial_namespace(load_table: bool) -> str | None:
     """Create a throwaway namespace (and load an nft table in it): the real test of both."""
-    from harness.lab import naming
+    from harness.lab import naming, owner
 
     if os.geteuid() != 0 or shutil.which("ip") is None:
         return "not tried (needs root and ip)"
-    name = naming.namespace(naming.new_lab_id(), "doc")
+    lab_id = naming.new_lab_id()
+    name = naming.namespace(lab_id, "doc")
+    # recorded as a lab's namespace is: a doctor cut short leaves what `clean` can prove
+    folder = owner.make_folder(lab_id, namespaces=[name])
     made = _run(["ip", "netns", "add", name])
     if made is None or made.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
         return (made.stderr.strip() if made else "ip failed") if not load_table else "not tried"
     try:
         if not load_table:
@@ -93,6 +97,7 @@ def _trial_namespace(load_table: bool) -> str | None:
         return None
     finally:
         _run(["ip", "netns", "delete", name])
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str] | None:
