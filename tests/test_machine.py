@@ -126,7 +126,6 @@ def test_doctor_shows_the_room_for_sessions(monkeypatch: pytest.MonkeyPatch) -> 
 def test_ten_thousand_sessions_over_the_limit_stop_before_any_lab(tmp_path: Path, no_leftovers: None) -> None:
     import resource
     import subprocess
-    import sys
     import time
 
     from harness.testing import CONNCHAOS, REPO, keepalive_scenario, write_scenario
