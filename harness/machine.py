@@ -67,13 +67,17 @@ def _nft() -> str | None:
 
 def _trial_namespace(load_table: bool) -> str | None:
     """Create a throwaway namespace (and load an nft table in it): the real test of both."""
-    from harness.lab import naming
+    from harness.lab import naming, owner
 
     if os.geteuid() != 0 or shutil.which("ip") is None:
         return "not tried (needs root and ip)"
-    name = naming.namespace(naming.new_lab_id(), "doc")
+    lab_id = naming.new_lab_id()
+    name = naming.namespace(lab_id, "doc")
+    # recorded as a lab's namespace is: a doctor cut short leaves what `clean` can prove
+    folder = owner.make_folder(lab_id, namespaces=[name])
     made = _run(["ip", "netns", "add", name])
     if made is None or made.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
         return (made.stderr.strip() if made else "ip failed") if not load_table else "not tried"
     try:
         if not load_table:
@@ -93,6 +97,7 @@ def _trial_namespace(load_table: bool) -> str | None:
         return None
     finally:
         _run(["ip", "netns", "delete", name])
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str] | None:
@@ -187,6 +192,157 @@ def _toxiproxy() -> str | None:
     return None if shutil.which("toxiproxy-server") else "not installed"
 
 
+# -- capacity: what a count of sessions needs -----------------------------------------------------
+#
+# Sessions are held at once, so their count meets two limits of this machine. Open files:
+# the harness holds each session's socket (a plain run; Locust's processes hold a load run's)
+# and, for a service whose session is a process (PostgreSQL, sshd), that process's pidfd.
+# Memory: each PostgreSQL session is a backend process. Measured here (PostgreSQL 15, 2000
+# idle sessions through psycopg's async client, as the harness opens them): a backend's PSS
+# is 1.1 MB, and MemAvailable drops by 1.3 MB per session (backend, kernel, the harness's
+# side); 1.5 MiB a session leaves room for the server's per-connection shared memory.
+
+DESCRIPTOR_MARGIN = 256                 # the harness's own files, sockets and pipes
+SERVER_SESSION_BYTES = {"postgres": 3 << 19}     # 1.5 MiB; other services: not measured
+HARNESS_SESSION_BYTES = 64 << 10        # the harness's side of one session (about 20 kB seen)
+GIB = 1 << 30
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What one scenario's sessions need from this machine."""
+
+    service: str
+    sessions: int
+    descriptors: int        # open files of the harness's own process, beyond its margin
+    memory_bytes: int
+
+    @classmethod
+    def of(cls, service: str, sessions: int, *, needs_process: bool, load: bool) -> Capacity:
+        per_session = (0 if load else 1) + (1 if needs_process else 0)
+        return cls(service, sessions, sessions * per_session,
+                   sessions * (SERVER_SESSION_BYTES.get(service, 0) + HARNESS_SESSION_BYTES))
+
+
+def descriptor_limits() -> tuple[int, int]:
+    """(soft, hard) RLIMIT_NOFILE of this process; unlimited as a very large number."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    unlimited = 1 << 62
+    return (unlimited if soft == resource.RLIM_INFINITY else soft,
+            unlimited if hard == resource.RLIM_INFINITY else hard)
+
+
+def make_room_for_descriptors(needed: int) -> str | None:
+    """Raise the soft open-files limit to ``needed`` (plus the margin) when the hard limit
+    allows; else why not."""
+    import resource
+
+    want = needed + DESCRIPTOR_MARGIN
+    soft, hard = descriptor_limits()
+    if soft >= want:
+        return None
+    if hard >= want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+            return None
+        except (ValueError, OSError) as exc:
+            return f"raising the soft open-files limit to {want} failed: {exc}"
+    return f"about {want} open files are needed and the hard limit (RLIMIT_NOFILE) is {hard}"
+
+
+def _meminfo() -> dict[str, int]:
+    found = {}
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                found[name] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return found
+
+
+def _cgroup_room() -> int | None:
+    """What this process's cgroup (v2) still lets it use, when it has a limit."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            path = next(line.split(":", 2)[2].strip() for line in f if line.startswith("0::"))
+        base = os.path.join("/sys/fs/cgroup", path.lstrip("/"))
+        with open(os.path.join(base, "memory.max")) as f:
+            limit = f.read().strip()
+        if limit == "max":
+            return None
+        with open(os.path.join(base, "memory.current")) as f:
+            return max(0, int(limit) - int(f.read().strip()))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
+def available_memory() -> tuple[int, int]:
+    """(bytes available now, bytes kept free): MemAvailable (or the cgroup's room, if less),
+    and a reserve of 10 % of the memory, at least 1 GiB, for everything else."""
+    info = _meminfo()
+    available = info.get("MemAvailable", 0)
+    room = _cgroup_room()
+    if room is not None:
+        available = min(available, room)
+    return available, max(GIB, info.get("MemTotal", 0) // 10)
+
+
+def memory_problem(needed: int) -> str | None:
+    """Why ``needed`` bytes more do not fit in this machine's memory now, or None."""
+    available, reserve = available_memory()
+    if needed <= available - reserve:
+        return None
+    return (f"about {needed / GIB:.1f} GiB of memory is needed and {available / GIB:.1f} GiB is"
+            f" available, of which {reserve / GIB:.1f} GiB stays free")
+
+
+def _room(per_item: int, budget: int) -> int:
+    return max(0, budget // per_item) if per_item else 0
+
+
+def require_capacity(capacities: Iterable[Capacity]) -> None:
+    """Raise MachineError (exit 3) when the sessions of a scenario (they run one after the
+    other: the largest counts) cannot be held here; raises the soft open-files limit first
+    when that is all it takes."""
+    wanted = list(capacities)
+    if not wanted:
+        return
+    files = max(wanted, key=lambda c: c.descriptors)
+    why = make_room_for_descriptors(files.descriptors)
+    if why is not None:
+        hard = descriptor_limits()[1]
+        most = _room(files.descriptors // files.sessions, hard - DESCRIPTOR_MARGIN)
+        raise MachineError(f"open files for {files.sessions} {files.service} sessions",
+                           f"{why}; raise the hard limit (as root `ulimit -Hn"
+                           f" {files.descriptors + DESCRIPTOR_MARGIN}`, LimitNOFILE= for a"
+                           f" service, nofile in limits.conf) or hold at most {most} sessions here")
+    memory = max(wanted, key=lambda c: c.memory_bytes)
+    why = memory_problem(memory.memory_bytes)
+    if why is not None:
+        available, reserve = available_memory()
+        most = _room(memory.memory_bytes // memory.sessions, available - reserve)
+        raise MachineError(f"memory for {memory.sessions} {memory.service} sessions",
+                           f"{why}; free memory or hold at most {most} sessions here")
+
+
+def _descriptors_seen() -> str:
+    soft, hard = descriptor_limits()
+    per = Capacity.of("postgres", 1, needs_process=True, load=False).descriptors
+    return (f"soft {soft}, hard {hard}: room for {_room(per, hard - DESCRIPTOR_MARGIN)}"
+            f" postgres sessions (a run raises the soft limit to what it needs)")
+
+
+def _memory_seen() -> str:
+    available, reserve = available_memory()
+    per = Capacity.of("postgres", 1, needs_process=True, load=False).memory_bytes
+    return (f"{available / GIB:.1f} GiB available, {reserve / GIB:.1f} GiB kept free: room for"
+            f" {_room(per, available - reserve)} postgres sessions")
+
+
 REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("root", "root (network namespaces and nftables need it)", _root, "run as root",
                 ("local",), seen=lambda: f"euid {os.geteuid()}"),
@@ -207,6 +363,11 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     # a run builds what is missing itself (connchaos images build is the same step)
     Requirement("docker images", "the project's images", _images, "connchaos images build",
                 ("docker",), seen=_images_seen, blocking=False),
+    # a run checks these against its session count (require_capacity); doctor shows the room
+    Requirement("open files", "open files for the sessions", lambda: None, "", ("many sessions",),
+                seen=_descriptors_seen, blocking=False),
+    Requirement("memory", "memory for the sessions", lambda: None, "", ("many sessions",),
+                seen=_memory_seen, blocking=False),
     Requirement("Toxiproxy server", "a Toxiproxy server", _toxiproxy, "",
                 ("proxy layer: optional, the built-in proxy stands in (--toxiproxy-server)",),
                 seen=lambda: shutil.which("toxiproxy-server") or "", blocking=False),

@@ -54,3 +54,93 @@ def test_items_a_run_does_not_stop_for_are_left_out(monkeypatch: pytest.MonkeyPa
         for r in machine.REQUIREMENTS))
     names = [r.name for r, _ in machine.missing({"docker"})]
     assert names == ["Docker engine"]
+
+
+# -- capacity: open files and memory for the sessions -------------------------------------------
+
+
+def _postgres(sessions: int) -> machine.Capacity:
+    return machine.Capacity.of("postgres", sessions, needs_process=True, load=False)
+
+
+def test_a_session_of_postgres_costs_two_descriptors_and_a_backends_memory() -> None:
+    assert _postgres(10).descriptors == 20          # its socket and its backend's pidfd
+    assert machine.Capacity.of("websocket", 10, needs_process=False, load=False).descriptors == 10
+    assert machine.Capacity.of("postgres", 10, needs_process=True, load=True).descriptors == 10
+    assert _postgres(1000).memory_bytes == 1000 * (machine.SERVER_SESSION_BYTES["postgres"]
+                                                   + machine.HARNESS_SESSION_BYTES)
+
+
+def test_the_soft_open_files_limit_is_raised_when_the_hard_one_allows() -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2000 + machine.DESCRIPTOR_MARGIN:
+        pytest.skip(f"the hard open-files limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        machine.require_capacity([_postgres(1000)])
+        assert resource.getrlimit(resource.RLIMIT_NOFILE) == (2000 + machine.DESCRIPTOR_MARGIN, hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_more_sessions_than_the_hard_limit_allows_is_exit_3_with_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(machine, "descriptor_limits", lambda: (1024, 4096))
+    with pytest.raises(MachineError) as raised:
+        machine.require_capacity([_postgres(100), _postgres(10_000)])
+    assert raised.value.exit_code == 3
+    assert str(raised.value) == (
+        "this machine cannot run it: open files for 10000 postgres sessions (about 20256 open files"
+        " are needed and the hard limit (RLIMIT_NOFILE) is 4096; raise the hard limit (as root"
+        " `ulimit -Hn 20256`, LimitNOFILE= for a service, nofile in limits.conf) or hold at most"
+        " 1920 sessions here)")
+
+
+def test_more_sessions_than_memory_holds_is_exit_3(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(machine, "descriptor_limits", lambda: (1 << 20, 1 << 20))
+    monkeypatch.setattr(machine, "available_memory", lambda: (4 * machine.GIB, machine.GIB))
+    machine.require_capacity([_postgres(1900)])         # 2.9 GiB of the 3 GiB to spare
+    with pytest.raises(MachineError) as raised:
+        machine.require_capacity([_postgres(2100)])
+    assert raised.value.exit_code == 3
+    assert str(raised.value) == (
+        "this machine cannot run it: memory for 2100 postgres sessions (about 3.2 GiB of memory is"
+        " needed and 4.0 GiB is available, of which 1.0 GiB stays free; free memory or hold at"
+        " most 1966 sessions here)")
+
+
+def test_doctor_shows_the_room_for_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.doctor import _look
+
+    monkeypatch.setattr(machine, "descriptor_limits", lambda: (1024, 4096))
+    monkeypatch.setattr(machine, "available_memory", lambda: (4 * machine.GIB, machine.GIB))
+    found = {r.name: _look(r) for r in machine.REQUIREMENTS if r.name in ("open files", "memory")}
+    assert found["open files"].ok and found["open files"].detail == (
+        "soft 1024, hard 4096: room for 1920 postgres sessions (a run raises the soft limit to what it needs)")
+    assert found["memory"].ok and found["memory"].detail == (
+        "4.0 GiB available, 1.0 GiB kept free: room for 1966 postgres sessions")
+    assert not any(r.blocking for r in machine.REQUIREMENTS if r.name in found)
+
+
+def test_ten_thousand_sessions_over_the_limit_stop_before_any_lab(tmp_path: Path, no_leftovers: None) -> None:
+    import resource
+    import subprocess
+    import time
+
+    from harness.testing import CONNCHAOS, REPO, keepalive_scenario, write_scenario
+
+    scenario = write_scenario(tmp_path, "pg-huge", keepalive_scenario("pg-huge").replace(
+        "count: 6", "count: 10000"))
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 4096))
+
+    started = time.monotonic()
+    done = subprocess.run([*CONNCHAOS, "run", str(scenario), "--report-dir", str(tmp_path / "reports")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, preexec_fn=low_limit)
+    assert done.returncode == 3, done.stderr
+    assert "open files for 10000 postgres sessions" in done.stderr
+    assert "hard limit (RLIMIT_NOFILE) is 4096" in done.stderr and "Traceback" not in done.stderr
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "reports").exists()

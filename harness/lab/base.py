@@ -3,24 +3,20 @@
 A lab creates its objects in ``_build`` (called by ``__enter__``) and registers how to
 release each one with ``on_close``; ``close`` releases them newest first, keeps going past a
 failed step, and runs for exceptions, Ctrl-C and SIGTERM (the CLI turns SIGTERM into an
-exception). The folder holds ``owner.json``, which tells ``connchaos clean`` whether the run
-that made the lab is still alive.
+exception). The folder holds the owner record (``harness.lab.owner``), which tells
+``connchaos clean`` what is this lab's and whether the run that made it is still alive.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from harness.errors import LabError, MachineError
-from harness.lab import naming
+from harness.lab import naming, owner
 
 if TYPE_CHECKING:
     import subprocess
@@ -73,14 +69,11 @@ class LabBase:
         if errors:
             raise LabError("tearing down the lab", "; ".join(errors))
 
-    def _make_folder(self, **owner: Any) -> None:
-        """The lab's ``connchaos-<lab>-`` folder with ``owner.json`` (our pid and what we own)."""
-        self.tmpdir = tempfile.mkdtemp(prefix=f"{naming.TMP_PREFIX}{self.lab_id}-")
+    def _make_folder(self, **created: Any) -> None:
+        """The lab's ``connchaos-<lab>-`` folder with its owner record (``harness.lab.owner``:
+        who we are and the names we are about to create), before anything else of the lab."""
+        self.tmpdir = owner.make_folder(self.lab_id, self.run_id, **created)
         self.on_close("temporary folder", lambda: shutil.rmtree(self.tmpdir, ignore_errors=True))
-        os.chmod(self.tmpdir, 0o755)
-        with open(os.path.join(self.tmpdir, naming.OWNER_FILE), "w") as f:
-            json.dump({"pid": os.getpid(), "run_id": self.run_id, "lab_id": self.lab_id,
-                       "started": time.time(), **owner}, f)
 
     # -- reaching inside the lab ------------------------------------------------------------
     # Everything the harness does inside the lab's hosts goes through ``self.reach``

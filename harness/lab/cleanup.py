@@ -1,30 +1,31 @@
-"""``connchaos clean``: remove what a killed run left behind, and nothing that is not ours.
+"""``connchaos clean``: remove what a killed run left behind, and nothing it cannot prove is ours.
 
-Ours means: network namespaces and host links whose names start with ``cc-``, nftables tables
-named ``connchaos`` in the host namespace, temporary folders starting with ``connchaos-``,
-the per-run user accounts named ``cc-<lab id>`` (the ssh target's), and Docker containers and
-networks labelled ``connchaos.run`` (removed with their anonymous volumes). Images are a cache
-(``connchaos images``), not leftovers. A lab whose owner process
-is still alive belongs to a run in progress and is left alone.
+Ours means proven by an owner record (``harness.lab.owner``): a ``connchaos-<lab id>-`` folder
+whose ``owner.json`` names that lab id and the process that made it. The objects of a lab are
+those whose names carry its id: namespaces and host links ``cc-<lab id>-...``, the per-run
+account ``cc-<lab id>`` (the ssh target's), Docker containers and networks labelled
+``connchaos.lab=<lab id>`` (removed with their anonymous volumes), and the record's folder.
+They are leftovers only when the recorded process is gone (see ``Owner.alive``: a reused pid
+does not keep a dead run's lab). Nothing else is touched, whatever its name: a namespace,
+link, account or folder that merely starts like ours, an nftables table in the host (labs
+load theirs inside their own namespaces only), the scratch folders of a ``connchaos check``.
+Images are a cache (``connchaos images``), not leftovers.
 """
 
 from __future__ import annotations
 
-import glob
-import json
 import os
 import pwd
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from typing import Any
 
 from pyroute2 import IPRoute
 
 from harness.errors import LabError
-from harness.lab import naming
+from harness.lab import naming, owner
 from harness.lab.local import _remove_namespace
 from harness.lab.netns import list_namespaces
 from harness.lab.processes import end_processes
@@ -33,47 +34,30 @@ from harness.lab.processes import end_processes
 RUN_USER = re.compile(rf"{re.escape(naming.PREFIX)}[0-9a-f]{{6}}")
 
 
-def _owner_alive(lab_id: str) -> bool:
-    for folder in glob.glob(os.path.join(tempfile.gettempdir(), f"{naming.TMP_PREFIX}{lab_id}-*")):
-        try:
-            with open(os.path.join(folder, naming.OWNER_FILE)) as f:
-                pid = int(json.load(f)["pid"])
-        except (OSError, ValueError, KeyError):
-            continue
-        if os.path.exists(f"/proc/{pid}"):
-            return True
-    return False
+def _of_lab(name: str, labs: set[str]) -> bool:
+    """``name`` is a ``cc-<lab id>`` or ``cc-<lab id>-...`` name of one of ``labs``."""
+    return name.startswith(naming.PREFIX) and naming.lab_id_of(name) in labs
 
 
-def leftovers() -> dict[str, list[str]]:
-    """What a clean would remove now (labs of live runs excluded)."""
-    found: dict[str, list[str]] = {"namespaces": [], "links": [], "nft_tables": [], "folders": [],
-                                   "users": []}
-    for ns in list_namespaces():
-        lab = naming.lab_id_of(ns)
-        if ns.startswith(naming.PREFIX) and not (lab and _owner_alive(lab)):
-            found["namespaces"].append(ns)
+def leftovers(dead: set[str] | None = None) -> dict[str, list[str]]:
+    """What a clean would remove now: the objects of the labs whose recorded process is gone
+    (of ``dead``, when given: ``dead_labs()``)."""
+    found: dict[str, list[str]] = {"namespaces": [], "links": [], "folders": [], "users": []}
+    dead = dead_labs() if dead is None else dead
+    if not dead:
+        return found
+    found["namespaces"] = [ns for ns in list_namespaces() if _of_lab(ns, dead)]
     with IPRoute() as ipr:
-        for link in ipr.get_links():
-            name = link.get_attr("IFLA_IFNAME")
-            lab = naming.lab_id_of(name)
-            if name.startswith(naming.PREFIX) and not (lab and _owner_alive(lab)):
-                found["links"].append(name)
-    if shutil.which("nft"):
-        out = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
-        for line in out.splitlines():
-            parts = line.split()
-            if len(parts) == 3 and parts[2].startswith(naming.NFT_TABLE):
-                found["nft_tables"].append(f"{parts[1]} {parts[2]}")
-    for folder in glob.glob(os.path.join(tempfile.gettempdir(), f"{naming.TMP_PREFIX}*")):
-        lab = naming.lab_id_of(os.path.basename(folder))
-        if not (lab and _owner_alive(lab)):
-            found["folders"].append(folder)
-    for user in run_users():
-        lab = naming.lab_id_of(user)
-        if not (lab and _owner_alive(lab)):
-            found["users"].append(user)
+        found["links"] = [name for name in (link.get_attr("IFLA_IFNAME") for link in ipr.get_links())
+                          if _of_lab(name, dead)]
+    found["users"] = [user for user in run_users() if _of_lab(user, dead)]
+    found["folders"] = [r.folder for r in owner.records() if r.lab_id in dead]
     return found
+
+
+def dead_labs() -> set[str]:
+    """The labs whose owner record names a process that is gone."""
+    return owner.labs()[1]
 
 
 def _docker_client() -> Any:
@@ -90,18 +74,19 @@ def _docker_client() -> Any:
 def clean(namespaces: bool = True) -> dict[str, list[str]]:
     """Remove the leftovers; returns what was removed. ``namespaces=False`` (not root): only
     the docker objects and the folders, leaving what needs root."""
-    found = leftovers()
+    dead = dead_labs()
+    found = leftovers(dead)
     if not namespaces:
-        for kind in ("namespaces", "links", "nft_tables", "users"):
+        for kind in ("namespaces", "links", "users"):
             found[kind] = []
         found["folders"] = [f for f in found["folders"] if _owned_by_me(f)]
-    client = _docker_client()
+    client = _docker_client() if dead else None
     if client is not None:
         from harness.lab.docker import remove_labelled
 
         # containers first: the namespaces attached from them then hold nothing
         try:
-            found["docker"] = remove_labelled(client, keep=_owner_alive)
+            found["docker"] = remove_labelled(client, keep=lambda lab: lab not in dead)
         finally:
             client.close()
     for ns in found["namespaces"]:
@@ -111,10 +96,9 @@ def clean(namespaces: bool = True) -> dict[str, list[str]]:
             idx = ipr.link_lookup(ifname=name)
             if idx:
                 ipr.link("del", index=idx[0])
-    for table in found["nft_tables"]:
-        subprocess.run(["nft", "delete", "table", *table.split()], capture_output=True)
     for user in found["users"]:
         remove_run_user(user)
+    # the records last: a clean cut short leaves them, and the next one finishes the job
     for folder in found["folders"]:
         shutil.rmtree(folder, ignore_errors=True)
     return found

@@ -195,6 +195,7 @@ class DockerLab(LabBase):
 
     def _build(self) -> None:
         self._make_folder(namespaces=[self.client_ns, self.router_ns, self.server_ns],
+                          networks=[naming.link(self.lab_id, side) for side in ("c", "s")],
                           backend="docker")
         self._engine = engine()
         self.on_close("docker client", self._engine.close)

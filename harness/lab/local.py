@@ -52,14 +52,15 @@ class LocalLab(LabBase):
     # -- building ---------------------------------------------------------------------------
 
     def _build(self) -> None:
-        self._make_folder(namespaces=[self.client_ns, self.router_ns, self.server_ns])
+        c, rc = naming.link(self.lab_id, "c"), naming.link(self.lab_id, "rc")
+        s, rs = naming.link(self.lab_id, "s"), naming.link(self.lab_id, "rs")
+        self._make_folder(namespaces=[self.client_ns, self.router_ns, self.server_ns],
+                          links=[c, rc, s, rs])
         self.reach = NamespaceReach(self.client_ns, self.router_ns, self.server_ns)
 
         for ns in (self.client_ns, self.router_ns, self.server_ns):
             self._add_namespace(ns)
 
-        c, rc = naming.link(self.lab_id, "c"), naming.link(self.lab_id, "rc")
-        s, rs = naming.link(self.lab_id, "s"), naming.link(self.lab_id, "rs")
         self._veth(c, self.client_ns, rc)
         self._veth(s, self.server_ns, rs)
 

@@ -2,7 +2,9 @@
 
 DESIGN.md: network namespaces and links start with ``cc-``; nftables tables are named
 ``connchaos``; temporary folders start with ``connchaos-``. Nothing outside these names is
-ever changed or removed.
+ever changed or removed, and inside them only what an owner record proves ours
+(``harness.lab.owner``): a lab id in a name says which lab's it is, the record whether that
+lab's run is gone.
 """
 
 from __future__ import annotations

@@ -163,12 +163,22 @@ def prepare(paths: Iterable[str], backend: str | None = None) -> list[LoadedScen
 
 def require_machine(loaded: Sequence[LoadedScenario], backend: str | None = None) -> None:
     """Raise MachineError (exit 3) naming the first thing this machine lacks for the
-    scenarios, each on its backend (harness.machine's list)."""
+    scenarios, each on its backend (harness.machine's list), then whether it can hold their
+    sessions (open files, memory: raising the soft open-files limit when the hard one allows)."""
     by_backend: dict[str, list[LoadedScenario]] = {}
     for ls in loaded:
         by_backend.setdefault(backend_for(ls, backend), []).append(ls)
     machine.require({need for chosen, group in by_backend.items()
                      for need in machine.needs_for(group, chosen)})
+    machine.require_capacity(capacity_of(ls) for ls in loaded)
+
+
+def capacity_of(loaded: LoadedScenario) -> machine.Capacity:
+    """What the scenario's sessions need of this machine (open files, memory)."""
+    spec = loaded.scenario
+    needs_process = bool(getattr(target_class(spec.target.service), "needs_process", False))
+    return machine.Capacity.of(spec.target.service, spec.sessions.count,
+                               needs_process=needs_process, load=spec.load is not None)
 
 
 def images_needed(loaded: Sequence[LoadedScenario], backend: str | None = None) -> list[str]:

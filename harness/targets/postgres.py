@@ -1,8 +1,9 @@
 """PostgreSQL, started from the machine's server binaries inside the lab's server namespace.
 
 A fresh cluster (initdb) lives in the lab's ``connchaos-`` temporary folder. Every scenario
-setting is passed to the server with ``-c`` after checking it against the server's own list of
-settings (``postgres --describe-config``). Clients are trusted only from the lab's client
+setting is passed to the server with ``-c`` after checking it as the server would, before
+anything starts: against its own list of settings (``postgres --describe-config``) and by its
+own parsing (``postgres -C``). Clients are trusted only from the lab's client
 network; the harness itself talks to the server through its Unix socket, a path no network
 fault can cut.
 """
@@ -111,6 +112,61 @@ def _check_value(kind: str, lo: str, hi: str, value: Scalar) -> str | None:
     return None
 
 
+_FATAL = re.compile(r"^.*?\b(FATAL|HINT|DETAIL):\s+(.*)$")
+
+
+def _server_says(stderr: str) -> str:
+    """The server's FATAL message with its HINT and DETAIL, without the log line prefix."""
+    parts = [m.group(2).strip() for m in map(_FATAL.match, stderr.splitlines()) if m]
+    return " ".join(p if p.endswith(".") else p + ";" for p in parts).rstrip(";") or stderr.strip()[-300:]
+
+
+def _ask_server(bindir: str, datadir: str, user: str | None,
+                settings: Sequence[tuple[str, str]]) -> str | None:
+    """Start ``postgres -C port`` with ``settings``: it parses every ``-c`` as a start does,
+    prints one value and exits; None when it takes them all, else what it says."""
+    argv = [*(as_account(user) if user else []), os.path.join(bindir, "postgres"), "-D", datadir,
+            "-C", "port"]
+    for name, value in settings:
+        argv += ["-c", f"{name}={value}"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=20, cwd=datadir, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"could not ask the server: {exc}"
+    return None if done.returncode == 0 else _server_says(done.stderr)
+
+
+@functools.lru_cache(maxsize=64)
+def server_refuses(bindir: str, settings: tuple[tuple[str, str], ...]) -> dict[str, str]:
+    """The settings the server itself refuses, each with its words (``postgres -C``, which
+    runs the server's own parsing and checks without a cluster: an empty configuration in a
+    scratch folder, removed again). One start for all of them; one each only when that
+    start fails. Root asks as the account PostgreSQL runs as."""
+    from harness.lab import owner
+
+    user = _run_user().pw_name if os.geteuid() == 0 else None
+    # a folder with an owner record: a check cut short leaves what `clean` can remove
+    folder = owner.make_folder(naming.new_lab_id(), purpose="postgres settings check")
+    try:
+        datadir = os.path.join(folder, "data")
+        os.makedirs(datadir, mode=0o700)
+        open(os.path.join(datadir, "postgresql.conf"), "w").close()
+        if user:
+            account = pwd.getpwnam(user)
+            for path in (datadir, os.path.join(datadir, "postgresql.conf")):
+                os.chown(path, account.pw_uid, account.pw_gid)
+        if _ask_server(bindir, datadir, user, settings) is None:
+            return {}
+        found = {}
+        for name, value in settings:
+            why = _ask_server(bindir, datadir, user, [(name, value)])
+            if why is not None:
+                found[name] = why
+        return found
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def pg_seconds(value: Scalar | None, base_s: float) -> float | None:
     """A PostgreSQL time setting in seconds; ``base_s`` is its unit without a suffix."""
     if value is None or isinstance(value, bool):
@@ -167,24 +223,38 @@ class PostgresTarget:
 
     @classmethod
     def check_settings(cls, settings: Mapping[str, Scalar]) -> list[tuple[str, str]]:
+        """Each setting as the server takes it: the lab's own refused, numbers and booleans
+        against ``--describe-config``'s types and bounds (our wording), then every value the
+        server itself parses (``server_refuses``: enums, strings, settings that list leaves
+        out such as ``application_name``), before anything starts."""
         bindir = find_bindir()
         problems = []
         known = known_settings(bindir) if bindir else {}
+        to_ask: dict[str, str] = {}
         for name, value in settings.items():
-            if name in RESERVED:
+            if name.lower() in RESERVED:     # the server's names are not case-sensitive
                 problems.append((name, "is set by connchaos to run the lab; remove it"))
+                continue
+            if "\0" in name or "\0" in _pg_text(value):
+                problems.append((name, "contains a NUL character, which no setting can hold"))
                 continue
             if not known:
                 continue  # no server binaries to ask; a run stops with exit 3 anyway
-            if name not in known:
+            if name in known:
+                why = _check_value(*known[name], value)
+                if why:
+                    problems.append((name, why))
+                    continue
+            to_ask[name] = _pg_text(value)
+        refused = server_refuses(bindir, tuple(to_ask.items())) if bindir and to_ask else {}
+        for name, why in refused.items():
+            if why.startswith("unrecognized configuration parameter"):
                 near = difflib.get_close_matches(name, known, n=1)
                 hint = f" (did you mean {near[0]}?)" if near else ""
-                problems.append((name, f"PostgreSQL has no setting {name!r}{hint}"))
-                continue
-            why = _check_value(*known[name], value)
-            if why:
-                problems.append((name, why))
-        return problems
+                why = f"PostgreSQL has no setting {name!r}{hint}"
+            problems.append((name, why))
+        order = list(settings)
+        return sorted(problems, key=lambda p: order.index(p[0]))
 
     def socket_settings(self) -> SocketSettings:
         """PostgreSQL turns SO_KEEPALIVE on for every TCP client; 0 means the OS default."""

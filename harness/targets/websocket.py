@@ -244,7 +244,12 @@ class WebSocketTarget:
         self._server_addr = lab.server_addr
         base = os.path.join(lab.tmpdir, "websocket")
         os.makedirs(base, exist_ok=True)
-        self._control = os.path.join(base, "control.sock")
+        # The control socket shows every session and makes the server send: it lives in a
+        # folder of its own, closed to every other account (the server refuses anything else).
+        control = os.path.join(base, "control")
+        os.makedirs(control, mode=0o700)
+        os.chmod(control, 0o700)
+        self._control = os.path.join(control, "control.sock")
         self._log = os.path.join(base, "connections.log")
         self._output = os.path.join(base, "server.out")
         image = lab.image_for("websocket", self.image)
@@ -254,9 +259,12 @@ class WebSocketTarget:
         elif not self.image:
             argv = tuple(self._reference_argv(lab, "python3" if image else sys.executable))
         # its own process group: Ctrl-C reaches the harness, which stops the whole group
+        # In a container the server would be root, and its 0600 socket out of reach of a
+        # harness without root: there it runs as the harness's own account.
+        user = f"{os.getuid()}:{os.getgid()}" if image and self.reference and os.geteuid() != 0 else None
         self._proc = lab.start_server(ServerSpec(
             "websocket", argv, image=image, binds={base: base}, log=self._output,
-            cwd=None if self.reference else self.workdir))
+            cwd=None if self.reference else self.workdir, user=user))
         lab.on_close("websocket server", self.stop)
         self._wait_ready(lab)
 

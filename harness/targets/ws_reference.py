@@ -20,7 +20,9 @@ It holds every connection and echoes what it receives. Two views for the harness
   line. ``{}`` or ``{"op": "status"}`` gives ``{"open": N, "closed": M, "connections":
   [{"peer": "addr:port", "path": "/..."}]}``; ``{"op": "send", "peers": [...], "bytes": N}``
   sends an N-byte message on those connections (all when ``peers`` is left out) and gives
-  ``{"sent": K}``.
+  ``{"sent": K}``; N is at most ``MAX_SEND_BYTES`` (a larger one is an error reply). The
+  socket is the server's account's alone (0600), in a folder that must be its alone (0700):
+  it shows every session and makes the server send, so no other local user may use it.
 - ``--log PATH``: one JSON line per connection opened and closed, stamped with
   ``time.time()``; a close line carries the close frames sent and received (code, reason)
   and the transport error behind it (``cause``), which is what tells a keepalive ping
@@ -50,6 +52,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 SHUTDOWN_GRACE_S = 1.0
+# A control ``send`` copies its message once per connection into the kernel's and websockets'
+# buffers (a dead peer's are never drained): bounded, so that one request cannot take the
+# machine's memory. The harness asks for a few kilobytes.
+MAX_SEND_BYTES = 1 << 20
 
 
 def _seconds_or_off(text: str) -> float | None:
@@ -149,22 +155,36 @@ class EchoServer:
                 pass
         return sent
 
+    async def answer(self, request: Any) -> dict[str, Any]:
+        """The reply to one control request (a JSON object)."""
+        if not isinstance(request, dict):
+            return {"error": "a request is a JSON object"}
+        op = request.get("op", "status")
+        if op == "status":
+            return self.status()
+        if op == "send":
+            size = request.get("bytes", 4000)
+            if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_SEND_BYTES:
+                return {"error": f"bytes must be a whole number from 0 to {MAX_SEND_BYTES}; got {size!r}"}
+            peers = request.get("peers")
+            if peers is not None and not (isinstance(peers, list) and all(isinstance(p, str) for p in peers)):
+                return {"error": "peers must be a list of addr:port strings"}
+            return {"sent": await self.send(peers, size)}
+        return {"error": f"unknown op {op!r}"}
+
     async def control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while line := await reader.readline():
                 try:
-                    request = json.loads(line) if line.strip() else {}
-                    op = request.get("op", "status")
-                    if op == "status":
-                        reply = self.status()
-                    elif op == "send":
-                        reply = {"sent": await self.send(request.get("peers"),
-                                                         int(request.get("bytes", 4000)))}
-                    else:
-                        reply = {"error": f"unknown op {op!r}"}
-                except (ValueError, AttributeError, TypeError) as exc:
-                    reply = {"error": str(exc)}
+                    reply = await self.answer(json.loads(line) if line.strip() else {})
+                except ValueError as exc:
+                    reply = {"error": f"not JSON: {exc}"}
                 writer.write((json.dumps(reply) + "\n").encode())
+                await writer.drain()
+        except ValueError:
+            # a line over the reader's limit (64 KiB): no request is that long
+            writer.write((json.dumps({"error": "request line too long"}) + "\n").encode())
+            with contextlib.suppress(ConnectionError):
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -212,6 +232,33 @@ async def main(args: argparse.Namespace) -> int:
     return 0
 
 
+class ControlFolderError(Exception):
+    """The control socket's folder is not the server's alone."""
+
+
+def check_control_folder(path: str) -> None:
+    """The folder of the control socket must be this account's and closed to everyone else
+    (0700): the socket shows every session and makes the server send."""
+    folder = os.path.dirname(os.path.abspath(path))
+    st = os.stat(folder)
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise ControlFolderError(
+            f"the control socket's folder {folder} must be owned by uid {os.geteuid()} and"
+            f" closed to others (mode 0700); it is uid {st.st_uid}, mode {st.st_mode & 0o777:04o}")
+
+
+async def open_control(path: str, echo: EchoServer) -> asyncio.Server:
+    """The control socket, mode 0600 from the start (created under umask 077)."""
+    check_control_folder(path)
+    old = os.umask(0o077)
+    try:
+        server = await asyncio.start_unix_server(echo.control, path=path)
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o600)
+    return server
+
+
 async def serve_until_stopped(args: argparse.Namespace, echo: EchoServer) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -220,9 +267,7 @@ async def serve_until_stopped(args: argparse.Namespace, echo: EchoServer) -> Non
     control = None
     try:
         if args.control:
-            control = await asyncio.start_unix_server(echo.control, path=args.control)
-            # in a container it runs as root; the harness that asks may not be (docker, no root)
-            os.chmod(args.control, 0o666)
+            control = await open_control(args.control, echo)
         server = await serve(echo.handler, sock=listening_socket(args),
                              ping_interval=args.ping_interval, ping_timeout=args.ping_timeout,
                              close_timeout=args.close_timeout, max_queue=None)
@@ -240,5 +285,13 @@ async def serve_until_stopped(args: argparse.Namespace, echo: EchoServer) -> Non
                 os.unlink(args.control)
 
 
+def _main() -> int:
+    try:
+        return asyncio.run(main(parse_args()))
+    except ControlFolderError as exc:
+        print(f"ws_reference: {exc}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(parse_args())))
+    sys.exit(_main())

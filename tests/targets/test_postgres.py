@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,9 @@ from harness.faults.site import Site
 from harness.lab.local import LocalLab
 from harness.lab.netns import LoopInNamespace
 from harness.scenario.model import Fault
+from harness.targets.base import Scalar
 from harness.targets.postgres import PostgresTarget, pg_seconds
+from harness.testing import keepalive_scenario, run_cli, write_scenario
 
 
 def build(kind: str):  # type: ignore[no-untyped-def]
@@ -49,6 +52,47 @@ def test_settings_are_checked_against_the_servers_own_list() -> None:
     assert "set by connchaos" in problems["port"]
     assert set(problems) == {"tcp_keepalive_idle", "tcp_keepalives_count",
                              "tcp_keepalives_interval", "log_connections", "port"}
+
+
+@pytest.mark.usefixtures("lab_machine")
+def test_every_value_is_checked_by_the_servers_own_parsing() -> None:
+    settings: dict[str, Scalar] = {
+        "log_min_messages": "banana",               # not one of its values
+        "TimeZone": "Mars/Base",                    # no such zone
+        "block_size": 1,                            # fixed when the server was built
+        "shared_buffers": "10TB",                   # past its maximum, in its own units
+        "Port": 5433,                               # the lab's, whatever the case
+        "application_name": "from-the-scenario",    # left out of --describe-config: fine
+        "timezone": "UTC", "search_path": '"a b", public', "log_min_duration_statement": "250ms",
+        "custom.placeholder": "x",                  # an extension's: the server takes it
+    }
+    problems = dict(PostgresTarget.check_settings(settings))
+    assert problems == {
+        "log_min_messages": 'invalid value for parameter "log_min_messages": "banana"; Available values:'
+                            " debug5, debug4, debug3, debug2, debug1, info, notice, warning, error, log,"
+                            " fatal, panic.",
+        "TimeZone": 'invalid value for parameter "TimeZone": "Mars/Base"',
+        "block_size": 'parameter "block_size" cannot be changed',
+        "shared_buffers": '1342177280 8kB is outside the valid range for parameter "shared_buffers"'
+                          " (16 .. 1073741823)",
+        "Port": "is set by connchaos to run the lab; remove it",
+    }
+    assert [name for name, _ in PostgresTarget.check_settings(settings)] == [
+        "log_min_messages", "TimeZone", "block_size", "shared_buffers", "Port"]   # the file's order
+
+
+@pytest.mark.usefixtures("lab_machine")
+def test_check_refuses_what_run_would_and_takes_what_the_server_takes(tmp_path: Path) -> None:
+    body = keepalive_scenario("pg-settings")
+    bad = write_scenario(tmp_path, "bad", body.replace("tcp_keepalives_count: 3",
+                                                       "tcp_keepalives_count: 3\n    log_min_messages: banana"))
+    done = run_cli("check", str(bad))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"{bad}:9" in done.stderr and 'invalid value for parameter "log_min_messages"' in done.stderr
+    good = write_scenario(tmp_path, "good", body.replace("tcp_keepalives_count: 3",
+                                                         "tcp_keepalives_count: 3\n    application_name: mine"))
+    done = run_cli("check", str(good))
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 @pytest.mark.usefixtures("no_leftovers")

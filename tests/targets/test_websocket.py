@@ -3,11 +3,16 @@ against its prediction, pings off, TCP keepalive, and a server of the user's own
 
 from __future__ import annotations
 
+import json
 import os
+import socket
+import stat
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -70,6 +75,69 @@ def first_time(condition: Callable[[], bool], timeout_s: float, interval_s: floa
             return time.time()
         time.sleep(interval_s)
     return None
+
+
+# -- the reference server's control socket (no lab) ---------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def reference_server(folder: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """The reference server on 127.0.0.1 with its control socket in ``folder``."""
+    control = folder / "control.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.targets.ws_reference", "--host", "127.0.0.1",
+                             "--port", str(_free_port()), "--control", str(control)],
+                            cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not control.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+            time.sleep(0.02)
+        yield proc, control
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def ask(control: Path, request: object) -> Any:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(5)
+        s.connect(str(control))
+        s.sendall((json.dumps(request) + "\n").encode())
+        return json.loads(s.makefile("rb").readline())
+
+
+def test_the_control_socket_is_0600_and_bounds_what_a_request_may_send(tmp_path: Path) -> None:
+    folder = tmp_path / "control"
+    folder.mkdir(mode=0o700)
+    with reference_server(folder) as (_, control):
+        assert stat.S_IMODE(control.stat().st_mode) == 0o600
+        assert control.stat().st_uid == os.geteuid()
+        assert ask(control, {"op": "status"}) == {"open": 0, "closed": 0, "connections": []}
+        assert ask(control, {"op": "send", "bytes": 4000}) == {"sent": 0}
+        too_big = ask(control, {"op": "send", "bytes": 10**12})
+        assert too_big == {"error": "bytes must be a whole number from 0 to 1048576; got 1000000000000"}
+        assert "error" in ask(control, {"op": "send", "bytes": -1})
+        assert "error" in ask(control, {"op": "send", "bytes": "lots"})
+        assert "error" in ask(control, ["not", "an", "object"])
+        assert ask(control, {})["open"] == 0     # still answering
+
+
+def test_the_server_refuses_a_control_folder_open_to_others(tmp_path: Path) -> None:
+    folder = tmp_path / "open"
+    folder.mkdir()
+    folder.chmod(0o755)
+    done = subprocess.run([sys.executable, "-m", "harness.targets.ws_reference", "--host", "127.0.0.1",
+                           "--port", str(_free_port()), "--control", str(folder / "control.sock")],
+                          cwd=REPO, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "must be owned by uid" in done.stderr and "mode 0755" in done.stderr
+    assert not (folder / "control.sock").exists()
 
 
 # -- settings (no lab) --------------------------------------------------------------------------
@@ -156,6 +224,11 @@ def test_sessions_echo_the_server_counts_them_and_alive_fails_under_a_blackhole(
         assert not ok and "no echo within 5 s" in detail
         assert time.monotonic() - started < 6
         assert client.run(target.alive(sessions[1])) == (True, "echo")
+        # the control socket is the server's account's alone, in a folder closed to others
+        control = target._control
+        assert stat.S_IMODE(os.stat(control).st_mode) == 0o600
+        assert stat.S_IMODE(os.stat(os.path.dirname(control)).st_mode) == 0o700
+        assert os.stat(control).st_uid == os.stat(f"/proc/{pid}").st_uid
     assert pid is not None and not os.path.exists(f"/proc/{pid}")
 
 
