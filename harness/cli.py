@@ -12,25 +12,16 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from harness import __version__
+from harness import __version__, interrupts
 from harness.core.verdict import exit_code
 from harness.errors import ConnchaosError, MachineError, ScenarioError
 
 if TYPE_CHECKING:
     from harness.core.records import RunRecord
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    """First Ctrl-C or SIGTERM: unwind through every ``finally`` (teardown). Later ones are
-    ignored so that they cannot cut the teardown short."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -154,13 +145,16 @@ def _proxy_command(args: argparse.Namespace) -> list[str] | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    # Ctrl-C or SIGTERM: unwind through every ``finally`` (teardown, which no signal cuts
+    # short) and exit 130; a signal whose interrupt was lost still ends the run with 130
+    interrupts.install()
     # A CI log is not a terminal: give the table room instead of rich's 80-column default.
     out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 180)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         code: int = globals()[f"cmd_{args.command}"](args, out, err)
+        if interrupts.received() is not None:
+            raise KeyboardInterrupt   # a signal came and was lost on the way: still an interrupt
         return code
     except ScenarioError as exc:
         err.print(str(exc), markup=False)
@@ -386,8 +380,10 @@ def cmd_up(args: argparse.Namespace, out: Console, err: Console) -> int:
     loaded = run.prepare([args.path], backend=args.backend)
     proxy_command = _proxy_command(args)
     run.require_machine(loaded, args.backend)
-    return run.hold_open(loaded[0], inject=args.fault, show=lambda s: out.print(s, markup=False),
-                            proxy_command=proxy_command, backend=args.backend)
+    code: int = run.hold_open(loaded[0], inject=args.fault, show=lambda s: out.print(s, markup=False),
+                              proxy_command=proxy_command, backend=args.backend)
+    interrupts.clear()   # Ctrl-C is how a held lab ends
+    return code
 
 
 def cmd_proxy(args: argparse.Namespace, out: Console, err: Console) -> int:
