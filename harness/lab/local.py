@@ -14,11 +14,13 @@ also runs for exceptions, Ctrl-C and SIGTERM (see ``harness.lab.base``).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
 
+from harness import interrupts
 from harness.errors import LabError
 from harness.lab import naming
 from harness.lab.base import LabBase
@@ -77,14 +79,19 @@ class LocalLab(LabBase):
     def _add_namespace(self, name: str) -> None:
         if name in list_namespaces():
             raise LabError("creating the lab", f"namespace {name} already exists")
-        try:
-            netns.create(name)
-        except OSError as exc:
-            raise LabError(f"creating namespace {name}", str(exc)) from exc
         self.on_close(f"namespace {name}", lambda: _remove_namespace(name))
+        # pyroute2 creates it in a child process: interrupted while waiting for that child,
+        # the namespace would appear after the teardown had looked for it
+        with interrupts.deferred():
+            try:
+                netns.create(name)
+            except OSError as exc:
+                raise LabError(f"creating namespace {name}", str(exc)) from exc
 
     def _veth(self, end: str, end_ns: str, router_end: str) -> None:
-        """A veth pair: ``end`` moves to ``end_ns``, ``router_end`` to the router."""
+        """A veth pair: ``end`` moves to ``end_ns``, ``router_end`` to the router. Until
+        both ends have moved, the pair is the host's: the namespaces' removal would not take it."""
+        self.on_close(f"veth {end}", lambda: _remove_host_link(end, router_end))
         try:
             with IPRoute() as ipr:
                 ipr.link("add", ifname=end, kind="veth", peer={"ifname": router_end})
@@ -92,7 +99,6 @@ class LocalLab(LabBase):
                     idx = ipr.link_lookup(ifname=name)[0]
                     ipr.link("set", index=idx, net_ns_fd=ns)
         except NetlinkError as exc:
-            _remove_host_link(end)
             raise LabError(f"creating veth {end}", str(exc)) from exc
 
     @staticmethod
@@ -117,11 +123,14 @@ class LocalLab(LabBase):
                 "server_addr": self.server_addr, "tmpdir": self.tmpdir}
 
 
-def _remove_host_link(name: str) -> None:
+def _remove_host_link(*names: str) -> None:
+    """Remove the links ``names`` still in the host's namespace (a veth's other end goes too)."""
     with IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=name)
-        if found:
-            ipr.link("del", index=found[0])
+        for name in names:
+            found = ipr.link_lookup(ifname=name)
+            if found:
+                with contextlib.suppress(NetlinkError):  # went with its pair
+                    ipr.link("del", index=found[0])
 
 
 def kill_namespace_processes(name: str, grace_s: float = 3.0) -> None:

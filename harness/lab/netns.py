@@ -43,11 +43,13 @@ def entered(name: str) -> Iterator[None]:
             target = os.open(os.path.join(NETNS_RUN_DIR, name), os.O_RDONLY)
         except OSError as exc:
             raise LabError(f"entering namespace {name}", str(exc)) from exc
+        # the way back is taken in a finally that already covers the way in: an interrupt
+        # just after setns must not leave the thread (the main one: the teardown's) inside
         try:
-            _setns(target)
-        finally:
-            os.close(target)
-        try:
+            try:
+                _setns(target)
+            finally:
+                os.close(target)
             yield
         finally:
             _setns(own)

@@ -40,6 +40,55 @@ def end_processes(still_running: Callable[[], Iterable[int]], grace_s: float = 3
             return
 
 
+def run_whole(argv: list[str], *, cwd: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command to its end, in a session of its own (a Ctrl-C in the terminal reaches
+    the harness only). Should the wait be cut short (an interrupt), the command's whole
+    process group is killed and gone before the exception goes on: what it started
+    (initdb's bootstrap backend) must not still write into a folder the teardown removes."""
+    from harness import interrupts
+
+    with interrupts.deferred():   # interrupted between fork and return, the child has no owner
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=cwd, start_new_session=True)
+    try:
+        out, err = proc.communicate()
+    except BaseException:
+        with interrupts.deferred():
+            end_group(proc)
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def end_group(proc: subprocess.Popen[str], grace_s: float = 5.0) -> None:
+    """SIGKILL to the process group ``proc`` leads, then wait (up to ``grace_s``) until no
+    process of the group runs: the leader reaped, the rest gone (or zombies of init's)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(grace_s)
+    deadline = time.monotonic() + grace_s
+    while _group_members(proc.pid) and time.monotonic() < deadline:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        time.sleep(0.01)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The running (not zombie) processes of process group ``pgid``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 3 and fields[3] == str(pgid) and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
 def stop_process(proc: Any, sig: int, grace_s: float = 10.0) -> None:
     """End a process the lab started: ``sig`` (the service's own clean shutdown), then
     SIGKILL if it is still there after ``grace_s``. A ``Popen``, or a container seen as one

@@ -34,7 +34,7 @@ from harness.core.prediction import Prediction, SocketSettings
 from harness.errors import LabError, MachineError
 from harness.faults.base import Flow
 from harness.lab import naming
-from harness.lab.processes import stop_process, wait_ready
+from harness.lab.processes import run_whole, stop_process, wait_ready
 from harness.lab.server import ServerProcess, ServerSpec, as_account
 from harness.scenario.model import Scenario
 from harness.targets.base import LabView, Scalar, ServerError, Session
@@ -306,9 +306,10 @@ class PostgresTarget:
         for d in (base, self._sockdir):
             os.makedirs(d, mode=0o700)
             os.chown(d, user.pw_uid, user.pw_gid)
-        init = subprocess.run([*as_account(user.pw_name), os.path.join(bindir, "initdb"), "-D", data,
-                               "-U", USER, "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"],
-                              capture_output=True, text=True, cwd=base)
+        # initdb's bootstrap backend writes the data folder: interrupted, it must be gone
+        # before the lab's folder is removed (run_whole waits for its whole group)
+        init = run_whole([*as_account(user.pw_name), os.path.join(bindir, "initdb"), "-D", data,
+                          "-U", USER, "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"], cwd=base)
         if init.returncode != 0:
             raise LabError("initdb", (init.stderr or init.stdout).strip()[-800:])
         with open(os.path.join(data, "pg_hba.conf"), "w") as f:
