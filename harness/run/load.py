@@ -117,7 +117,7 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
         raise LabError("applying the fault", f"{spec.fault.type} is not a packet fault")
     spawn_s = load.users / load.spawn_rate
     with phases.new_lab(backend, run_id) as lab:
-        kernel, table = phases.bring_up(lab, target)
+        kernel, table = phases.bring_up(lab, planned)
         sampler = ResourceSampler(lab.reach, target.port, lab.client_addr, RESOURCE_INTERVAL_S)
         sampler.start()
         lab.on_close("resource sampler", sampler.stop)
@@ -154,7 +154,7 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
         t0 = phases.inject(lab, fault, Site(lab=lab, flows=flows), observer, before)
         progress(f"{spec.name}: {fault.describe()} on {len(faulted_keys)} of {len(keys)} sessions;"
                  f" watching up to {format_seconds(spec.deadline_s)} s")
-        observed_for = phases.observe(observer, spec, t0, [w for w in watched if w.key in faulted_keys])
+        observed_for = phases.observe(observer, planned, t0, [w for w in watched if w.key in faulted_keys])
         survivors = {f"{w.key[2]}:{w.key[3]}" for w in watched if w.key not in faulted_keys}
         checks = _wait_for_checks(locust, survivors)
         observer.sample()   # a survivor dropped during the checks still counts

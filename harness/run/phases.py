@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness import interrupts
 from harness.core.assess import Conditions, Heartbeat, ScenarioHead, SessionFacts, assess_all, scenario_record
 from harness.core.prediction import Effective, KernelDefaults, Prediction, effective
 from harness.core.records import (
@@ -26,10 +28,12 @@ from harness.core.records import (
     TargetRecord,
 )
 from harness.core.verdict import Expectations
+from harness.errors import LabError
 from harness.faults import build
 from harness.faults.site import Fault, Site
 from harness.lab.docker import DockerLab
 from harness.lab.local import LocalLab
+from harness.lab.server import ServerProcess
 from harness.observe.sockdiag import Key, SockInfo, TableReader
 from harness.observe.watch import Observer, Watched
 from harness.scenario import LoadedScenario
@@ -61,6 +65,50 @@ def make_target(loaded: LoadedScenario) -> Any:
 
 
 @dataclass
+class TargetWatch:
+    """The target's own server processes (what it started with ``lab.start_server``),
+    watched through the run: a target that dies under the harness has not reclaimed
+    anything, its death is the run's error."""
+
+    service: str
+    procs: Sequence[ServerProcess]
+    every_s: float = 0.5
+    exited: str | None = None       # what was seen: "the target's server (pid N) exited with ..."
+    _next: float = 0.0
+    _last: bool = False             # the teardown has looked (then the lab stopped it itself)
+
+    def look(self, *, now: bool = True) -> None:
+        """A LabError naming the server if one has exited; ``now`` False looks at most once
+        every ``every_s`` (a container's state is an engine call). After the teardown's
+        look, what it saw."""
+        if not self._last and (now or time.monotonic() >= self._next):
+            self._next = time.monotonic() + self.every_s
+            self._poll()
+        if self.exited is not None:
+            raise LabError(f"watching {self.service}", self.exited)
+
+    def last_look(self) -> None:
+        """Note an exit without raising: the teardown's look, just before the lab stops the
+        target itself."""
+        self._poll()
+        self._last = True
+
+    def _poll(self) -> None:
+        for proc in self.procs:
+            code = proc.poll()
+            if code is not None and self.exited is None:
+                how = f"signal {_signal_name(-code)}" if code < 0 else f"status {code}"
+                self.exited = f"the target's server (pid {proc.pid}) exited with {how} during the run"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
+
+
+@dataclass
 class Planned:
     """A scenario about to run: its target and fault built, its random choices seeded."""
 
@@ -69,6 +117,7 @@ class Planned:
     fault: Fault
     chooser: random.Random
     started: float
+    watch: TargetWatch | None = None    # set once the target is up (``bring_up``)
 
     @classmethod
     def of(cls, ls: LoadedScenario, run_id: str) -> Planned:
@@ -91,13 +140,21 @@ def heartbeat_of(target: Any) -> Heartbeat:
 
 # -- bring up ---------------------------------------------------------------------------------
 
-def bring_up(lab: Lab, target: Any) -> tuple[KernelDefaults, TableReader]:
+def bring_up(lab: Lab, planned: Planned) -> tuple[KernelDefaults, TableReader]:
     """The lab kernel's defaults (read before the target changes anything), the target
-    started, and the server's socket table opened (closed with the lab)."""
+    started and watched (``planned.watch``), and the server's socket table opened (closed
+    with the lab)."""
+    interrupts.check()
     kernel = lab.reach.kernel_defaults()
+    target = planned.target
+    first = len(lab.servers)
     target.start(lab)
+    watch = planned.watch = TargetWatch(target.service, lab.servers[first:])
+    # the teardown's look runs before the target's own stop (registered before it)
+    lab.on_close("watching the target", watch.last_look)
     table = lab.reach.socket_table()
     lab.on_close("socket table", table.close)
+    interrupts.check()
     return kernel, table
 
 
@@ -107,6 +164,7 @@ def inject(lab: Lab, fault: Fault, site: Site, observer: Observer,
            before: dict[Key, SockInfo]) -> float:
     """Apply the fault (reverted with the lab) and start the observer from the state
     ``before`` it; returns the fault's time, t0 of every timeline."""
+    interrupts.check()
     fault.apply(site)
     lab.on_close("fault", fault.revert)
     t0 = time.time()
@@ -114,15 +172,23 @@ def inject(lab: Lab, fault: Fault, site: Site, observer: Observer,
     return t0
 
 
-def observe(observer: Observer, spec: Any, t0: float, faulted: Sequence[Watched],
+def observe(observer: Observer, planned: Planned, t0: float, faulted: Sequence[Watched],
             on_observe: ObserveHook | None = None) -> float:
-    """Sample until every faulted session is released or the deadline; returns how long."""
+    """Sample until every faulted session is released or the deadline; returns how long.
+    The target's own death ends it with a LabError (its sockets going would read as reclaims)."""
+    spec, watch = planned.spec, planned.watch
+
     def sampled() -> None:
+        interrupts.check()
+        if watch is not None:
+            watch.look(now=False)
         if on_observe is not None:
             on_observe(sum(1 for w in faulted if w.released()), len(faulted),
                        time.time() - t0, spec.deadline_s)
     observer.run(interval_s=spec.observe.interval, until=t0 + spec.deadline_s,
                  done=lambda: all(w.released() for w in faulted), on_sample=sampled)
+    if watch is not None:
+        watch.look()
     return time.time() - t0
 
 
@@ -150,6 +216,9 @@ def judge(planned: Planned, lab: Lab, facts: Sequence[SessionFacts], *, kernel: 
           load: LoadRecord | None = None) -> ScenarioRecord:
     """The scenario's record: every session assessed against its prediction, the verdict on
     the scenario's expectations, and what ran (``listed`` chooses the sessions written)."""
+    interrupts.check()
+    if planned.watch is not None:
+        planned.watch.look()   # as the teardown last saw it: an exit after observing counts too
     spec, target, fault = planned.spec, planned.target, planned.fault
     eff: Effective = effective(target.socket_settings(), kernel)
     exp = spec.expect

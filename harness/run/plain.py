@@ -109,7 +109,7 @@ def run_plain(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: No
     faulted_ids = set(planned.chooser.sample(range(count), spec.fault.pick_count(count)))
 
     with new_lab(backend, run_id) as lab:
-        kernel, table = bring_up(lab, target)
+        kernel, table = bring_up(lab, planned)
         routing = setup_routing(lab, target, spec.fault.layer or "packet", faulted_ids, proxy_command)
         progress(f"{spec.name}: {spec.target.service} up in {lab.server_ns}{routing.shown()}")
         sessions = open_sessions(lab, target, count, routing)
@@ -138,7 +138,7 @@ def run_plain(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: No
             sent_at = time.time()
         progress(f"{spec.name}: {fault.describe()} on {len(faulted)} of {count} sessions;"
                  f" watching up to {format_seconds(spec.deadline_s)} s")
-        observed_for = observe(observer, spec, t0, [watched[s.id] for s in faulted], on_observe)
+        observed_for = observe(observer, planned, t0, [watched[s.id] for s in faulted], on_observe)
         checks = dict(zip((s.id for s in survivors),
                           sessions.client.run(_alive_all(target, survivors), timeout=60), strict=True))
         observer.sample()  # a survivor dropped during the checks still counts
