@@ -110,15 +110,17 @@ def _ended(proc: subprocess.Popen[str], timeout_s: float = 60) -> str:
     return err
 
 
-def _server_namespace() -> str:
-    (ns,) = [o.split()[1] for o in ours() if o.startswith("netns cc-") and o.endswith("-srv")]
+def _server_namespace(before: set[str]) -> str:
+    """The server namespace of the lab built since ``before`` (``ours()`` then: an older
+    one may be a leftover)."""
+    (ns,) = [o.split()[1] for o in ours() - before if o.startswith("netns cc-") and o.endswith("-srv")]
     return ns
 
 
-def _target_pid(marker: str) -> int:
+def _target_pid(marker: str, before: set[str]) -> int:
     """The target's server process: the one in the lab's server namespace whose command line
     holds ``marker``."""
-    ns = _server_namespace()
+    ns = _server_namespace(before)
     for pid in pids_in(ns):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -149,7 +151,7 @@ def test_a_signal_during_teardown_waits_for_it_and_ends_the_run_130(tmp_path: Pa
     before = _everything()
     proc = _spawn(path, tmp_path)
     _wait_for(proc, "watching up to")
-    pid = _target_pid(marker)
+    pid = _target_pid(marker, before)
     _when_gone(pid)                         # the teardown has begun: the target is stopped
     proc.send_signal(signal.SIGINT)
     err = _ended(proc)

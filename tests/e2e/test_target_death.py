@@ -44,16 +44,18 @@ observe: {deadline: 40s}
 """
 
 
-def _server_namespace() -> str:
-    (ns,) = [o.split()[1] for o in ours() if o.startswith("netns cc-") and o.endswith("-srv")]
+def _server_namespace(before: set[str]) -> str:
+    """The server namespace of the lab built since ``before`` (``ours()`` then: an older
+    one may be a leftover)."""
+    (ns,) = [o.split()[1] for o in ours() - before if o.startswith("netns cc-") and o.endswith("-srv")]
     return ns
 
 
-def _echo() -> tuple[int, str]:
+def _echo(before: set[str]) -> tuple[int, str]:
     """The echo server itself (``python3 ... tcp_echo.py``), and what its death reads as: the
     target's server is the ``sh -c`` that runs the command (dash waits for it), which exits
     with the status a shell gives a killed child."""
-    for pid in pids_in(_server_namespace()):
+    for pid in pids_in(_server_namespace(before)):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
@@ -66,9 +68,10 @@ def _echo() -> tuple[int, str]:
     raise AssertionError("no echo server in the lab")
 
 
-def _postmaster() -> tuple[int, str]:
-    """The postmaster, from its data folder's postmaster.pid (in the lab's folder)."""
-    (found,) = glob.glob("/tmp/connchaos-*/postgres/data/postmaster.pid")
+def _postmaster(before: set[str]) -> tuple[int, str]:
+    """The postmaster, from its data folder's postmaster.pid (in the lab's new folder)."""
+    (found,) = [p for p in glob.glob("/tmp/connchaos-*/postgres/data/postmaster.pid")
+                if f"folder {p.split('/postgres/')[0]}" not in before]
     pid = int(Path(found).read_text().split()[0])
     return pid, f"the target's server (pid {pid}) exited with signal SIGKILL during the run"
 
@@ -77,8 +80,9 @@ def _postmaster() -> tuple[int, str]:
 @pytest.mark.slow   # measured about 12 s (tcp 3 s, postgres 6 s)
 @pytest.mark.parametrize("body, server", [(TCP, _echo), (POSTGRES, _postmaster)], ids=["tcp", "postgres"])
 def test_a_target_killed_mid_run_is_an_error_naming_it(tmp_path: Path, body: str,
-                                                       server: Callable[[], tuple[int, str]]) -> None:
+                                                       server: Callable[[set[str]], tuple[int, str]]) -> None:
     path = write_scenario(tmp_path, "dies", body)
+    before = ours()
     proc = subprocess.Popen([*CONNCHAOS, "run", "--report-dir", str(tmp_path / "r"), str(path)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
@@ -87,7 +91,7 @@ def test_a_target_killed_mid_run_is_an_error_naming_it(tmp_path: Path, body: str
         line = proc.stderr.readline()
         assert line, seen
         seen += line
-    pid, reason = server()
+    pid, reason = server(before)
     time.sleep(0.5)                      # a moment into the observation
     os.kill(pid, signal.SIGKILL)
     out, err = proc.communicate(timeout=60)
