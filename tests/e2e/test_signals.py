@@ -11,47 +11,25 @@ from __future__ import annotations
 
 import contextlib
 import os
-import pwd
 import random
-import re
 import select
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from harness.lab.netns import pids_in
-from harness.testing import CONNCHAOS, REPO, ours, write_scenario
+from harness.testing import write_scenario
+from tests.e2e.runs import Run, echo_scenario, everything
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
-ECHO = f"{sys.executable} {REPO}/scenarios/services/tcp_echo.py --host {{host}} --port {{port}}"
-
-# Reclaimed by the service's keepalive 1/1/1 about 2 s after the fault: a run that passes.
-TCP_PASSES = f"""name: tcp-passes
-target:
-  service: tcp
-  command: {ECHO} --keepalive-idle 1 --keepalive-interval 1 --keepalive-count 1
-  port: 7000
-  settings: {{tcp_keepalive: true, tcp_keepalive_idle: 1, tcp_keepalive_interval: 1, tcp_keepalive_count: 1}}
-sessions: {{count: 3, hold: 100ms, greeting: "hello\\n"}}
-fault: {{type: blackhole, sessions: 2}}
-expect: {{reclaimed_within: 5s, survivors_untouched: true}}
-observe: {{deadline: 8s}}
-"""
+# Reclaimed by the service's keepalive about 2 s after the fault: a run that passes.
+TCP_PASSES = echo_scenario("tcp-passes", expect="{reclaimed_within: 5s, survivors_untouched: true}",
+                           deadline="8s", faulted="2", keepalive_s=1)
 
 # Never reclaimed within the run: it lasts until a signal ends it.
-TCP_HOLDS = f"""name: tcp-holds
-target: {{service: tcp, command: "{ECHO}", port: 7000}}
-sessions: {{count: 3, hold: 100ms, greeting: "hello\\n"}}
-fault: {{type: blackhole}}
-expect: {{still_held_after: 60s}}
-observe: {{deadline: 70s}}
-"""
+TCP_HOLDS = echo_scenario("tcp-holds", expect="{still_held_after: 60s}", deadline="70s")
 
 # sshd ends the faulted sessions itself about 4 s after the fault (2 x 1 x (1 + 1)).
 SSH_PASSES = """name: ssh-passes
@@ -73,64 +51,13 @@ observe: {deadline: 70s}
 """
 
 
-def _accounts() -> set[str]:
-    return {f"account {p.pw_name}" for p in pwd.getpwall() if re.fullmatch(r"cc-[0-9a-f]+", p.pw_name)}
-
-
-def _everything() -> set[str]:
-    """``ours()`` and the per-run accounts (an ssh lab's)."""
-    return ours() | _accounts()
-
-
-def _spawn(path: Path, tmp_path: Path, code: str | None = None) -> subprocess.Popen[str]:
-    """``connchaos run PATH``; with ``code``, through ``python -c code`` (which then calls the CLI)."""
-    argv = ["run", "--report-dir", str(tmp_path / "r"), str(path)]
-    cmd = [*CONNCHAOS, *argv] if code is None else [sys.executable, "-c", code, *argv]
-    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_for(proc: subprocess.Popen[str], text: str, timeout_s: float = 60) -> str:
-    """stderr up to the line holding ``text``."""
-    assert proc.stderr is not None
-    seen = ""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        seen += line
-        if text in line:
-            return seen
-    proc.kill()
-    raise AssertionError(f"{text!r} never appeared; saw: {seen}")
-
-
-def _ended(proc: subprocess.Popen[str], timeout_s: float = 60) -> str:
-    """The run's exit, and its whole stderr; then a moment for late children to show."""
-    _, err = proc.communicate(timeout=timeout_s)
-    time.sleep(0.3)
-    return err
-
-
-def _server_namespace(before: set[str]) -> str:
-    """The server namespace of the lab built since ``before`` (``ours()`` then: an older
-    one may be a leftover)."""
-    (ns,) = [o.split()[1] for o in ours() - before if o.startswith("netns cc-") and o.endswith("-srv")]
-    return ns
-
-
-def _target_pid(marker: str, before: set[str]) -> int:
-    """The target's server process: the one in the lab's server namespace whose command line
-    holds ``marker``."""
-    ns = _server_namespace(before)
-    for pid in pids_in(ns):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if marker.encode() in f.read():
-                    return pid
-        except OSError:
-            continue
-    raise AssertionError(f"no process of {marker!r} in {ns}")
+def _target_pid(run: Run, marker: str) -> int:
+    """The target's server process: the first in the lab's server namespace whose command
+    line holds ``marker``."""
+    for pid, _, argv in run.server_processes():
+        if any(marker.encode() in a for a in argv):
+            return pid
+    raise AssertionError(f"no process of {marker!r} in the lab")
 
 
 def _when_gone(pid: int, timeout_s: float = 30) -> None:
@@ -150,45 +77,37 @@ def test_a_signal_during_teardown_waits_for_it_and_ends_the_run_130(tmp_path: Pa
     """The issue's item 1: the run is done and its teardown has stopped the target; a
     SIGINT then must not abandon the rest (namespaces, the ssh account, the lab folder)."""
     path = write_scenario(tmp_path, "teardown", body)
-    before = _everything()
-    proc = _spawn(path, tmp_path)
-    _wait_for(proc, "watching up to")
-    pid = _target_pid(marker, before)
-    _when_gone(pid)                         # the teardown has begun: the target is stopped
-    proc.send_signal(signal.SIGINT)
-    err = _ended(proc)
-    assert proc.returncode == 130, err
-    assert "interrupted; the lab was torn down" in err
-    assert _everything() - before == set()
+    before = everything()
+    run = Run(path, tmp_path)
+    run.wait_for("watching up to")
+    _when_gone(_target_pid(run, marker))     # the teardown has begun: the target is stopped
+    run.send(signal.SIGINT)
+    assert run.end() == 130, run.err
+    assert "interrupted; the lab was torn down" in run.err
+    assert everything() - before == set()
 
 
 def test_more_signals_during_an_interrupted_teardown_are_held_until_it_ends(tmp_path: Path) -> None:
     """A first SIGTERM starts the teardown; SIGINT and SIGTERM every 20 ms cannot cut it short
     (nothing ignores them any more: they are held, and acted on after it)."""
     path = write_scenario(tmp_path, "again", TCP_HOLDS)
-    before = _everything()
-    proc = _spawn(path, tmp_path)
-    _wait_for(proc, "watching up to")
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True)
-    reader.start()
-    proc.send_signal(signal.SIGTERM)
+    before = everything()
+    run = Run(path, tmp_path)
+    run.wait_for("watching up to")
+    run.send(signal.SIGTERM)
     sent = 1
-    while proc.poll() is None and not any("interrupted" in line for line in lines):
+    while run.proc.poll() is None and not run.said("interrupted"):
         time.sleep(0.02)
         with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGINT if sent % 2 else signal.SIGTERM)
+            run.send(signal.SIGINT if sent % 2 else signal.SIGTERM)
             sent += 1
-    proc.wait(60)
-    reader.join(5)
-    err = "".join(lines)
+    code = run.end()
     assert sent > 3, "the teardown was too quick to be interrupted"
-    assert "connchaos: interrupted; the lab was torn down" in err
+    assert "connchaos: interrupted; the lab was torn down" in run.err
     # a signal sent as the line was printed may reach the interpreter's own exit, after the
     # CLI's handler is gone: that kills it, the teardown long done
-    assert proc.returncode in (130, -signal.SIGINT, -signal.SIGTERM), err
-    time.sleep(0.3)
-    assert _everything() - before == set()
+    assert code in (130, -signal.SIGINT, -signal.SIGTERM), run.err
+    assert everything() - before == set()
 
 
 @pytest.mark.slow   # measured about 30 s: 6 runs to a point of their build
@@ -202,15 +121,14 @@ def test_an_interrupt_while_the_lab_is_built_leaves_nothing(tmp_path: Path) -> N
     seeded = random.Random(16)
     delays = [round(seeded.uniform(lo, hi), 3)
               for lo, hi in ((0, 0.1), (0.1, 0.2), (0.2, 0.5), (0.5, 1.0), (1.0, 1.5), (1.5, 2.0))]
-    before = _everything()
+    before = everything()
     for delay in delays:
-        proc = _spawn(path, tmp_path)
-        _wait_for(proc, "starting on local")
+        run = Run(path, tmp_path)
+        run.wait_for("starting on local")
         time.sleep(delay)
-        proc.send_signal(signal.SIGINT)
-        err = _ended(proc)
-        assert proc.returncode == 130, f"{delay} s into the build: {err}"
-        left = _everything() - before
+        run.send(signal.SIGINT)
+        assert run.end() == 130, f"{delay} s into the build: {run.err}"
+        left = everything() - before
         assert not left, f"{delay} s into the build: left {sorted(left)}"
 
 
@@ -261,10 +179,10 @@ def test_a_signal_whose_interrupt_python_swallowed_still_ends_the_run(tmp_path: 
     """The issue's item 3: the interrupt raised inside a callback is lost; the run must not
     pass with exit 0, and Ctrl-C must not stay ignored."""
     path = write_scenario(tmp_path, "lost", TCP_PASSES)
-    before = _everything()
-    proc = _spawn(path, tmp_path, SWALLOWED.format(hook=hook))
-    err = _ended(proc)
-    assert "Exception ignored" in err or hook is AT_FORK, err     # it really was swallowed
-    assert proc.returncode == 130, err
-    assert "interrupted" in err
-    assert _everything() - before == set()
+    before = everything()
+    run = Run(path, tmp_path, SWALLOWED.format(hook=hook))
+    code = run.end()
+    assert "Exception ignored" in run.err or hook is AT_FORK, run.err   # it really was swallowed
+    assert code == 130, run.err
+    assert "interrupted" in run.err
+    assert everything() - before == set()
