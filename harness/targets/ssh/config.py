@@ -10,13 +10,12 @@ import pwd
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Mapping
 
 import asyncssh
 
 from harness.errors import MachineError
-from harness.lab import naming
+from harness.lab import naming, owner
 from harness.targets.base import Scalar
 
 # The lab decides these: where sshd listens, its keys and files, who may log in and how.
@@ -83,9 +82,9 @@ def _sshd_test(sshd: str, options: tuple[tuple[str, str], ...]) -> tuple[int, st
     """``sshd -T`` with an empty configuration, a throwaway host key and ``options``:
     (exit code, effective configuration, messages)."""
     as_user = _unprivileged()
-    folder = tempfile.mkdtemp(prefix=naming.TMP_PREFIX)
+    # with an owner record, so that `connchaos clean` may remove it after a killed check
+    folder = owner.make_folder(naming.new_lab_id(), purpose="sshd settings check")
     try:
-        os.chmod(folder, 0o755)
         key = os.path.join(folder, "host_ed25519")
         asyncssh.generate_private_key("ssh-ed25519").write_private_key(key)
         if as_user:
