@@ -72,7 +72,16 @@ def test_a_signal_inside_deferred_waits_for_the_block_to_end() -> None:
 
 
 def test_deferred_stands_in_for_python_s_default_handler() -> None:
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's own handler, whatever an earlier in-process cli.main() installed
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _deferred_stands_in()
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def _deferred_stands_in() -> None:
+    interrupts.clear()
     done = []
     with pytest.raises(KeyboardInterrupt), interrupts.deferred():
         _signal_self()
