@@ -36,10 +36,6 @@ Heartbeat = Callable[[float, float], tuple[Prediction | None, float | None]]
 prediction and when its first unanswered heartbeat goes out; (None, None) without one."""
 
 
-def no_heartbeat(last_activity_s: float, opened_s: float) -> tuple[Prediction | None, float | None]:
-    return None, None
-
-
 @dataclass(frozen=True)
 class SessionFacts:
     """What a runner saw of one session, in seconds from the fault."""
@@ -70,8 +66,7 @@ class FaultModel(Protocol):
         ...
 
 
-def predict_with_heartbeat(network: Prediction, settings: Effective, facts: SessionFacts,
-                           heartbeat: Heartbeat,
+def predict_with_heartbeat(network: Prediction, facts: SessionFacts, heartbeat: Heartbeat,
                            blinded: Callable[[float], Prediction] | None) -> Prediction:
     """The network's prediction against the service's heartbeat: the earlier decides, and a
     heartbeat in flight blinds keepalive (``blinded(first_send)`` is then the kernel's path)."""
@@ -104,9 +99,10 @@ def _timeline(facts: SessionFacts, fault_type: str) -> list[Event]:
     return sort_events(events)
 
 
-def assess_one(facts: SessionFacts, settings: Effective, fault: FaultModel, heartbeat: Heartbeat, *,
+def assess(facts: SessionFacts, settings: Effective, fault: FaultModel, heartbeat: Heartbeat, *,
                fault_type: str, needs_process: bool) -> Assessed:
-    """One session: its timeline, what happened, and (faulted) what should have."""
+    """One session: its timeline, what happened, and (faulted) what should have: its record
+    and the full prediction behind it."""
     events = _timeline(facts, fault_type)
     out = outcome(events, needs_process=needs_process, user_timeout_set=settings.user_timeout_s > 0)
     pred = fault.predict(settings, facts, heartbeat) if facts.faulted else None
@@ -119,13 +115,6 @@ def assess_one(facts: SessionFacts, settings: Effective, fault: FaultModel, hear
         alive_at_end=alive, events=tuple(EventRecord(e.t, e.what, e.detail) for e in events),
         client_error=facts.client_error)
     return Assessed(record, pred)
-
-
-def assess(facts: SessionFacts, settings: Effective, fault: FaultModel, heartbeat: Heartbeat, *,
-           fault_type: str = "", needs_process: bool = False) -> SessionRecord:
-    """One session's record."""
-    return assess_one(facts, settings, fault, heartbeat, fault_type=fault_type,
-                      needs_process=needs_process).record
 
 
 def headline(predictions: Sequence[Prediction]) -> Prediction | None:
@@ -163,7 +152,7 @@ def assess_all(facts: Sequence[SessionFacts], conditions: Conditions, expect: Ex
                deadline_s: float) -> Assessment:
     """Every session assessed, and the scenario's verdict on them."""
     c = conditions
-    done = tuple(assess_one(f, c.settings, c.fault, c.heartbeat, fault_type=c.fault_type,
+    done = tuple(assess(f, c.settings, c.fault, c.heartbeat, fault_type=c.fault_type,
                             needs_process=c.needs_process) for f in facts)
     top = headline([a.prediction for a in done if a.prediction is not None])
     results = [a.record for a in done]

@@ -25,15 +25,14 @@ _R = TypeVar("_R")
 _F = TypeVar("_F", bound="_Flat")
 
 
-def _split(data: Mapping[str, Any], cls: type, renames: Mapping[str, str] | None = None,
+def _split(data: Mapping[str, Any], cls: type,
            skip: Sequence[str] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``data``'s keys that are plain fields of ``cls`` (by JSON name), and the rest."""
+    """``data``'s keys that are plain fields of ``cls``, and the rest (``skip``: neither)."""
     names = {f.name for f in fields(cls)} - {"extra", *skip}
-    by_json = {(renames or {}).get(n, n): n for n in names}
     known, extra = {}, {}
     for key, value in data.items():
-        if key in by_json:
-            known[by_json[key]] = value
+        if key in names:
+            known[key] = value
         elif key not in skip:
             extra[key] = value
     return known, extra

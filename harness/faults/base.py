@@ -103,7 +103,7 @@ class PacketFault:
         def blinded(first_send: float) -> Prediction:
             return predict(settings, activity="in-flight", peer=self.peer, data_sent_s=first_send,
                            rto_s=facts.rto_s)
-        return predict_with_heartbeat(tcp, settings, facts, heartbeat, blinded)
+        return predict_with_heartbeat(tcp, facts, heartbeat, blinded)
 
     def revert(self) -> None:
         """Remove what ``apply`` loaded."""

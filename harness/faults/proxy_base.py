@@ -65,7 +65,7 @@ class ProxyFault:
         service's heartbeats too, so they still decide when they come first."""
         effect, delay = self.effect(facts.activity)
         proxied = predict_proxy(effect, what=self.describe(), delay_s=delay)
-        return predict_with_heartbeat(proxied, settings, facts, heartbeat, None)
+        return predict_with_heartbeat(proxied, facts, heartbeat, None)
 
     def _proxy(self, name: str) -> Any:
         proxy = Toxiproxy().get_proxy(name)

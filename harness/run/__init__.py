@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from harness.core.assess import SessionFacts, assess_one
+from harness.core.assess import SessionFacts, assess
 from harness.core.prediction import KernelDefaults, Prediction, effective
 from harness.core.records import ScenarioRecord
 from harness.errors import LabError
@@ -24,6 +24,7 @@ from harness.run.check import (
     ensure_images,
     images_needed,
     prepare,
+    quiet,
     require_machine,
     support_problems,
 )
@@ -33,10 +34,6 @@ from harness.run.plain import run_plain
 from harness.run.results import RunResults, error_record, new_results, new_run_id
 from harness.run.up import hold_open as _hold_open
 from harness.scenario import LoadedScenario
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 class Runner(Protocol):
@@ -54,7 +51,7 @@ def kind_of(ls: LoadedScenario) -> str:
     return "load" if ls.scenario.load is not None else "plain"
 
 
-def run_scenario(ls: LoadedScenario, run_id: str, *, backend: str, progress: Progress = _quiet,
+def run_scenario(ls: LoadedScenario, run_id: str, *, backend: str, progress: Progress = quiet,
                  proxy_command: Sequence[str] | None = None, on_observe: ObserveHook | None = None,
                  on_event: EventHook | None = None, report_folder: str | None = None) -> ScenarioRecord:
     """One scenario, in a lab of its own on ``backend``, by the runner of its kind."""
@@ -64,7 +61,7 @@ def run_scenario(ls: LoadedScenario, run_id: str, *, backend: str, progress: Pro
 
 
 def run(loaded: Sequence[LoadedScenario], *, results: RunResults | None = None,
-        progress: Progress = _quiet, proxy_command: Sequence[str] | None = None,
+        progress: Progress = quiet, proxy_command: Sequence[str] | None = None,
         on_scenario: Callable[[ScenarioRecord], None] | None = None,
         on_observe: ObserveHook | None = None, on_event: EventHook | None = None,
         backend: str | None = None, report_folder: str | None = None) -> RunResults:
@@ -110,7 +107,7 @@ def scenario_prediction(loaded: LoadedScenario, kernel: KernelDefaults | None = 
     facts = SessionFacts(id=0, faulted=True, opened_s=-hold, last_activity_s=-hold,
                          activity=spec.sessions.activity, data_sent_s=0.0)
     settings = effective(target.socket_settings(), kernel or KernelDefaults())
-    done = assess_one(facts, settings, planned.fault, heartbeat_of(target),
+    done = assess(facts, settings, planned.fault, heartbeat_of(target),
                       fault_type=spec.fault.type, needs_process=False)
     assert done.prediction is not None
     return done.prediction

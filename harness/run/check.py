@@ -20,8 +20,8 @@ LAYERS = ("packet", "proxy")
 Progress = Callable[[str], None]
 
 
-def _quiet(_: str) -> None:
-    pass
+def quiet(_: str) -> None:
+    """A progress callback that shows nothing."""
 
 
 # -- preparing: everything that can be checked before anything starts ------------------------
@@ -199,7 +199,7 @@ def images_needed(loaded: Sequence[LoadedScenario], backend: str | None = None) 
 
 
 def ensure_images(loaded: Sequence[LoadedScenario], backend: str | None = None,
-                  progress: Progress = _quiet) -> None:
+                  progress: Progress = quiet) -> None:
     """Build the images the docker scenarios need and are missing (a cache: once built,
     nothing happens); without a registry the base image is built first (see images.py)."""
     names = images_needed(loaded, backend)
