@@ -180,7 +180,7 @@ def cmd_check(args: argparse.Namespace, out: Console, err: Console) -> int:
 def cmd_explain(args: argparse.Namespace, out: Console, err: Console) -> int:
     from harness.core.prediction import KernelDefaults, effective, format_seconds
     from harness.faults import FAULTS
-    from harness.run import make_target, prepare, scenario_prediction
+    from harness.run import make_target, prepare, scenario_prediction, upstream_prediction
 
     for ls in prepare(args.paths):
         spec = ls.scenario
@@ -227,6 +227,10 @@ def cmd_explain(args: argparse.Namespace, out: Console, err: Console) -> int:
             out.print(f"  predicted {format_seconds(since)} s after {anchor}, by {pred.mechanism}"
                       f" (about {format_seconds(pred.reclaim_s)} s after the fault)", markup=False)
             out.print(f"            {pred.formula}", markup=False)
+        up = upstream_prediction(ls, pred)
+        if up is not None:
+            at = "" if up.at_s is None else f" about {format_seconds(up.at_s)} s after the fault"
+            out.print(f"  upstream  {up.outcome}{at} ({up.mechanism}): {up.formula}", markup=False)
         out.print(f"  expects   {_expect_text(spec, pred.reclaim_s)}", markup=False)
     return 0
 
@@ -248,6 +252,8 @@ def _expect_text(spec: Any, predicted: float | None) -> str:
         parts.append("survivors untouched")
     if exp.mechanism:
         parts.append(f"by {exp.mechanism}")
+    if exp.upstream:
+        parts.append(f"upstream legs {exp.upstream}")
     return "; ".join(parts)
 
 

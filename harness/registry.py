@@ -66,6 +66,7 @@ class ServiceType:
     implementation: str
     locust_user: str | None
     started_by_connchaos: bool
+    tier: bool = False            # a middle tier (pgbouncer, haproxy): each session has an upstream leg
 
     def load(self) -> Any:
         """The target's class; ImportError if its module (or a library it needs) is not there."""

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from harness.core.prediction import Activity, Effective, Prediction, combine
 from harness.core.records import (
     EventRecord,
     JsonObject,
     KernelRecord,
+    LegRecord,
     LoadRecord,
     ObserverRecord,
     PredictionRecord,
@@ -28,12 +29,33 @@ from harness.core.records import (
     VerdictName,
 )
 from harness.core.stats import summarize
-from harness.core.timeline import Event, outcome, sort_events
+from harness.core.timeline import UPSTREAM, Event, outcome, sort_events
 from harness.core.verdict import Expectations, judge
 
 Heartbeat = Callable[[float, float], tuple[Prediction | None, float | None]]
 """The service's own heartbeat, given (last activity, opened) in seconds from the fault: its
 prediction and when its first unanswered heartbeat goes out; (None, None) without one."""
+
+
+@dataclass(frozen=True)
+class LegFacts:
+    """What a runner saw of a session's upstream leg (a tier's connection to its backend)."""
+
+    server: str                    # the backend's address
+    peer: str                      # the tier's end, as the backend sees it
+    pid: int | None = None         # the backend's process serving it
+    events: tuple[Event, ...] = ()  # ``upstream-*`` events, in seconds from the fault
+
+
+@dataclass(frozen=True)
+class UpstreamPrediction:
+    """What a tier does with a faulted session's upstream leg."""
+
+    outcome: Literal["closed", "pooled", "held"]
+    at_s: float | None       # closed / pooled: when, from the fault; held: None
+    mechanism: str           # "tier-closed", "server_idle_timeout", "pool", ...
+    formula: str             # one line naming the settings that decided it
+    slack_s: float = 0.0     # the tier's timer granularity
 
 
 @dataclass(frozen=True)
@@ -56,6 +78,7 @@ class SessionFacts:
     server_peer: str | None = None
     client_error: str | None = None
     opened_detail: str | None = None   # the "opened" event's detail (default: the client)
+    upstream: LegFacts | None = None   # a tier's session: its upstream leg
 
 
 class FaultModel(Protocol):
@@ -75,6 +98,37 @@ def predict_with_heartbeat(network: Prediction, facts: SessionFacts, heartbeat: 
     return combine(network, app, app_first_send_s=first_send, tcp_in_flight=tcp_in_flight)
 
 
+UpstreamModel = Callable[[Prediction | None, SessionFacts], UpstreamPrediction]
+"""A tier's prediction of a faulted session's upstream leg, from its client leg's."""
+
+
+def leg_outcome(leg: LegFacts) -> tuple[Literal["closed", "pooled", "held"], float | None, float | None]:
+    """What became of an upstream leg, from its events after the fault: closed (the
+    backend's socket gone, and its process when it has one) at a time, else pooled (the tier
+    put it back) at a time, else held. Returns (outcome, closed_s, pooled_s)."""
+    plain = [Event(e.t, e.what.removeprefix(UPSTREAM), e.detail) for e in leg.events
+             if e.what.removeprefix(UPSTREAM) in ("socket-gone", "socket-released", "process-exit")]
+    gone = outcome(plain, needs_process=leg.pid is not None)
+    pooled = next((e.t for e in sort_events(leg.events)
+                   if e.what == UPSTREAM + "pooled" and e.t >= 0), None)
+    if gone.reclaimed:
+        return "closed", gone.reclaim_s, pooled
+    return ("pooled" if pooled is not None else "held"), None, pooled
+
+
+def leg_record(leg: LegFacts, prediction: UpstreamPrediction | None) -> LegRecord:
+    """The upstream leg's record, against the tier's prediction when there is one."""
+    what, closed_s, pooled_s = leg_outcome(leg)
+    return LegRecord(
+        server=leg.server, peer=leg.peer, outcome=what, pid=leg.pid,
+        closed_s=None if closed_s is None else round(closed_s, 4),
+        pooled_s=None if pooled_s is None else round(pooled_s, 4),
+        predicted_outcome=None if prediction is None else prediction.outcome,
+        predicted_s=None if prediction is None or prediction.at_s is None else round(prediction.at_s, 3),
+        mechanism=None if prediction is None else prediction.mechanism,
+        formula=None if prediction is None else prediction.formula)
+
+
 @dataclass(frozen=True)
 class Assessed:
     """One session's record, with the full prediction behind its ``predicted_s``."""
@@ -85,6 +139,8 @@ class Assessed:
 
 def _timeline(facts: SessionFacts, fault_type: str) -> list[Event]:
     events = list(facts.events)
+    if facts.upstream is not None:
+        events.extend(facts.upstream.events)
     opened = facts.opened_detail if facts.opened_detail is not None else facts.client
     events.append(Event(round(facts.opened_s, 4), "opened", opened or ""))
     events.append(Event(round(facts.last_activity_s, 4), "last-activity"))
@@ -100,12 +156,16 @@ def _timeline(facts: SessionFacts, fault_type: str) -> list[Event]:
 
 
 def assess(facts: SessionFacts, settings: Effective, fault: FaultModel, heartbeat: Heartbeat, *,
-               fault_type: str, needs_process: bool) -> Assessed:
+           fault_type: str, needs_process: bool, upstream: UpstreamModel | None = None) -> Assessed:
     """One session: its timeline, what happened, and (faulted) what should have: its record
-    and the full prediction behind it."""
+    and the full prediction behind it (``upstream``: a tier's model of its upstream legs)."""
     events = _timeline(facts, fault_type)
     out = outcome(events, needs_process=needs_process, user_timeout_set=settings.user_timeout_s > 0)
     pred = fault.predict(settings, facts, heartbeat) if facts.faulted else None
+    leg = None
+    if facts.upstream is not None:
+        leg_pred = upstream(pred, facts) if upstream is not None and facts.faulted else None
+        leg = leg_record(facts.upstream, leg_pred)
     alive = None if facts.alive_check is None else facts.alive_check[1]
     record = SessionRecord(
         id=facts.id, faulted=facts.faulted, client=facts.client, server=facts.server,
@@ -113,7 +173,7 @@ def assess(facts: SessionFacts, settings: Effective, fault: FaultModel, heartbea
         reclaim_s=out.reclaim_s, predicted_s=None if pred is None else pred.reclaim_s,
         mechanism=out.mechanism, predicted_mechanism=None if pred is None else pred.mechanism,
         alive_at_end=alive, events=tuple(EventRecord(e.t, e.what, e.detail) for e in events),
-        client_error=facts.client_error)
+        client_error=facts.client_error, upstream=leg)
     return Assessed(record, pred)
 
 
@@ -132,6 +192,7 @@ class Conditions:
     heartbeat: Heartbeat
     fault_type: str
     needs_process: bool
+    upstream: UpstreamModel | None = None   # a tier's model of its upstream legs
 
 
 @dataclass(frozen=True)
@@ -153,7 +214,7 @@ def assess_all(facts: Sequence[SessionFacts], conditions: Conditions, expect: Ex
     """Every session assessed, and the scenario's verdict on them."""
     c = conditions
     done = tuple(assess(f, c.settings, c.fault, c.heartbeat, fault_type=c.fault_type,
-                            needs_process=c.needs_process) for f in facts)
+                        needs_process=c.needs_process, upstream=c.upstream) for f in facts)
     top = headline([a.prediction for a in done if a.prediction is not None])
     results = [a.record for a in done]
     verdict = judge(expect, results, deadline_s=deadline_s, prediction=top)

@@ -82,6 +82,24 @@ class EventRecord:
 
 
 @dataclass(frozen=True)
+class LegRecord(_Flat):
+    """A session's upstream leg (a tier's connection to its backend): what became of it,
+    against what the tier's settings predict; times in seconds from the fault."""
+
+    server: str                        # the backend's address, as the backend's socket has it
+    peer: str                          # the tier's end of the leg, as the backend sees it
+    outcome: Literal["closed", "pooled", "held"]
+    closed_s: float | None = None      # when the backend's socket (and process) went
+    pooled_s: float | None = None      # when the tier put it back in its pool
+    pid: int | None = None             # the backend's process serving it
+    predicted_outcome: str | None = None
+    predicted_s: float | None = None
+    mechanism: str | None = None       # what the prediction says closes or keeps it
+    formula: str | None = None
+    extra: JsonObject = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class SessionRecord:
     """One session: what the server did with it, against what its settings predict."""
 
@@ -99,6 +117,7 @@ class SessionRecord:
     predicted_mechanism: str | None = None
     alive_at_end: bool | None = None
     client_error: str | None = None
+    upstream: LegRecord | None = None   # a tier's session: its upstream leg
     extra: JsonObject = field(default_factory=dict)
 
     @property
@@ -126,13 +145,15 @@ class SessionRecord:
                     "events": [e.to_json() for e in self.events]})
         if self.client_error is not None:
             out["client_error"] = self.client_error
+        if self.upstream is not None:
+            out["upstream"] = self.upstream.to_json()
         return {**out, **self.extra}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> SessionRecord:
-        known, extra = _split(data, cls)
+        known, extra = _split(data, cls, skip=("upstream",))
         known["events"] = tuple(EventRecord.from_json(e) for e in data.get("events") or ())
-        return cls(**known, extra=extra)
+        return cls(**known, upstream=_maybe(LegRecord.from_json, data.get("upstream")), extra=extra)
 
 
 @dataclass(frozen=True)

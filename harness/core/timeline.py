@@ -26,6 +26,18 @@ EVENT_KINDS: tuple[str, ...] = (
     "alive-check",  # a query at the end; detail: "ok" or "failed: ..."
 )
 
+LEG_KINDS: tuple[str, ...] = (
+    "probe", "retransmit", "state", "socket-gone", "socket-released", "process-exit", "data-sent",
+    "linked",  # the tier serves a client with this upstream connection
+    "pooled",  # the tier keeps the upstream connection idle in its pool
+    "tier-dropped",  # the tier no longer lists the upstream connection
+)
+"""What is seen of a tier's upstream leg (the backend's socket, its process, the tier's own
+view); in a session's timeline each is prefixed ``upstream-``."""
+
+UPSTREAM = "upstream-"
+EVENT_KINDS = EVENT_KINDS + tuple(UPSTREAM + kind for kind in LEG_KINDS)
+
 
 @dataclass(frozen=True)
 class Event:

@@ -27,6 +27,7 @@ class Expectations:
     still_held_after: float | None = None
     survivors_untouched: bool = False
     mechanism: str | None = None
+    upstream: str | None = None          # a tier's faulted sessions' upstream legs: closed | pooled | held
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,29 @@ def _mechanism(
     )
 
 
+def _leg_seen(s: SessionRecord) -> str:
+    leg = s.upstream
+    if leg is None:
+        return "no upstream leg"
+    if leg.outcome == "closed" and leg.closed_s is not None:
+        return f"closed at {format_seconds(leg.closed_s)} s"
+    if leg.outcome == "pooled" and leg.pooled_s is not None:
+        return f"pooled at {format_seconds(leg.pooled_s)} s"
+    return leg.outcome
+
+
+def _upstream(expected: str, faulted: Sequence[SessionRecord]) -> tuple[bool, str]:
+    wrong = [s for s in faulted if s.upstream is None or s.upstream.outcome != expected]
+    total = len(faulted)
+    if not wrong:
+        return True, f"{total} of {total} faulted sessions' upstream legs {expected}"
+    seen = ", ".join(f"session {s.id} {_leg_seen(s)}" for s in wrong[:_MAX_LISTED])
+    more = f", ... (+{len(wrong) - _MAX_LISTED} more)" if len(wrong) > _MAX_LISTED else ""
+    why = next((s.upstream.formula for s in wrong if s.upstream is not None and s.upstream.formula), None)
+    return False, (f"{len(wrong)} of {total} faulted sessions' upstream legs not {expected}: {seen}{more}"
+                   + (f"; predicted: {why}" if why else ""))
+
+
 def judge(
     exp: Expectations,
     sessions: Sequence[SessionRecord],
@@ -219,6 +243,8 @@ def judge(
         results.append(_survivors_untouched([s for s in sessions if not s.faulted]))
     if exp.mechanism is not None:
         results.append(_mechanism(exp.mechanism, faulted, prediction))
+    if exp.upstream is not None:
+        results.append(_upstream(exp.upstream, faulted))
     if not results:
         count = sum(1 for s in faulted if s.reclaimed)
         return Verdict(

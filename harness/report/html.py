@@ -16,6 +16,7 @@ from html import escape
 
 from harness.core.records import Json, RunRecord, ScenarioRecord
 from harness.report import plots
+from harness.report.messages import upstream_lines
 from harness.scenario.durations import parse_duration
 
 CSS = """
@@ -120,8 +121,17 @@ def _versus(sc: ScenarioRecord) -> str:
         f"<tr><th>mechanism</th><td>{escape('-' if pred is None else pred.mechanism)}</td>"
         f"<td>{escape(_mechanisms(sc))}</td></tr>"
         f"<tr><th>sessions</th><td></td><td>{escape(measured)};"
-        f" {summ.survivors_killed} survivor(s) killed</td></tr></table>"
+        f" {summ.survivors_killed} survivor(s) killed</td></tr>{_upstream_row(sc)}</table>"
         + (f'<p class="formula">{escape(pred.formula)}</p>' if pred is not None and pred.formula else ""))
+
+
+def _upstream_row(sc: ScenarioRecord) -> str:
+    """A tier's upstream legs: what was predicted for them and what became of them."""
+    predicted, measured = upstream_lines(sc)
+    if not measured:
+        return ""
+    return (f"<tr><th>upstream leg</th><td>{escape(predicted)}</td>"
+            f"<td>{escape(measured)}</td></tr>")
 
 
 def _scenario(sc: ScenarioRecord) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from harness.core.prediction import format_seconds
 from harness.core.records import RunRecord, ScenarioRecord
-from harness.report.messages import failure_message, headline
+from harness.report.messages import failure_message, headline, upstream_lines
 
 MARK = {"pass": "✅ pass", "fail": "❌ fail", "error": "⚠️ error"}
 
@@ -22,6 +22,11 @@ def _s(value: float | None) -> str:
     return "–" if value is None else f"{format_seconds(float(value))} s"
 
 
+def _upstream(sc: ScenarioRecord) -> str:
+    _, legs = upstream_lines(sc)
+    return f" ({legs})" if legs else ""
+
+
 def _row(sc: ScenarioRecord) -> str:
     summ = sc.summary
     pred = sc.prediction
@@ -30,7 +35,7 @@ def _row(sc: ScenarioRecord) -> str:
              f"{summ.reclaimed}/{summ.faulted}", _s(summ.p50_s),
              _s(summ.p95_s), _s(summ.max_s),
              f"{predicted} ({pred.mechanism})" if pred is not None else predicted,
-             ", ".join(sc.mechanisms) or "–", summ.survivors_killed]
+             ", ".join(sc.mechanisms) + _upstream(sc) or "–", summ.survivors_killed]
     return "| " + " | ".join(_cell(c) for c in cells) + " |"
 
 

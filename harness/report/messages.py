@@ -43,9 +43,35 @@ def expected(sc: ScenarioRecord) -> str:
         parts.append(f"every faulted session still held after {_dur(exp['still_held_after'])}")
     if exp.get("mechanism"):
         parts.append(f"reclaimed by {exp['mechanism']}")
+    if exp.get("upstream"):
+        parts.append(f"their upstream legs {exp['upstream']}")
     if exp.get("survivors_untouched"):
         parts.append("the sessions not faulted untouched")
     return "; ".join(parts) or "no expectations"
+
+
+def upstream_lines(sc: ScenarioRecord) -> tuple[str, str]:
+    """A tier's faulted sessions' upstream legs: (what was predicted, what became of them);
+    ("", "") when the target has no upstream legs."""
+    legs = [s.upstream for s in sc.faulted if s.upstream is not None]
+    if not legs:
+        return "", ""
+    counts = {k: [leg for leg in legs if leg.outcome == k] for k in ("closed", "pooled", "held")}
+    parts = []
+    for what, group in counts.items():
+        if not group:
+            continue
+        times = [t for t in ((g.closed_s if what == "closed" else g.pooled_s) for g in group)
+                 if t is not None]
+        when = f" (max {_s(max(times))})" if times else ""
+        parts.append(f"{len(group)} {what}{when}")
+    measured = f"{len(legs)} upstream legs: " + ", ".join(parts)
+    latest = max((g for g in legs if g.predicted_outcome is not None),
+                 key=lambda g: float("inf") if g.predicted_s is None else g.predicted_s, default=None)
+    if latest is None:
+        return "-", measured
+    at = "" if latest.predicted_s is None else f" at {_s(latest.predicted_s)}"
+    return f"{latest.predicted_outcome}{at} ({latest.mechanism})", measured
 
 
 def _dur(text: object) -> str:
@@ -65,6 +91,9 @@ def seen(sc: ScenarioRecord) -> str:
     survivors = summ.sessions - summ.faulted
     if survivors:
         text += f"; {summ.survivors_killed} of {survivors} survivors killed"
+    predicted, legs = upstream_lines(sc)
+    if legs:
+        text += f"; {legs} (predicted {predicted})"
     return text
 
 

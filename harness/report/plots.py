@@ -47,6 +47,18 @@ EVENT_STYLE: dict[str, tuple[str, str, str, float]] = {
     "alive-check": ("survivor check", "*", "#1e8449", 60),
 }
 OTHER = ("other event", ".", "#999999", 10)
+UPSTREAM_STYLE: dict[str, tuple[str, str, str, float]] = {
+    "upstream-pooled": ("upstream leg pooled", "v", "#7d3c98", 30),
+    "upstream-linked": ("upstream leg linked", "^", "#7d3c98", 22),
+    "upstream-tier-dropped": ("upstream leg dropped by the tier", "x", "#7d3c98", 30),
+    "upstream-socket-gone": ("upstream socket gone", "D", "#7d3c98", 24),
+    "upstream-socket-released": ("upstream socket released", "d", "#7d3c98", 26),
+    "upstream-process-exit": ("backend process exited", "s", "#7d3c98", 24),
+}
+"""A tier's upstream leg, drawn on a thin lane under its session's (other upstream events:
+"other upstream event")."""
+UPSTREAM_OTHER = ("other upstream event", ".", "#7d3c98", 10)
+LEG_OFFSET = 0.36
 
 
 def _svg(fig: Figure, label: str) -> str:
@@ -124,7 +136,7 @@ def timeline(sc: ScenarioRecord, cap: int = MAX_LANES) -> str:
     end = float(sc.observed_s or sc.deadline_s or 1.0)
     fig = Figure(figsize=(7.5, 1.3 + 0.24 * max(1, len(shown))))
     ax = fig.subplots()
-    points: dict[str, tuple[list[float], list[int]]] = {}
+    points: dict[str, tuple[list[float], list[float]]] = {}
     reclaim_x: list[float] = []
     reclaim_y: list[int] = []
     pred_x: list[float] = []
@@ -139,9 +151,20 @@ def timeline(sc: ScenarioRecord, cap: int = MAX_LANES) -> str:
         for e in s.events:
             if e.what == "fault":
                 continue
+            if e.what.startswith("upstream-"):
+                kind = e.what if e.what in UPSTREAM_STYLE else "upstream-"
+                xs, ys = points.setdefault(kind, ([], []))
+                xs.append(e.t)
+                ys.append(lane + LEG_OFFSET)
+                continue
             xs, ys = points.setdefault(e.what if e.what in EVENT_STYLE else "", ([], []))
             xs.append(e.t)
             ys.append(lane)
+        leg = s.upstream
+        if leg is not None:
+            leg_stop = end if leg.closed_s is None else float(leg.closed_s)
+            ax.plot([start, leg_stop], [lane + LEG_OFFSET, lane + LEG_OFFSET], color="#d2b4de", lw=1.5,
+                    solid_capstyle="butt", zorder=1)
         if reclaimed is not None:
             reclaim_x.append(reclaimed)
             reclaim_y.append(lane)
@@ -152,7 +175,10 @@ def timeline(sc: ScenarioRecord, cap: int = MAX_LANES) -> str:
     ax.axvline(0, color=GATE, lw=1.2, label="fault")
     total = sum(len(xs) for xs, _ in points.values())
     for kind, (xs, ys) in points.items():
-        label, marker, colour, size = EVENT_STYLE.get(kind, OTHER)
+        if kind.startswith("upstream-"):
+            label, marker, colour, size = UPSTREAM_STYLE.get(kind, UPSTREAM_OTHER)
+        else:
+            label, marker, colour, size = EVENT_STYLE.get(kind, OTHER)
         ax.scatter(xs, ys, marker=marker, s=size, color=colour, label=label, zorder=3,
                    rasterized=total > RASTER_ABOVE, linewidths=1.2)
     if pred_x:
@@ -161,7 +187,7 @@ def timeline(sc: ScenarioRecord, cap: int = MAX_LANES) -> str:
     if reclaim_x:
         ax.scatter(reclaim_x, reclaim_y, marker="*", s=110, color="#111111", label="reclaimed", zorder=5)
     ax.set_yticks(range(len(shown)), labels, fontsize=7)
-    ax.set_ylim(len(shown) - 0.5, -0.5)
+    ax.set_ylim(len(shown) - 0.5 + (LEG_OFFSET if any(s.upstream for s in shown) else 0), -0.5)
     ax.set_xlabel("seconds after the fault")
     ax.grid(axis="x", alpha=0.3)
     title = f"{len(shown)} session(s)"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from harness.core.assess import SessionFacts, assess
+from harness.core.assess import SessionFacts, UpstreamPrediction, assess
 from harness.core.prediction import KernelDefaults, Prediction, effective
 from harness.core.records import ScenarioRecord
 from harness.errors import LabError
@@ -34,6 +34,7 @@ from harness.run.plain import run_plain
 from harness.run.results import RunResults, error_record, new_results, new_run_id
 from harness.run.up import hold_open as _hold_open
 from harness.scenario import LoadedScenario
+from harness.targets.base import is_tier
 
 
 class Runner(Protocol):
@@ -108,9 +109,22 @@ def scenario_prediction(loaded: LoadedScenario, kernel: KernelDefaults | None = 
                          activity=spec.sessions.activity, data_sent_s=0.0)
     settings = effective(target.socket_settings(), kernel or KernelDefaults())
     done = assess(facts, settings, planned.fault, heartbeat_of(target),
-                      fault_type=spec.fault.type, needs_process=False)
+                  fault_type=spec.fault.type, needs_process=False)
     assert done.prediction is not None
     return done.prediction
+
+
+def upstream_prediction(loaded: LoadedScenario, client: Prediction) -> UpstreamPrediction | None:
+    """A tier's prediction of a faulted session's upstream leg (``connchaos explain``), from
+    its client leg's ``client``; None for targets that are not tiers."""
+    target = make_target(loaded)
+    if not is_tier(target):
+        return None
+    hold = loaded.scenario.sessions.hold
+    facts = SessionFacts(id=0, faulted=True, opened_s=-hold, last_activity_s=-hold,
+                         activity=loaded.scenario.sessions.activity, data_sent_s=0.0)
+    found: UpstreamPrediction = target.predict_upstream(client, facts)
+    return found
 
 
 def hold_open(ls: LoadedScenario, *, inject: bool, show: Callable[[str], None],
@@ -125,4 +139,4 @@ def hold_open(ls: LoadedScenario, *, inject: bool, show: Callable[[str], None],
 __all__ = ["BACKENDS", "LAYERS", "RUNNERS", "EventHook", "ObserveHook", "RunResults", "backend_for",
            "ensure_images", "error_record", "hold_open", "images_needed", "kind_of", "make_target",
            "new_results", "new_run_id", "prepare", "require_machine", "run", "run_scenario",
-           "scenario_prediction", "support_problems"]
+           "scenario_prediction", "support_problems", "upstream_prediction"]

@@ -31,6 +31,7 @@ from harness.load.resources import ResourceSampler
 from harness.observe.sockdiag import Key, SockInfo, TableReader
 from harness.observe.watch import Observer, Watched
 from harness.run import phases
+from harness.run.legs import watch_upstreams
 from harness.run.phases import Progress
 from harness.scenario import LoadedScenario
 
@@ -150,11 +151,15 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
         watched = [Watched(i, key, pids.get(key)) for i, key in enumerate(keys)]
         observer = Observer(table, target.port, watched)
         lab.on_close("observer", observer.close)
+        legs = watch_upstreams(lab, target, table, {w.id: w.key for w in watched})
         flows = [Flow(k[2], k[3], k[0], k[1]) for k in sorted(faulted_keys)]
         t0 = phases.inject(lab, fault, Site(lab=lab, flows=flows), observer, before)
+        if legs is not None:
+            legs.start(t0)
         progress(f"{spec.name}: {fault.describe()} on {len(faulted_keys)} of {len(keys)} sessions;"
                  f" watching up to {format_seconds(spec.deadline_s)} s")
-        observed_for = phases.observe(observer, planned, t0, [w for w in watched if w.key in faulted_keys])
+        observed_for = phases.observe(observer, planned, t0, [w for w in watched if w.key in faulted_keys],
+                                      legs=legs)
         survivors = {f"{w.key[2]}:{w.key[3]}" for w in watched if w.key not in faulted_keys}
         checks = _wait_for_checks(locust, survivors)
         observer.sample()   # a survivor dropped during the checks still counts
@@ -188,7 +193,8 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
             rto_s=info.rto_s if info else None, pid=w.pid, events=tuple(w.events),
             server_error=phases.server_error(errors, w.pid, w.key, t0), alive_check=alive_check,
             client=client, server=f"{w.key[0]}:{w.key[1]}",
-            client_error=broken[client].get("detail") if client in broken else None))
+            client_error=broken[client].get("detail") if client in broken else None,
+            upstream=None if legs is None else legs.facts(w.id)))
     client_broken = [e for c, e in broken.items() if c in survivors]
     record = LoadRecord(
         users=load.users, workers=load.workers, spawn_rate=load.spawn_rate, held=len(keys),

@@ -36,6 +36,7 @@ from harness.lab.local import LocalLab
 from harness.lab.server import ServerProcess
 from harness.observe.sockdiag import Key, SockInfo, TableReader
 from harness.observe.watch import Observer, Watched
+from harness.run.legs import UpstreamWatch, released_times
 from harness.scenario import LoadedScenario
 from harness.targets import target_class
 
@@ -173,20 +174,28 @@ def inject(lab: Lab, fault: Fault, site: Site, observer: Observer,
 
 
 def observe(observer: Observer, planned: Planned, t0: float, faulted: Sequence[Watched],
-            on_observe: ObserveHook | None = None) -> float:
-    """Sample until every faulted session is released or the deadline; returns how long.
-    The target's own death ends it with a LabError (its sockets going would read as reclaims)."""
+            on_observe: ObserveHook | None = None, legs: UpstreamWatch | None = None) -> float:
+    """Sample until every faulted session is released (a tier's: and what became of its
+    upstream leg is seen) or the deadline; returns how long. The target's own death ends it
+    with a LabError (its sockets going would read as reclaims)."""
     spec, watch = planned.spec, planned.watch
 
     def sampled() -> None:
         interrupts.check()
+        if legs is not None:
+            legs.sample()
         if watch is not None:
             watch.look(now=False)
         if on_observe is not None:
             on_observe(sum(1 for w in faulted if w.released()), len(faulted),
                        time.time() - t0, spec.deadline_s)
-    observer.run(interval_s=spec.observe.interval, until=t0 + spec.deadline_s,
-                 done=lambda: all(w.released() for w in faulted), on_sample=sampled)
+
+    def done() -> bool:
+        if not all(w.released() for w in faulted):
+            return False
+        return legs is None or legs.settled(released_times(faulted), time.time())
+    observer.run(interval_s=spec.observe.interval, until=t0 + spec.deadline_s, done=done,
+                 on_sample=sampled)
     if watch is not None:
         watch.look()
     return time.time() - t0
@@ -223,12 +232,13 @@ def judge(planned: Planned, lab: Lab, facts: Sequence[SessionFacts], *, kernel: 
     eff: Effective = effective(target.socket_settings(), kernel)
     exp = spec.expect
     conditions = Conditions(settings=eff, fault=fault, heartbeat=heartbeat_of(target),
-                            fault_type=spec.fault.type, needs_process=target.needs_process)
+                            fault_type=spec.fault.type, needs_process=target.needs_process,
+                            upstream=getattr(target, "predict_upstream", None))
     assessment = assess_all(facts, conditions,
                             Expectations(reclaimed_within=exp.reclaimed_within,
                                          still_held_after=exp.still_held_after,
                                          survivors_untouched=exp.survivors_untouched,
-                                         mechanism=exp.mechanism),
+                                         mechanism=exp.mechanism, upstream=exp.upstream),
                             deadline_s=spec.deadline_s)
     head = ScenarioHead(
         name=spec.name, file=planned.loaded.path, about=spec.about.strip(), backend=lab.backend,

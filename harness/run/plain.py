@@ -16,6 +16,7 @@ from harness.errors import LabError
 from harness.lab.netns import LoopInNamespace
 from harness.observe.sockdiag import Key, TableReader
 from harness.observe.watch import Observer, Watched
+from harness.run.legs import watch_upstreams
 from harness.run.phases import (
     EventHook,
     Lab,
@@ -126,19 +127,23 @@ def run_plain(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: No
         observer.on_event = on_event
         lab.on_close("observer", observer.close)
 
+        legs = watch_upstreams(lab, target, table, keys)
         before = observer.snapshot()
         sampled_at = time.time()
         missing = [s.id for s in sessions if keys[s.id] not in before]
         if missing:
             raise LabError("before the fault", f"the server holds no socket for sessions {missing}")
         t0 = inject(lab, fault, routing.fault_site(lab, faulted, keys), observer, before)
+        if legs is not None:
+            legs.start(t0)
         sent_at = None
         if spec.sessions.activity == "in-flight":
             target.send_in_flight(faulted)
             sent_at = time.time()
         progress(f"{spec.name}: {fault.describe()} on {len(faulted)} of {count} sessions;"
                  f" watching up to {format_seconds(spec.deadline_s)} s")
-        observed_for = observe(observer, planned, t0, [watched[s.id] for s in faulted], on_observe)
+        observed_for = observe(observer, planned, t0, [watched[s.id] for s in faulted], on_observe,
+                               legs=legs)
         checks = dict(zip((s.id for s in survivors),
                           sessions.client.run(_alive_all(target, survivors), timeout=60), strict=True))
         observer.sample()  # a survivor dropped during the checks still counts
@@ -159,7 +164,8 @@ def run_plain(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: No
             events=tuple(w.events), server_error=server_error(errors, s.pid, w.key, t0),
             alive_check=None if check is None else (observed_for, check[0], check[1]),
             client=f"{s.flow.client_addr}:{s.flow.client_port}", server=f"{w.key[0]}:{w.key[1]}",
-            server_peer=f"{w.key[2]}:{w.key[3]}", opened_detail=str(s.flow)))
+            server_peer=f"{w.key[2]}:{w.key[3]}", opened_detail=str(s.flow),
+            upstream=None if legs is None else legs.facts(s.id)))
     fault_text = fault.describe() + (f" ({spec.fault.direction})" if spec.fault.direction else "")
     return judge(planned, lab, facts, kernel=kernel, observer=observer, observed_for=observed_for,
                  activity=spec.sessions.activity, fault_text=fault_text, lab_extra=routing.describe())

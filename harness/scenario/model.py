@@ -258,6 +258,8 @@ class Expect(_Part):
     survivors_untouched: StrictBool = True
     mechanism: Literal["keepalive", "retransmission", "user-timeout", "reset", "closed",
                        "heartbeat"] | None = None
+    # a tier's faulted sessions (pgbouncer, haproxy): what became of their upstream legs
+    upstream: Literal["closed", "pooled", "held"] | None = None
 
     @field_validator("reclaimed_within", "still_held_after")
     @classmethod
@@ -395,6 +397,10 @@ class Scenario(_Part):
         if isinstance(picked, int) and picked > self.sessions.count:
             message = f"asks for {picked} sessions but sessions.count is {self.sessions.count}"
             rules.append((("fault", "sessions"), message))
+        if self.expect.upstream is not None and not SERVICE_TYPES[self.target.service].tier:
+            tiers = ", ".join(n for n, t in SERVICE_TYPES.items() if t.tier)
+            rules.append((("expect", "upstream"), f"is for tiers ({tiers}), which have an upstream leg;"
+                                                  f" {self.target.service} has none"))
         deadline = self.observe.deadline
         if deadline is not None:
             for name in ("reclaimed_within", "still_held_after"):

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from harness.core.assess import SessionFacts, UpstreamPrediction
 from harness.core.prediction import Prediction, SocketSettings
 from harness.errors import Problem
 from harness.faults.base import Flow
@@ -141,4 +142,45 @@ class Target(Protocol):
         ...
 
 
-__all__ = ["LabView", "Problem", "Scalar", "ServerError", "Session", "Target"]
+Key = tuple[str, int, str, int]   # a socket as its own side sees it: (addr, port, peer addr, peer port)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A session's upstream leg: the tier's connection to its backend."""
+
+    key: Key           # as the backend's socket sees it: (backend addr, port, tier addr, port)
+    pid: int | None    # the backend's process serving it (a PostgreSQL backend), if there is one
+
+
+class Tier(Target, Protocol):
+    """A target that is a middle tier (pgbouncer, haproxy): its sessions are the client legs
+    (the tier's sockets towards the clients), and each may have an upstream leg to the
+    backend, which runs beside the tier in the server's network."""
+
+    upstream_port: int   # the backend's listening port
+
+    def upstreams(self, lab: LabView, clients: Sequence[tuple[str, int]]) -> dict[tuple[str, int], Upstream]:
+        """The upstream leg of each client leg, by the client (addr, port) the tier sees;
+        absent: no upstream now (transaction pooling between transactions)."""
+        ...
+
+    def pool_states(self, lab: LabView) -> dict[tuple[str, int], str]:
+        """The tier's own view of its upstream connections, by the tier's (addr, port) of
+        each: "linked" (serving a client) or "pooled" (idle in its pool); absent: gone.
+        Called about every 0.25 s while observing."""
+        ...
+
+    def predict_upstream(self, client: Prediction | None, facts: SessionFacts) -> UpstreamPrediction:
+        """What the tier does with the upstream leg once the client leg is reclaimed at
+        ``client.reclaim_s`` (None, or a None time: never, so the upstream is held)."""
+        ...
+
+
+def is_tier(target: object) -> bool:
+    """Whether ``target`` is a middle tier with upstream legs."""
+    return hasattr(target, "upstreams") and hasattr(target, "predict_upstream")
+
+
+__all__ = ["Key", "LabView", "Problem", "Scalar", "ServerError", "Session", "Target", "Tier",
+           "Upstream", "UpstreamPrediction", "is_tier"]

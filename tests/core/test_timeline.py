@@ -126,10 +126,17 @@ def test_event_refuses_unknown_kind() -> None:
 
 
 def test_event_kinds_are_the_documented_set() -> None:
-    assert EVENT_KINDS == (
+    assert (
         "opened", "last-activity", "fault", "data-sent", "probe", "retransmit", "state",
         "socket-gone", "socket-released", "process-exit", "server-error", "alive-check",
-    )
+        *(f"upstream-{k}" for k in ("probe", "retransmit", "state", "socket-gone", "socket-released",
+                                     "process-exit", "data-sent", "linked", "pooled", "tier-dropped")),
+    ) == EVENT_KINDS
+
+
+def test_upstream_events_do_not_decide_the_client_legs_outcome() -> None:
+    events = [Event(2.0, "upstream-socket-gone"), Event(2.1, "upstream-process-exit")]
+    assert outcome(events, needs_process=False).reclaimed is False
 
 
 def test_a_heartbeat_give_up_names_the_heartbeat_not_its_retransmissions() -> None:
