@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--report-dir", default="reports",
                    help="reports go to REPORT_DIR/<run id>/ (default: reports)")
     r.add_argument("--json", metavar="PATH", help="also write results.json to PATH ('-' for stdout)")
+    _tag_options(r)
     _report_options(r)
     talk = r.add_mutually_exclusive_group()
     talk.add_argument("-q", "--quiet", action="store_true",
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("explain", help="the prediction for each scenario, without running")
     e.add_argument("paths", nargs="+", metavar="PATH")
+    _tag_options(e)
 
     u = sub.add_parser("up", help="build the lab and keep it up for manual reproduction")
     u.add_argument("path", metavar="PATH")
@@ -177,12 +179,39 @@ def cmd_check(args: argparse.Namespace, out: Console, err: Console) -> int:
     return 0
 
 
+def _tag_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tag", action="append", default=[], metavar="TAG",
+                   help="only the scenarios whose tags include TAG (repeat: any of them)")
+    p.add_argument("--skip-tag", action="append", default=[], metavar="TAG",
+                   help="leave out the scenarios whose tags include TAG (repeat: any of them)")
+
+
+def _selected(loaded: list[Any], args: argparse.Namespace, err: Console) -> list[Any]:
+    """The scenarios ``--tag`` and ``--skip-tag`` select (all without them); none left is bad
+    input (exit 2), and what was left out is said on stderr."""
+    from harness.errors import Problem, ScenarioError
+
+    want, skip = set(args.tag), set(args.skip_tag)
+    if not want and not skip:
+        return loaded
+    chosen = [ls for ls in loaded if (not want or want & set(ls.scenario.tags))
+              and not skip & set(ls.scenario.tags)]
+    left_out = len(loaded) - len(chosen)
+    if not chosen:
+        asked = " ".join([*(f"--tag {t}" for t in sorted(want)), *(f"--skip-tag {t}" for t in sorted(skip))])
+        raise ScenarioError([Problem(" ".join(args.paths), None, "tags",
+                                     f"no scenario of {len(loaded)} is selected by {asked}")])
+    if left_out:
+        err.print(f"{left_out} of {len(loaded)} scenarios left out by their tags", markup=False)
+    return chosen
+
+
 def cmd_explain(args: argparse.Namespace, out: Console, err: Console) -> int:
     from harness.core.prediction import KernelDefaults, effective, format_seconds
     from harness.faults import FAULTS
     from harness.run import make_target, prepare, scenario_prediction, upstream_prediction
 
-    for ls in prepare(args.paths):
+    for ls in _selected(prepare(args.paths), args, err):
         spec = ls.scenario
         target = make_target(ls)
         eff = effective(target.socket_settings(), KernelDefaults())
@@ -263,7 +292,7 @@ def cmd_run(args: argparse.Namespace, out: Console, err: Console) -> int:
     from harness.report import results as results_file
     from harness.report.progress import RunProgress
 
-    loaded = run.prepare(args.paths, backend=args.backend)
+    loaded = _selected(run.prepare(args.paths, backend=args.backend), args, err)
     proxy_command = _proxy_command(args)
     baseline = results_file.read(args.baseline) if args.baseline else None  # bad file: exit 2 now
     _check_outputs(args)
