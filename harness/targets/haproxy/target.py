@@ -218,6 +218,12 @@ class HaproxyTarget:
         found: tuple[bool, str] = await self.upstream.alive(session)
         return found
 
+    def load_env(self, folder: str) -> dict[str, str]:
+        """For load runs: what the upstream's Locust user needs (an ssh account's key); the
+        users connect to HAProxy's port (``port``)."""
+        found: dict[str, str] = self.upstream.load_env(folder) if hasattr(self.upstream, "load_env") else {}
+        return found
+
     def send_in_flight(self, sessions: Sequence[Session]) -> None:
         """The upstream sends; HAProxy forwards it to the client leg."""
         self.upstream.send_in_flight(sessions)
