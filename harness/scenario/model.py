@@ -155,16 +155,19 @@ class Target(_Part):
         rules: list[tuple[tuple[str, ...], str]] = []
         tier = SERVICE_TYPES[self.service].tier
         if tier and self.upstream is None:
-            rules.append((("upstream",), f"service: {self.service} needs the upstream it stands in"
-                                         " front of (upstream: {service: websocket, ...})"))
+            rules.append((("upstream",), f"service: {self.service} needs the upstream it stands"
+                                         " in front of (upstream: {service: websocket, ...})"))
         if not tier and self.upstream is not None:
-            rules.append((("upstream",), f"only a tier (service: haproxy) takes an upstream, not {self.service}"))
+            rules.append((("upstream",), "only a tier (service: haproxy) takes an upstream,"
+                                         f" not {self.service}"))
         up = self.upstream
         if up is not None and SERVICE_TYPES[up.service].tier:
-            rules.append((("upstream", "service"), f"a tier's upstream is a service ({', '.join(s for s, t in SERVICE_TYPES.items() if not t.tier)}),"
+            services = ", ".join(name for name, s in SERVICE_TYPES.items() if not s.tier)
+            rules.append((("upstream", "service"), f"a tier's upstream is a service ({services}),"
                                                    f" not another tier ({up.service})"))
         if up is not None and "backend" in up.model_fields_set:
-            rules.append((("upstream", "backend"), "the upstream runs where the tier runs: set backend on target"))
+            rules.append((("upstream", "backend"), "the upstream runs where the tier runs:"
+                                                   " set backend on target"))
         if SERVICE_TYPES[self.service].started_by_connchaos:
             for name in ("command", "ready", "port"):
                 if getattr(self, name) is not None:

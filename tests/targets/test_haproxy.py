@@ -376,3 +376,16 @@ def test_the_tunnel_scenario_runs_on_the_docker_backend() -> None:
     assert entry["backend"] == "docker"
     for s in (s for s in entry["sessions"] if s["faulted"]):
         assert abs(s["reclaim_s"] - s["predicted_s"]) < TOLERANCE_S, s
+
+
+@needs_haproxy
+@pytest.mark.usefixtures("no_leftovers")
+def test_the_pytest_fixture_runs_a_haproxy_scenario_written_in_python(connchaos_lab: Any) -> None:
+    result = connchaos_lab.run(
+        service="haproxy", settings={"timeout_tunnel": "2s"}, sessions=2, hold="500ms",
+        upstream={"service": "websocket", "settings": {"ping_interval": "off"}}, deadline="5s",
+        expect={"reclaimed_within": "3s"})
+    assert result.verdict == "pass", result.record.reason
+    for s in result.faulted:
+        assert s.reclaimed and abs(s.reclaim_s - s.predicted_s) < TOLERANCE_S
+        assert result.record.target.settings["upstream"] == "websocket"

@@ -109,7 +109,8 @@ class HaproxyTarget:
         shown: dict[str, Scalar] = {"upstream": self.upstream.service, "port": self.port,
                                     "clitcpka": self.settings.get("clitcpka") is True}
         for name in config.TIMEOUTS:
-            shown[name] = self.settings.get(name, config.DEFAULT_CONNECT if name == "timeout_connect" else "off")
+            unset = config.DEFAULT_CONNECT if name == "timeout_connect" else "off"
+            shown[name] = self.settings.get(name, unset)
         shown.update({k: v for k, v in self.settings.items() if k not in shown})
         for name, value in self.upstream.describe_settings().items():
             shown[f"upstream.{name}"] = value
@@ -204,7 +205,8 @@ class HaproxyTarget:
 
     async def open_session(self, lab: LabView, index: int,
                            via: tuple[str, int] | None = None) -> Session:
-        session: Session = await self.upstream.open_session(lab, index, via=via or (lab.server_addr, self.port))
+        to = via or (lab.server_addr, self.port)
+        session: Session = await self.upstream.open_session(lab, index, via=to)
         if session.pid is not None:
             # the upstream's process serves the upstream leg; the client leg has none
             self._pids[(session.flow.client_addr, session.flow.client_port)] = session.pid
