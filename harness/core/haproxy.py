@@ -11,7 +11,8 @@ An expired timeout closes the stream: both sides at once, the client side withou
 The upstream service's own heartbeat passes through: a WebSocket server's ping is data that
 HAProxy forwards to the dead client (in flight on the client leg: keepalive there is blind
 from then on, and the data is activity for HAProxy's timers); when that service gives up and
-closes its leg, HAProxy closes the client leg with it. The earliest decides.
+closes its leg, HAProxy half-closes the client leg and closes it at its half-closed timeout
+(``timeout client-fin``). The earliest decides.
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ class Timeouts:
     client_s: float | None = None
     server_s: float | None = None
     tunnel_s: float | None = None
+    client_fin_s: float | None = None
+
+    def half_closed(self) -> tuple[float, str] | None:
+        """The timeout of a client leg HAProxy has half-closed (the server side closed)."""
+        for seconds, name in ((self.client_fin_s, "timeout client-fin"), (self.tunnel_s, "timeout tunnel"),
+                              (self.client_s, "timeout client")):
+            if seconds is not None:
+                return seconds, name
+        return None
 
     def idle(self) -> tuple[float, str] | None:
         """The timeout that ends an idle TCP stream and its name; None: nothing ends it."""
@@ -64,15 +74,29 @@ def tier_timeout(timeouts: Timeouts, *, last_activity_s: float,
                  " idle stream, client and server sides)"))
 
 
-def through_tier(upstream: Prediction | None) -> Prediction | None:
-    """The upstream service's own heartbeat, seen on the client leg: when it gives up and
-    closes its leg, HAProxy closes the client leg with it."""
+def through_tier(upstream: Prediction | None, timeouts: Timeouts) -> Prediction | None:
+    """The upstream service's own heartbeat, seen on the client leg. When that service gives
+    up it closes its leg; HAProxy passes the close on (a FIN after the data still queued for
+    the dead client) and keeps the half-closed client leg until its half-closed timeout:
+    ``timeout client-fin``, else the tunnel's, else ``timeout client``. Measured on 2.6: the
+    client leg goes to FIN_WAIT1 when the upstream closes and stays HAProxy's. The upstream's
+    give-up is the moment it lets go (its prediction), at most its own close wait after it
+    sent its FIN: the prediction is that late at most."""
     if upstream is None or upstream.reclaim_s is None:
         return upstream
-    return Prediction(reclaim_s=upstream.reclaim_s, mechanism=upstream.mechanism,
-                      slack_s=upstream.slack_s + CLOSE_SLACK_S,
-                      formula=f"the upstream's own heartbeat: {upstream.formula}; HAProxy closes"
-                              " the client leg when the upstream closes its leg")
+    gone = upstream.reclaim_s
+    held = timeouts.half_closed()
+    head = f"the upstream's own heartbeat gives up at {format_seconds(gone)} s ({upstream.formula})"
+    if held is None:
+        return Prediction(reclaim_s=None, mechanism="none",
+                          formula=f"{head}; HAProxy half-closes the client leg and, with no"
+                                  " timeout client-fin, tunnel or client, holds it")
+    seconds, name = held
+    at = gone + seconds
+    return Prediction(reclaim_s=round(at, 6), mechanism=upstream.mechanism,
+                      slack_s=upstream.slack_s + TIMER_SLACK_S,
+                      formula=f"{head}; HAProxy half-closes the client leg and closes it after"
+                              f" {name} {format_seconds(seconds)} s = {format_seconds(at)} s")
 
 
 def earliest(*predictions: Prediction | None) -> Prediction | None:

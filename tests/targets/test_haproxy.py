@@ -165,10 +165,16 @@ def test_the_upstreams_heartbeat_passes_through_and_the_earliest_decides() -> No
     pinging = WebSocketTarget(settings={"ping_interval": 2, "ping_timeout": 2, "close_timeout": 1})
     up, up_first = pinging.heartbeat(last_activity_s=-1.0, opened_s=-1.0)
     assert up is not None and up.reclaim_s is not None and up_first is not None
-    # a long tunnel timeout: the pings refresh it; the websocket's own give-up decides
-    pred, first = target({"timeout_tunnel": "30s"}, pinging).heartbeat(last_activity_s=-1.0, opened_s=-1.0)
-    assert first == up_first and pred is not None and pred.reclaim_s == up.reclaim_s
-    assert "HAProxy closes the client leg" in pred.formula
+    # a long tunnel timeout: the pings refresh it; the websocket's own give-up (its FIN at
+    # the ping timeout) reaches HAProxy, which holds the half-closed client leg client-fin more
+    pred, first = target({"timeout_tunnel": "30s", "timeout_client_fin": "2s"}, pinging).heartbeat(
+        last_activity_s=-1.0, opened_s=-1.0)
+    assert first == up_first and pred is not None
+    assert pred.reclaim_s == pytest.approx(up_first + 2.0 + 2.0)   # first ping + ping_timeout + client-fin
+    assert "close frame 1011 and FIN at" in pred.formula and "client-fin 2 s" in pred.formula
+    # without client-fin the tunnel timeout holds the half-closed leg
+    pred, _ = target({"timeout_tunnel": "30s"}, pinging).heartbeat(last_activity_s=-1.0, opened_s=-1.0)
+    assert pred is not None and pred.reclaim_s == pytest.approx(up_first + 2.0 + 30.0)
     # a tunnel timeout that expires before the first ping goes out: HAProxy's decides
     pred, _ = target({"timeout_tunnel": "500ms"}, pinging).heartbeat(last_activity_s=-0.1, opened_s=-0.1)
     assert pred is not None and pred.reclaim_s == 0.4 and "timeout tunnel" in pred.formula
@@ -343,6 +349,27 @@ def test_the_shipped_scenarios_pass_through_the_runner(name: str) -> None:
     assert entry["target"]["service"] == "haproxy"
     for s in (s for s in entry["sessions"] if s["faulted"]):
         assert abs(s["reclaim_s"] - s["predicted_s"]) < TOLERANCE_S, s
+
+
+@needs_haproxy
+@pytest.mark.usefixtures("no_leftovers")
+def test_a_pinging_upstream_closes_first_and_haproxy_holds_the_half_closed_leg(tmp_path: Path) -> None:
+    from harness import run as runner
+
+    scenario = tmp_path / "ping-through.yaml"
+    scenario.write_text(
+        "name: ping-through\ntarget:\n  service: haproxy\n"
+        "  settings: {timeout_tunnel: 30s, timeout_client_fin: 2s}\n"
+        "  upstream: {service: websocket, settings: {ping_interval: 1, ping_timeout: 1, close_timeout: 1}}\n"
+        "sessions: {count: 2, hold: 500ms}\nfault: {type: blackhole, sessions: 1}\n"
+        "expect: {reclaimed_within: 6s}\nobserve: {deadline: 6s, interval: 20ms}\n")
+    (loaded,) = runner.prepare([str(scenario)])
+    entry = dict(runner.run_plain(loaded, runner.new_run_id()).to_json())
+    assert entry["verdict"] == "pass", entry["reason"]
+    (s,) = (s for s in entry["sessions"] if s["faulted"])
+    assert abs(s["reclaim_s"] - s["predicted_s"]) < TOLERANCE_S, s
+    assert any(e["what"] == "state" and e.get("detail") == "FIN_WAIT1" and e["t"] < s["reclaim_s"] - 1
+               for e in s["events"])
 
 
 @needs_haproxy

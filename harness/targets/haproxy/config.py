@@ -4,7 +4,8 @@ setting that wrote the line.
 
 Settings (scenario keys -> the ``listen`` section's lines, HAProxy 2.6's keywords):
 
-- ``timeout_client``, ``timeout_server``, ``timeout_tunnel``, ``timeout_connect``: a
+- ``timeout_client``, ``timeout_server``, ``timeout_tunnel``, ``timeout_connect``,
+  ``timeout_client_fin`` (a client leg HAProxy half-closed after the upstream closed): a
   duration with a unit, passed to HAProxy as written (``3s``, ``500ms``, ``2m``; HAProxy
   also takes ``us``, ``h``, ``d``), or a number of seconds. Not set: infinite (connect: 5s).
 - ``clitcpka``, ``srvtcpka``: true/false -> ``option clitcpka`` / ``no option clitcpka``.
@@ -30,7 +31,8 @@ from harness.lab import naming, owner
 from harness.targets.base import Scalar
 
 TIMEOUTS = {"timeout_client": "timeout client", "timeout_server": "timeout server",
-            "timeout_tunnel": "timeout tunnel", "timeout_connect": "timeout connect"}
+            "timeout_tunnel": "timeout tunnel", "timeout_connect": "timeout connect",
+            "timeout_client_fin": "timeout client-fin"}
 OPTIONS = {"clitcpka": "clitcpka", "srvtcpka": "srvtcpka"}
 KEEPALIVE_TIMES = {"clitcpka_idle": "clitcpka-idle", "clitcpka_intvl": "clitcpka-intvl",
                    "srvtcpka_idle": "srvtcpka-idle", "srvtcpka_intvl": "srvtcpka-intvl"}

@@ -17,6 +17,7 @@ bind-mounted at the same path.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
@@ -26,7 +27,7 @@ from typing import Any, ClassVar
 
 from harness.core.assess import SessionFacts
 from harness.core.haproxy import Timeouts, earliest, through_tier, tier_timeout, upstream_leg
-from harness.core.prediction import Prediction, SocketSettings
+from harness.core.prediction import Prediction, SocketSettings, format_seconds
 from harness.errors import LabError
 from harness.lab.processes import log_tail, stop_process, wait_ready
 from harness.lab.server import ServerProcess, ServerSpec
@@ -94,7 +95,7 @@ class HaproxyTarget:
             s = self._seconds(name)
             return s if s else None
         return Timeouts(client_s=set_("timeout_client"), server_s=set_("timeout_server"),
-                        tunnel_s=set_("timeout_tunnel"))
+                        tunnel_s=set_("timeout_tunnel"), client_fin_s=set_("timeout_client_fin"))
 
     def socket_settings(self) -> SocketSettings:
         """The client leg: HAProxy sets SO_KEEPALIVE with ``option clitcpka`` and
@@ -122,9 +123,27 @@ class HaproxyTarget:
         heartbeat passed through: the earliest decides. The upstream's heartbeat data is what
         goes out unanswered on the client leg (HAProxy itself sends nothing)."""
         up, first_send = self.upstream.heartbeat(last_activity_s=last_activity_s, opened_s=opened_s)
-        own = tier_timeout(self.timeouts(), last_activity_s=last_activity_s,
-                           upstream_first_send_s=first_send)
-        return earliest(own, through_tier(up)), first_send
+        up = self._upstream_closes(up, opened_s)
+        timeouts = self.timeouts()
+        own = tier_timeout(timeouts, last_activity_s=last_activity_s, upstream_first_send_s=first_send)
+        return earliest(own, through_tier(up, timeouts)), first_send
+
+    def _upstream_closes(self, up: Prediction | None, opened_s: float) -> Prediction | None:
+        """When the upstream closes its leg (sends its FIN), which is what HAProxy passes on:
+        a WebSocket server does so at its ping timeout (close frame 1011 and FIN), before it
+        lets go of the connection (close_timeout later)."""
+        if up is None or up.reclaim_s is None or self.upstream.service != "websocket":
+            return up
+        from harness.core.websocket import timeline
+
+        tl = timeline(self.upstream.ping_settings(), opened_s=opened_s,
+                      in_flight_since_s=0.0 if self.upstream.in_flight else None)
+        if tl is None or tl.give_up_s is None:
+            return up
+        return dataclasses.replace(
+            up, reclaim_s=tl.give_up_s,
+            formula=f"first unanswered ping at {format_seconds(tl.ping_s)} s + ping_timeout:"
+                    f" close frame 1011 and FIN at {format_seconds(tl.give_up_s)} s")
 
     # -- the tier's legs (LEGS.md) ---------------------------------------------------------
 
