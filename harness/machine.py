@@ -127,6 +127,21 @@ def _sshd() -> str | None:
     return None if find_sshd() else "sshd not found"
 
 
+def _haproxy() -> str | None:
+    from harness.targets.haproxy.config import find_haproxy
+
+    return None if find_haproxy() else "haproxy not found"
+
+
+def _haproxy_version() -> str:
+    from harness.targets.haproxy.config import find_haproxy
+
+    found = find_haproxy()
+    done = _run([found, "-v"]) if found else None
+    lines = done.stdout.splitlines() if done is not None else []
+    return lines[0] if lines else found or ""
+
+
 def _sshd_path() -> str:
     from harness.targets.ssh import find_sshd
 
@@ -358,6 +373,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
                 seen=_postgres_version),
     Requirement("OpenSSH server", "the OpenSSH server (sshd)", _sshd, "apt-get install openssh-server",
                 ("ssh on local",), seen=_sshd_path),
+    Requirement("HAProxy", "HAProxy (haproxy)", _haproxy, "apt-get install haproxy",
+                ("haproxy on local",), seen=_haproxy_version),
     Requirement("Docker engine", "a Docker engine", _engine, "start dockerd or set DOCKER_HOST",
                 ("docker",), seen=_engine_version, reason_in_error=True),
     # a run builds what is missing itself (connchaos images build is the same step)
@@ -383,8 +400,9 @@ def needs_for(loaded: Sequence[LoadedScenario], backend: str) -> set[str]:
         needs.add("docker as root")
     for ls in loaded:
         spec = ls.scenario
-        if backend == "local" and spec.target.service in ("postgres", "ssh"):
-            needs.add(f"{spec.target.service} on local")
+        for t in (spec.target, *([spec.target.upstream] if spec.target.upstream else [])):
+            if backend == "local" and t.service in ("postgres", "ssh", "haproxy"):
+                needs.add(f"{t.service} on local")
     return needs
 
 

@@ -67,6 +67,7 @@ class ServiceType:
     locust_user: str | None
     started_by_connchaos: bool
     tier: bool = False            # a middle tier (pgbouncer, haproxy): each session has an upstream leg
+    fronts: bool = False          # in front of the scenario's ``upstream:`` (another service)
 
     def load(self) -> Any:
         """The target's class; ImportError if its module (or a library it needs) is not there."""
@@ -78,6 +79,8 @@ SERVICE_TYPES: dict[str, ServiceType] = {s.name: s for s in (
     ServiceType("ssh", "harness.targets.ssh:SshTarget", "SshUser", True),
     ServiceType("websocket", "harness.targets.websocket:WebSocketTarget", "WebSocketUser", False),
     ServiceType("tcp", "harness.targets.tcp:TcpTarget", "TcpUser", False),
+    # in front of another service: its sessions (and Locust users) are its upstream's, through its port
+    ServiceType("haproxy", "harness.targets.haproxy:HaproxyTarget", None, True, tier=True, fronts=True),
 )}
 """The services under test. ``locust_user`` is the User class in harness/load/users.py
 (Locust takes class names on its command line; users.py is never imported here)."""

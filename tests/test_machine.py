@@ -144,3 +144,20 @@ def test_ten_thousand_sessions_over_the_limit_stop_before_any_lab(tmp_path: Path
     assert "hard limit (RLIMIT_NOFILE) is 4096" in done.stderr and "Traceback" not in done.stderr
     assert time.monotonic() - started < 30
     assert not (tmp_path / "reports").exists()
+
+
+def test_haproxy_scenarios_need_haproxy_and_their_upstreams_and_name_it_when_missing(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    assert _needs("haproxy-clitcpka.yaml", "local") == {"local", "haproxy on local", "postgres on local"}
+    assert _needs("haproxy-tunnel-timeout-websocket.yaml", "local") == {"local", "haproxy on local"}
+    assert _needs("haproxy-tunnel-timeout-websocket.yaml", "docker") == {"docker", "docker as root"}
+    monkeypatch.setattr("harness.targets.haproxy.config.find_haproxy", lambda: None)
+    with pytest.raises(MachineError) as raised:
+        machine.require({"haproxy on local"})
+    assert raised.value.exit_code == 3 and "HAProxy (haproxy)" in str(raised.value)
+    assert "apt-get install haproxy" in str(raised.value)
+    from harness.run.check import images_needed
+
+    loaded = load_paths([str(SCENARIOS / "haproxy-clitcpka.yaml")])
+    assert images_needed(loaded, "docker") == ["client", "haproxy", "postgres"]

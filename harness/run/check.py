@@ -55,6 +55,10 @@ def support_problems(loaded: LoadedScenario, backend: str | None = None) -> list
     if target is not None:
         for name, message in target.check_settings(spec.target.settings):
             problems.append(loaded.problem(("target", "settings", name), message))
+    up = spec.target.upstream
+    if up is not None and up.service in services:
+        for name, message in target_class(up.service).check_settings(up.settings):
+            problems.append(loaded.problem(("target", "upstream", "settings", name), message))
     return problems
 
 
@@ -64,15 +68,16 @@ def _session_problems(loaded: LoadedScenario) -> list[Problem]:
     from harness.targets import openers
 
     spec = loaded.scenario
+    service = spec.target.session_target.service    # a tier's sessions are its upstream's
     problems = []
     if spec.sessions.opener is not None:
-        if spec.target.service != "tcp":
+        if service != "tcp":
             problems.append(loaded.problem(("sessions", "opener"),
-                            f"openers are for service: tcp; {spec.target.service} opens its own sessions"))
+                            f"openers are for service: tcp; {service} opens its own sessions"))
         elif spec.sessions.opener not in openers.known():
             problems.append(loaded.problem(("sessions", "opener"),
                             f"no opener {spec.sessions.opener!r} (known: {', '.join(openers.known())})"))
-    if spec.target.service == "tcp" and spec.sessions.activity == "in-flight":
+    if service == "tcp" and spec.sessions.activity == "in-flight":
         problems.append(loaded.problem(("sessions", "activity"),
                         "in-flight needs a service connchaos can make send data; use idle with service: tcp"))
     return problems
@@ -84,12 +89,14 @@ def _backend_problems(loaded: LoadedScenario, backend: str | None) -> list[Probl
     spec = loaded.scenario
     chosen = backend or spec.target.backend
     problems = []
-    if spec.target.image is not None and chosen == "local":
-        problems.append(loaded.problem(("target", "image"), "image: runs on the docker backend,"
-                                       " not with --backend local"))
-    if chosen == "docker" and spec.target.command is not None and spec.target.image is None:
-        problems.append(loaded.problem(("target", "command"), "on the docker backend your server"
-                                       " runs from an image: add image: (the command then runs in it)"))
+    for where, t in ((("target",), spec.target),
+                     *([(("target", "upstream"), spec.target.upstream)] if spec.target.upstream else [])):
+        if t.image is not None and chosen == "local":
+            problems.append(loaded.problem((*where, "image"), "image: runs on the docker backend,"
+                                           " not with --backend local"))
+        if chosen == "docker" and t.command is not None and t.image is None:
+            problems.append(loaded.problem((*where, "command"), "on the docker backend your server"
+                                           " runs from an image: add image: (the command then runs in it)"))
     return problems
 
 
@@ -101,9 +108,10 @@ def backend_for(loaded: LoadedScenario, backend: str | None = None) -> str:
     chosen = backend or spec.target.backend
     if chosen != "auto":
         return chosen
-    if spec.target.image is not None:
+    own = spec.target.session_target    # a tier runs where its upstream's own server can
+    if spec.target.image is not None or own.image is not None:
         return "docker"
-    if spec.target.command is not None:
+    if own.command is not None:
         return "local"
     if not machine.missing(machine.needs_for([loaded], "local")):
         return "local"
@@ -118,12 +126,14 @@ def _load_problems(loaded: LoadedScenario) -> list[Problem]:
     spec = loaded.scenario
     if spec.load is None:
         return []
-    if spec.target.service not in USERS:
+    own = spec.target.session_target    # a tier's users are its upstream's, through its port
+    if own.service not in USERS:
         return [loaded.problem(("target", "service"), f"load runs have Locust users for"
-                               f" {', '.join(USERS)}; {spec.target.service} is not in this version")]
-    limit = spec.target.settings.get("max_connections")
-    if spec.target.service == "postgres" and isinstance(limit, int) and limit <= spec.load.users:
-        return [loaded.problem(("target", "settings", "max_connections"),
+                               f" {', '.join(USERS)}; {own.service} is not in this version")]
+    limit = own.settings.get("max_connections")
+    if own.service == "postgres" and isinstance(limit, int) and limit <= spec.load.users:
+        where = ("target", "upstream") if own is not spec.target else ("target",)
+        return [loaded.problem((*where, "settings", "max_connections"),
                                f"must exceed load.users ({spec.load.users}) so every user gets a"
                                f" backend; leave it out and connchaos sets users + 20")]
     return []
@@ -193,8 +203,9 @@ def images_needed(loaded: Sequence[LoadedScenario], backend: str | None = None) 
             names.add("toxiproxy")   # the forwarder and the observer's agent, without root
         # tcp, and a command of the user's own, run from the user's image (_backend_problems)
         target = ls.scenario.target
-        if target.image is None and target.service != "tcp":
-            names.add(target.service)
+        for t in (target, *([target.upstream] if target.upstream else [])):
+            if t.image is None and t.service != "tcp":
+                names.add(t.service)
     return sorted(names)
 
 

@@ -111,7 +111,7 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
     spec, target, fault = planned.spec, planned.target, planned.fault
     load = spec.load
     assert load is not None
-    service = spec.target.service
+    service = spec.target.session_target.service   # a tier's users: its upstream's, at its port
     if service not in USERS:
         raise LabError("starting the load", f"no Locust user for service {service}")
     if fault.layer != "packet":  # the schema admits only packet faults with load:

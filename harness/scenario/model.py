@@ -141,10 +141,34 @@ class Target(_Part):
     port: StrictInt | None = Field(default=None, ge=1, le=65535)   # where that server listens
     ready: ProgramText | None = None     # readiness: "port" (it accepts) or a command that exits 0
     image: ProgramText | None = None     # the user's own image (docker backend)
+    # a tier's (service: haproxy) backend: another target, started behind it in the same lab
+    upstream: Target | None = None
+
+    @property
+    def session_target(self) -> Target:
+        """The target whose sessions are opened: a tier's upstream (through the tier's port),
+        else this one."""
+        return self.upstream if self.upstream is not None else self
 
     @model_validator(mode="after")
     def _own_server_fields_fit(self) -> Target:
         rules: list[tuple[tuple[str, ...], str]] = []
+        fronts = SERVICE_TYPES[self.service].fronts
+        if fronts and self.upstream is None:
+            rules.append((("upstream",), f"service: {self.service} needs the upstream it stands"
+                                         " in front of (upstream: {service: websocket, ...})"))
+        if not fronts and self.upstream is not None:
+            takers = ", ".join(name for name, s in SERVICE_TYPES.items() if s.fronts)
+            rules.append((("upstream",), f"only a tier in front of another service ({takers}) takes"
+                                         f" an upstream, not {self.service}"))
+        up = self.upstream
+        if up is not None and SERVICE_TYPES[up.service].tier:
+            services = ", ".join(name for name, s in SERVICE_TYPES.items() if not s.tier)
+            rules.append((("upstream", "service"), f"a tier's upstream is a service ({services}),"
+                                                   f" not another tier ({up.service})"))
+        if up is not None and "backend" in up.model_fields_set:
+            rules.append((("upstream", "backend"), "the upstream runs where the tier runs:"
+                                                   " set backend on target"))
         if SERVICE_TYPES[self.service].started_by_connchaos:
             for name in ("command", "ready", "port"):
                 if getattr(self, name) is not None:

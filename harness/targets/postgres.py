@@ -314,9 +314,11 @@ class PostgresTarget:
             raise LabError("initdb", (init.stderr or init.stdout).strip()[-800:])
         with open(os.path.join(data, "pg_hba.conf"), "w") as f:
             # only the harness (Unix socket in a private folder), the lab's client network and
-            # the lab's proxy (sessions at the proxy layer arrive from the router)
+            # the lab's proxy (sessions at the proxy layer arrive from the router), and a
+            # tier in front of it in the server's own namespace (service: haproxy)
             f.write(f"local all all trust\nhost all all {naming.CLIENT_NET} trust\n"
-                    f"host all all {naming.ROUTER_SERVER_ADDR}/32 trust\n")
+                    f"host all all {naming.ROUTER_SERVER_ADDR}/32 trust\n"
+                    f"host all all {lab.server_addr}/32 trust\n")
 
         argv = [os.path.join(bindir, "postgres"), "-D", data, *self._options(
             {"listen_addresses": lab.server_addr, "unix_socket_directories": self._sockdir,

@@ -293,8 +293,12 @@ def test_the_schema_reads_the_registries() -> None:
         assert Fault(type=name, **extra).layer == kind.layer
     assert set(FAULTS) == set(FAULT_TYPES)
     for name in SERVICE_TYPES:
-        extra = {"command": "x {host} {port}", "port": 1} if name == "tcp" else {}
+        extra: dict[str, Any] = {"command": "x {host} {port}", "port": 1} if name == "tcp" else {}
+        if SERVICE_TYPES[name].tier:   # a tier stands in front of another service
+            extra = {"upstream": {"service": "websocket"}}
         assert Target(service=name, **extra).service == name
-    assert set(available()) <= set(SERVICE_TYPES) and set(USERS) == set(SERVICE_TYPES)
+    # a tier's Locust users are its upstream's
+    assert set(available()) <= set(SERVICE_TYPES)
+    assert set(USERS) == {name for name, s in SERVICE_TYPES.items() if not s.tier}
     with pytest.raises(ValueError, match="literal_error|Input should be"):
         Target(service="mysql")
