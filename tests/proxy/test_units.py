@@ -36,16 +36,27 @@ def test_fields_match_case_insensitively() -> None:
 
 
 def test_units_round_trip_and_types_are_checked() -> None:
-    latency = toxics.decode("latency", {"latency": 250, "jitter": 3})
+    latency, values = toxics.decode("latency", {"latency": 250, "jitter": 3})
     assert latency.latency_s == pytest.approx(0.25) and latency.jitter_s == pytest.approx(0.003)
-    assert toxics.encode(latency) == {"latency": 250, "jitter": 3}
-    slicer = toxics.decode("slicer", {"delay": 1500})
+    assert toxics.encode(latency) == values == {"latency": 250, "jitter": 3}
+    slicer, _ = toxics.decode("slicer", {"delay": 1500})
     assert slicer.delay_s == pytest.approx(0.0015)
-    merged = toxics.decode("latency", {"jitter": 7}, base=latency)
-    assert toxics.encode(merged) == {"latency": 250, "jitter": 7}
+    merged, values = toxics.decode("latency", {"jitter": 7}, base=latency, base_values=values)
+    assert toxics.encode(merged) == values == {"latency": 250, "jitter": 7}
     for bad in ({"latency": True}, {"latency": "1"}, {"latency": 2**63}, [1]):
         with pytest.raises(ApiError):
             toxics.decode("latency", bad)
+
+
+def test_extreme_attributes_are_kept_exactly() -> None:
+    # Go keeps the int64 it decoded and prints it back (toxics/latency.go, LatencyToxic:
+    # Latency int64); a float of seconds turned 2**63-1 ms into 2**63, which a Go client
+    # cannot even decode into its int64 again
+    big = 2**63 - 1
+    _, values = toxics.decode("latency", {"latency": big, "jitter": -(2**63)})
+    assert values == {"latency": big, "jitter": -(2**63)}
+    _, values = toxics.decode("slicer", {"delay": 123456789012345678}, base_values=None)
+    assert values["delay"] == 123456789012345678
 
 
 @pytest.mark.parametrize("size, average, variation", [
