@@ -49,9 +49,8 @@ INVALID_STREAM = ApiError("stream was invalid, can be either upstream or downstr
 INVALID_TOXIC_TYPE = ApiError("invalid toxic type", 400)
 TOXIC_ALREADY_EXISTS = ApiError("toxic already exists", 409)
 TOXIC_NOT_FOUND = ApiError("toxic not found", 404)
-USER_AGENT_NOT_ALLOWED = ApiError("User agent not allowed", 403)
-ROUTE_NOT_FOUND = ApiError("404 page not found", 404)
-METHOD_NOT_ALLOWED = ApiError("method not allowed", 405)
+BODY_TOO_LARGE = ApiError("bad request body: the first JSON value is longer than the "
+                          "8 MiB the API reads", 413)   # ours: Go has no limit
 
 
 def internal(message: str) -> ApiError:
