@@ -58,9 +58,17 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 
 from harness.proxy import gojson
-from harness.proxy.errors import BODY_TOO_LARGE, MISSING_FIELD, TOXIC_NOT_FOUND, ApiError, internal
+from harness.proxy.errors import (
+    BAD_REQUEST_BODY,
+    BODY_TOO_LARGE,
+    MISSING_FIELD,
+    TOXIC_NOT_FOUND,
+    ApiError,
+    internal,
+)
 from harness.proxy.proxy import ProxyConfig
 from harness.proxy.site import answered, request_read
 
@@ -85,18 +93,23 @@ class Body:
         """The body's first JSON value, as ``gojson.decode``; BODY_TOO_LARGE when what Go
         would answer depends on bytes past ``BODY_LIMIT``."""
         content, chunks, size = self.request.content, [], 0
-        while size <= BODY_LIMIT:
-            chunk = await content.read(BODY_LIMIT + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
+        try:
+            while size <= BODY_LIMIT:
+                chunk = await content.read(BODY_LIMIT + 1 - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        except (ConnectionError, RequestPayloadError):
+            # the client went (or was dropped by the read deadline) mid-body; Go's decoder
+            # reports the short read, to no one
+            raise BAD_REQUEST_BODY.joined("unexpected EOF") from None
         request_read(self.request)
         data = b"".join(chunks)
         try:
             return gojson.decode(data[:BODY_LIMIT], complete=size <= BODY_LIMIT)
         except gojson.TooLarge:
-            raise BODY_TOO_LARGE from None
+            raise BODY_TOO_LARGE() from None
 
 
 Handler = Callable[["ProxyServer", list[str], Body], Awaitable[web.Response]]
@@ -217,14 +230,14 @@ async def toxic_create(server: ProxyServer, params: list[str], body: Body) -> we
 async def toxic_show(server: ProxyServer, params: list[str], body: Body) -> web.Response:
     entry = server.get(params[0]).find_toxic(params[1])
     if entry is None:
-        raise TOXIC_NOT_FOUND
+        raise TOXIC_NOT_FOUND()
     return render(entry.to_json())
 
 
 async def toxic_update(server: ProxyServer, params: list[str], body: Body) -> web.Response:
     proxy = server.get(params[0])
     if proxy.find_toxic(params[1]) is None:   # Go looks before it reads the body
-        raise TOXIC_NOT_FOUND
+        raise TOXIC_NOT_FOUND()
     return render(proxy.update_toxic(params[1], await body.decode()).to_json())
 
 

@@ -1,7 +1,8 @@
 """The errors of the proxy's API: values that carry their HTTP status, as Toxiproxy's do.
 
 Toxiproxy (api.go) declares a handful of ``ApiError`` values and joins details onto them
-(``missing required field: name``). The same texts and statuses live here; ``api.render_error``
+(``missing required field: name``). The same texts and statuses live here, as templates:
+``raise PROXY_NOT_FOUND()`` raises a copy (see ``ApiError.__call__``); ``api.render_error``
 is the one function that turns any of them into a response. Anything else that goes wrong
 while serving a request (a listener that cannot bind) becomes a 500 carrying the error's own
 text, as Toxiproxy's ``apiError`` does for errors without a status.
@@ -35,6 +36,11 @@ class ApiError(ConnchaosError):
 
     def __hash__(self) -> int:
         return hash((self.message, self.status))
+
+    def __call__(self) -> ApiError:
+        """A fresh copy, to raise: raising one instance again and again makes it keep every
+        traceback (and so every frame, request and body on it) it was ever raised through."""
+        return ApiError(self.message, self.status)
 
     def joined(self, detail: object) -> ApiError:
         """This error with ``: detail`` appended, as Toxiproxy's ``joinError`` does."""

@@ -232,13 +232,13 @@ class Proxy:
             raw_toxicity, "ToxicWrapper.toxicity")
         direction = stream.lower()
         if direction not in STREAMS:
-            raise INVALID_STREAM
+            raise INVALID_STREAM()
         if not name:
             name = f"{kind}_{stream}"
         if kind not in toxics.TOXICS:
-            raise INVALID_TOXIC_TYPE
+            raise INVALID_TOXIC_TYPE()
         if self.find_toxic(name) is not None:
-            raise TOXIC_ALREADY_EXISTS
+            raise TOXIC_ALREADY_EXISTS()
         params, values = toxics.decode(kind, gojson.lookup(obj, "attributes"))
         entry = ToxicEntry(name, kind, stream, direction, toxicity, params, values)
         self.toxics[direction].append(entry)
@@ -254,7 +254,7 @@ class Proxy:
         """Toxiproxy's ``UpdateToxicJson``: ``attributes`` merge, ``toxicity`` replaces."""
         entry = self.find_toxic(name)
         if entry is None:
-            raise TOXIC_NOT_FOUND
+            raise TOXIC_NOT_FOUND()
         obj = gojson.object_of(body, "struct { Attributes interface {}; Toxicity float32 }")
         params, values = toxics.decode(entry.type, gojson.lookup(obj, "attributes"),
                                        base=entry.params, base_values=entry.values)
@@ -273,7 +273,7 @@ class Proxy:
         """Take a toxic out of every connection (removing ``timeout`` closes them)."""
         entry = self.find_toxic(name)
         if entry is None:
-            raise TOXIC_NOT_FOUND
+            raise TOXIC_NOT_FOUND()
         self.toxics[entry.direction].remove(entry)
         close = type(entry.params).closes_on_removal
         for conn in list(self.connections):

@@ -71,3 +71,18 @@ def test_slicer_cuts_cover_every_byte_once(size: int, average: int, variation: i
     assert sum(pieces) == size and (size == 0 or min(pieces) > 0)
     if size > 100 and variation < average:
         assert max(pieces) <= average + variation + 1
+
+
+def test_raising_an_api_error_does_not_keep_its_tracebacks() -> None:
+    # the fuzzing's finding: `raise PROXY_NOT_FOUND` raised the one module-level instance,
+    # which kept every traceback it went through (frames, requests, bodies: 20 MiB per
+    # oversized body); each raise is now of a fresh copy
+    from harness.proxy.errors import PROXY_NOT_FOUND
+    from harness.proxy.server import ProxyServer
+
+    server = ProxyServer()
+    for _ in range(100):
+        with pytest.raises(ApiError) as caught:
+            server.get("nope")
+        assert caught.value == PROXY_NOT_FOUND and caught.value is not PROXY_NOT_FOUND
+    assert PROXY_NOT_FOUND.__traceback__ is None
