@@ -71,12 +71,16 @@ def _parser() -> argparse.ArgumentParser:
                         " lets a proxy hold more connections than one process's file limit allows")
 
     b = sub.add_parser("bench", help="benchmarks that print figures")
-    b.add_argument("what", choices=["proxy", "sockdiag", "load"],
+    b.add_argument("what", choices=["proxy", "sockdiag", "load", "fuzz-proxy"],
                    help="proxy: the built-in proxy against direct loopback; sockdiag: one"
                         " socket-table sample at 10,000 connections, against pyroute2's reader;"
-                        " load: 10,000 WebSocket and 1,000 PostgreSQL sessions under Locust, 10%% blackholed")
+                        " load: 10,000 WebSocket and 1,000 PostgreSQL sessions under Locust, 10%% blackholed;"
+                        " fuzz-proxy: random requests to the built-in proxy's API, checked against"
+                        " Toxiproxy's answers")
     b.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     b.add_argument("--only", choices=["websocket", "postgres"], help="load: run one of the two")
+    b.add_argument("--requests", type=int, metavar="N", help="fuzz-proxy: how many requests"
+                   " (default 5000; --quick: 500)")
 
     rp = sub.add_parser("report", help="re-render every report format from a results.json")
     rp.add_argument("results", metavar="RESULTS", help="a results.json written by connchaos run")
@@ -435,6 +439,11 @@ def cmd_bench(args: argparse.Namespace, out: Console, err: Console) -> int:
         from benchmarks.load import main as bench_load
 
         return bench_load((["--quick"] if args.quick else []) + (["--only", args.only] if args.only else []))
+    if args.what == "fuzz-proxy":
+        from benchmarks.fuzz_proxy import main as bench_fuzz
+
+        requests = args.requests if args.requests is not None else 500 if args.quick else 5000
+        return bench_fuzz(["--requests", str(requests)])
     if args.what == "sockdiag":
         from benchmarks.sockdiag import main as bench
     else:

@@ -1,7 +1,8 @@
 """The errors of the proxy's API: values that carry their HTTP status, as Toxiproxy's do.
 
 Toxiproxy (api.go) declares a handful of ``ApiError`` values and joins details onto them
-(``missing required field: name``). The same texts and statuses live here; ``api.render_error``
+(``missing required field: name``). The same texts and statuses live here, as templates:
+``raise PROXY_NOT_FOUND()`` raises a copy (see ``ApiError.__call__``); ``api.render_error``
 is the one function that turns any of them into a response. Anything else that goes wrong
 while serving a request (a listener that cannot bind) becomes a 500 carrying the error's own
 text, as Toxiproxy's ``apiError`` does for errors without a status.
@@ -36,6 +37,11 @@ class ApiError(ConnchaosError):
     def __hash__(self) -> int:
         return hash((self.message, self.status))
 
+    def __call__(self) -> ApiError:
+        """A fresh copy, to raise: raising one instance again and again makes it keep every
+        traceback (and so every frame, request and body on it) it was ever raised through."""
+        return ApiError(self.message, self.status)
+
     def joined(self, detail: object) -> ApiError:
         """This error with ``: detail`` appended, as Toxiproxy's ``joinError`` does."""
         return ApiError(f"{self.message}: {detail}", self.status)
@@ -49,9 +55,8 @@ INVALID_STREAM = ApiError("stream was invalid, can be either upstream or downstr
 INVALID_TOXIC_TYPE = ApiError("invalid toxic type", 400)
 TOXIC_ALREADY_EXISTS = ApiError("toxic already exists", 409)
 TOXIC_NOT_FOUND = ApiError("toxic not found", 404)
-USER_AGENT_NOT_ALLOWED = ApiError("User agent not allowed", 403)
-ROUTE_NOT_FOUND = ApiError("404 page not found", 404)
-METHOD_NOT_ALLOWED = ApiError("method not allowed", 405)
+BODY_TOO_LARGE = ApiError("bad request body: the first JSON value is longer than the "
+                          "8 MiB the API reads", 413)   # ours: Go has no limit
 
 
 def internal(message: str) -> ApiError:

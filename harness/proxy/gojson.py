@@ -32,26 +32,90 @@ def _reject_constant(name: str) -> Any:
     raise _ConstantError(name)
 
 
-def decode(body: bytes) -> object:
-    """The first JSON value in ``body``; BAD_REQUEST_BODY with Go's reason when there is none."""
+class TooLarge(Exception):
+    """``decode(..., complete=False)``: the prefix read ends inside the first JSON value, so
+    what Go would make of the body depends on bytes beyond the API's limit."""
+
+
+def decode(body: bytes, complete: bool = True) -> object:
+    """The first JSON value in ``body``; BAD_REQUEST_BODY with Go's reason when there is none.
+
+    ``complete=False``: ``body`` is only the first bytes of a longer body. Go's decoder reads
+    no further than the end of the first value (or the first syntax error), so when either
+    lies inside ``body`` the answer is the one the whole body would get; otherwise TooLarge.
+    """
     text = body.decode("utf-8", errors="replace")
     start = len(text) - len(text.lstrip(" \t\r\n"))
-    if start == len(text):
-        raise BAD_REQUEST_BODY.joined("EOF")
     try:
-        value, _ = _DECODER.raw_decode(text, start)
-    except _ConstantError as exc:
-        raise BAD_REQUEST_BODY.joined(
-            f"invalid character '{str(exc)[:1]}' looking for beginning of value") from None
-    except json.JSONDecodeError as exc:
-        if exc.pos >= len(text):
-            raise BAD_REQUEST_BODY.joined("unexpected EOF") from None
-        char = text[exc.pos]
-        raise BAD_REQUEST_BODY.joined(
-            f"invalid character {_quote_char(char)} {_context(exc.msg)}") from None
-    except RecursionError:
-        raise BAD_REQUEST_BODY.joined("exceeded max depth") from None
+        if start == len(text):
+            raise BAD_REQUEST_BODY.joined("EOF")
+        try:
+            value, end = _DECODER.raw_decode(text, start)
+        except _ConstantError as exc:
+            raise BAD_REQUEST_BODY.joined(
+                f"invalid character '{str(exc)[:1]}' looking for beginning of value") from None
+        except json.JSONDecodeError as exc:
+            raise BAD_REQUEST_BODY.joined(_reason(text, exc)) from None
+        except RecursionError:
+            raise BAD_REQUEST_BODY.joined("exceeded max depth") from None
+    except ApiError as exc:
+        if not complete and exc.message.endswith(("EOF", "exceeded max depth")):
+            raise TooLarge() from None
+        raise
+    if not complete and end >= len(text):   # a number or literal may go on past the cut
+        raise TooLarge()
     return value
+
+
+def _reason(text: str, exc: json.JSONDecodeError) -> str:
+    """Go's words (encoding/json scanner.go) for what Python's decoder found at ``exc.pos``."""
+    pos, msg = exc.pos, exc.msg
+    if pos >= len(text) or msg.startswith("Unterminated string"):
+        return "unexpected EOF"   # Python reports an open string where it starts
+    char = text[pos]
+    if msg.startswith("Invalid control character"):
+        return f"invalid character {_quote_char(char)} in string literal"
+    if msg.startswith("Invalid \\escape"):
+        if pos + 1 >= len(text):
+            return "unexpected EOF"
+        return f"invalid character {_quote_char(text[pos + 1])} in string escape code"
+    if msg.startswith("Invalid \\uXXXX escape"):
+        for digit in text[pos + 1:pos + 5]:
+            if digit not in "0123456789abcdefABCDEF":
+                return f"invalid character {_quote_char(digit)} in \\u hexadecimal character escape"
+        return "unexpected EOF"
+    if msg.startswith("Expecting value"):
+        for word in ("true", "false", "null"):
+            if char == word[0]:
+                for index, want in enumerate(word[1:], start=pos + 1):
+                    if index >= len(text):
+                        return "unexpected EOF"
+                    if text[index] != want:
+                        return (f"invalid character {_quote_char(text[index])} in literal "
+                                f"{word} (expecting '{want}')")
+        if char == "-":
+            if pos + 1 >= len(text):
+                return "unexpected EOF"
+            return f"invalid character {_quote_char(text[pos + 1])} in numeric literal"
+    if msg.startswith("Expecting ',' delimiter") and _innermost(text, pos) == "{":
+        return f"invalid character {_quote_char(char)} after object key:value pair"
+    return f"invalid character {_quote_char(char)} {_context(msg)}"
+
+
+def _innermost(text: str, pos: int) -> str:
+    """The bracket (``{`` or ``[``) open at ``pos``, or "" at the top level."""
+    stack: list[str] = []
+    in_string = escaped = False
+    for char in text[:pos]:
+        if in_string:
+            escaped, in_string = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            in_string = True
+        elif char in "{[":
+            stack.append(char)
+        elif char in "}]" and stack:
+            stack.pop()
+    return stack[-1] if stack else ""
 
 
 def _quote_char(char: str) -> str:
@@ -64,7 +128,7 @@ def _context(msg: str) -> str:
     if msg.startswith("Expecting ':'"):
         return "after object key"
     if msg.startswith("Expecting ',' delimiter"):
-        return "after object key:value pair" if "object" in msg else "after array element"
+        return "after array element"
     return "looking for beginning of value"
 
 
@@ -93,14 +157,17 @@ def mismatch(value: object, where: str, go_type: str) -> ApiError:
 
 
 def lookup(obj: Mapping[str, object], key: str) -> object:
-    """``obj[key]``, matching the key case-insensitively as Go does; None when absent."""
-    if key in obj:
-        return obj[key]
+    """The value of field ``key`` in ``obj``; None when absent or null.
+
+    Go (encoding/json decode.go, ``decodeState.object``) matches each key of the object to a
+    field exactly or case-insensitively and decodes the values in order, so the last
+    matching key wins, except that ``null`` leaves the field as it was."""
     folded = key.casefold()
+    found: object = None
     for name, value in obj.items():
-        if name.casefold() == folded:
-            return value
-    return None
+        if value is not None and (name == key or name.casefold() == folded):
+            found = value
+    return found
 
 
 def object_of(value: object, go_type: str) -> dict[str, object]:

@@ -74,16 +74,17 @@ class ToxicEntry:
     direction: str
     toxicity: float
     params: Any
+    values: dict[str, int]   # the attributes in the API's units, exactly as given
 
     def to_json(self) -> dict[str, object]:
         """Toxiproxy's JSON for a toxic (its field order too)."""
-        return {"attributes": toxics.encode(self.params), "name": self.name, "type": self.type,
+        return {"attributes": dict(self.values), "name": self.name, "type": self.type,
                 "stream": self.stream, "toxicity": gojson.number(self.toxicity)}
 
     def state(self) -> dict[str, object]:
         """Everything ``Proxy.add_toxic`` needs to make this toxic again, exactly."""
         return {"name": self.name, "type": self.type, "stream": self.stream,
-                "toxicity": self.toxicity, "attributes": toxics.encode(self.params)}
+                "toxicity": self.toxicity, "attributes": dict(self.values)}
 
 
 class Proxy:
@@ -231,15 +232,15 @@ class Proxy:
             raw_toxicity, "ToxicWrapper.toxicity")
         direction = stream.lower()
         if direction not in STREAMS:
-            raise INVALID_STREAM
+            raise INVALID_STREAM()
         if not name:
             name = f"{kind}_{stream}"
         if kind not in toxics.TOXICS:
-            raise INVALID_TOXIC_TYPE
+            raise INVALID_TOXIC_TYPE()
         if self.find_toxic(name) is not None:
-            raise TOXIC_ALREADY_EXISTS
-        params = toxics.decode(kind, gojson.lookup(obj, "attributes"))
-        entry = ToxicEntry(name, kind, stream, direction, toxicity, params)
+            raise TOXIC_ALREADY_EXISTS()
+        params, values = toxics.decode(kind, gojson.lookup(obj, "attributes"))
+        entry = ToxicEntry(name, kind, stream, direction, toxicity, params, values)
         self.toxics[direction].append(entry)
         for conn in list(self.connections):
             live = conn.stream(direction)
@@ -253,13 +254,14 @@ class Proxy:
         """Toxiproxy's ``UpdateToxicJson``: ``attributes`` merge, ``toxicity`` replaces."""
         entry = self.find_toxic(name)
         if entry is None:
-            raise TOXIC_NOT_FOUND
+            raise TOXIC_NOT_FOUND()
         obj = gojson.object_of(body, "struct { Attributes interface {}; Toxicity float32 }")
-        params = toxics.decode(entry.type, gojson.lookup(obj, "attributes"), base=entry.params)
+        params, values = toxics.decode(entry.type, gojson.lookup(obj, "attributes"),
+                                       base=entry.params, base_values=entry.values)
         raw_toxicity = gojson.lookup(obj, "toxicity")
         toxicity = entry.toxicity if raw_toxicity is None else gojson.float32(
             raw_toxicity, ".toxicity")
-        entry.params, entry.toxicity = params, toxicity
+        entry.params, entry.values, entry.toxicity = params, values, toxicity
         for conn in list(self.connections):
             live = conn.stream(entry.direction)
             if live is not None:
@@ -271,7 +273,7 @@ class Proxy:
         """Take a toxic out of every connection (removing ``timeout`` closes them)."""
         entry = self.find_toxic(name)
         if entry is None:
-            raise TOXIC_NOT_FOUND
+            raise TOXIC_NOT_FOUND()
         self.toxics[entry.direction].remove(entry)
         close = type(entry.params).closes_on_removal
         for conn in list(self.connections):

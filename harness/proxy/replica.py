@@ -72,7 +72,7 @@ class Replica:
         try:
             return self.proxies[str(op["proxy"])]
         except KeyError:
-            raise PROXY_NOT_FOUND from None
+            raise PROXY_NOT_FOUND() from None
 
     def _create(self, op: dict[str, object]) -> None:
         name = str(op["proxy"])

@@ -242,12 +242,12 @@ class ProxyServer:
         try:
             return self.proxies[name]
         except KeyError:
-            raise PROXY_NOT_FOUND from None
+            raise PROXY_NOT_FOUND() from None
 
     def create(self, config: ProxyConfig) -> Proxy:
         """A new proxy, listening at once when enabled; 409 when the name is taken."""
         if config.name in self.proxies:
-            raise PROXY_ALREADY_EXISTS
+            raise PROXY_ALREADY_EXISTS()
         proxy = Proxy(self.settings, config.name, config.listen, config.upstream)
         if config.enabled:
             proxy.start()

@@ -11,6 +11,11 @@ connection is closed without an answer, as Go does.
 
 Go answers a malformed request 400 and logs nothing; aiohttp logs each at ERROR with a
 traceback. ``OneLineErrors`` keeps aiohttp's answer and logs one line at INFO instead.
+
+Go takes any token as a method, as it is written (``FOO``, ``get``: mux answers those 405);
+aiohttp's C parser (llhttp) refuses methods it does not know with 400, and its Python parser
+upper-cases them. ``TokenMethods``, the Python parser keeping the method as sent, reads the
+API's requests (the API is not on the data path; the proxies' bytes never meet a parser).
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ import logging
 from typing import Any, cast
 
 from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_exceptions import BadStatusLine, HttpProcessingError
+from aiohttp.http_parser import HttpRequestParserPy, RawRequestMessage
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from harness.proxy.listener import join_host_port
 
@@ -35,6 +41,30 @@ IDLE_TIMEOUT_S = 60.0
 
 log = logging.getLogger(__name__)
 _LONGEST = 200   # characters of a malformed request quoted in the log line
+
+
+class TokenMethods(HttpRequestParserPy):
+    """aiohttp's Python request parser, keeping the method's case as Go does."""
+
+    def parse_message(self, lines: list[bytes]) -> RawRequestMessage:
+        message = super().parse_message(lines)
+        if message.version.major != 1:   # Go: 505; llhttp, and so aiohttp: 400, as here
+            raise BadStatusLine(error=f"Bad status line: Invalid HTTP version: {lines[0]!r}")
+        sent = lines[0].split(b" ", 1)[0].decode("ascii", "replace")
+        return message._replace(method=sent) if sent != message.method else message
+
+
+def _token_methods(inner: RequestHandler) -> None:
+    """Swap ``inner``'s request parser for ``TokenMethods`` (same limits), if this aiohttp
+    still builds its handler as 3.14 does; otherwise keep aiohttp's own."""
+    try:
+        inner._parser = TokenMethods(
+            inner, inner._loop, inner._read_bufsize, max_line_size=inner.max_line_size,
+            max_field_size=inner.max_field_size, max_headers=inner.max_headers,
+            payload_exception=RequestPayloadError, auto_decompress=True,
+            max_msg_queue_size=inner._max_msg_queue_size)
+    except (AttributeError, TypeError) as exc:   # pragma: no cover - another aiohttp
+        log.debug("keeping aiohttp's request parser: %s", exc)
 
 
 class ReadDeadline(asyncio.Protocol):
@@ -149,7 +179,9 @@ class DeadlineSite(web.BaseSite):
         assert handlers is not None   # the runner is set up
 
         def connection() -> ReadDeadline:
-            return ReadDeadline(handlers(), self._read_s, self._idle_s)
+            inner = handlers()
+            _token_methods(inner)
+            return ReadDeadline(inner, self._read_s, self._idle_s)
 
         self._server = await asyncio.get_running_loop().create_server(
             connection, self._host, self._port, reuse_address=True)

@@ -100,17 +100,32 @@ def test_unknown_proxy_is_404_everywhere(api: str) -> None:
 
 
 def test_unknown_route_and_method(api: str) -> None:
-    assert requests.get(f"{api}/nothing/here", timeout=5).status_code == 404
-    assert requests.get(f"{api}/proxies/", timeout=5).status_code == 404
-    assert requests.delete(f"{api}/proxies", timeout=5).status_code == 405
-    assert requests.get(f"{api}/reset", timeout=5).status_code == 405
+    # no route: net/http's http.NotFound, plain text (gorilla/mux Router.ServeHTTP)
+    for path in ("/nothing/here", "/proxies/"):
+        answer = requests.get(f"{api}{path}", timeout=5)
+        assert (answer.status_code, answer.text) == (404, "404 page not found\n")
+        assert answer.headers["Content-Type"] == "text/plain; charset=utf-8"
+    # a route without the method: mux's methodNotAllowed, 405 and no body at all
+    for answer in (requests.delete(f"{api}/proxies", timeout=5),
+                   requests.get(f"{api}/reset", timeout=5)):
+        assert (answer.status_code, answer.content) == (405, b"")
+        assert "Content-Type" not in answer.headers
+
+
+def test_api_errors_are_json_sent_as_plain_text(api: str) -> None:
+    # api.go, apiError: the JSON goes through http.Error, which sets text/plain and adds "\n"
+    answer = requests.get(f"{api}/proxies/nope", timeout=5)
+    assert answer.text == '{"error":"proxy not found","status":404}\n'
+    assert answer.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_browsers_are_turned_away(api: str) -> None:
+    # api.go, stopBrowsersMiddleware: http.Error(w, "User agent not allowed", 403), plain text
     headers = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64)"}
     answer = requests.post(f"{api}/proxies", json={"name": "x", "upstream": "a:1"},
                            headers=headers, timeout=5)
-    assert error_of(answer) == (403, "User agent not allowed")
+    assert (answer.status_code, answer.text) == (403, "User agent not allowed\n")
     assert requests.get(f"{api}/proxies", timeout=5).json() == {}
     assert requests.get(f"{api}/version", headers=headers, timeout=5).status_code == 403
 

@@ -32,20 +32,34 @@ def test_float32_prints_as_go_prints_it() -> None:
 
 def test_fields_match_case_insensitively() -> None:
     assert gojson.lookup({"Name": "x"}, "name") == "x"
-    assert gojson.lookup({"name": "y", "NAME": "x"}, "name") == "y"
+    # encoding/json decode.go, decodeState.object: every matching key is decoded in turn,
+    # so the last wins, and a null leaves the field as it was
+    assert gojson.lookup({"name": "y", "NAME": "x"}, "name") == "x"
+    assert gojson.lookup({"name": "y", "NAME": None}, "name") == "y"
 
 
 def test_units_round_trip_and_types_are_checked() -> None:
-    latency = toxics.decode("latency", {"latency": 250, "jitter": 3})
+    latency, values = toxics.decode("latency", {"latency": 250, "jitter": 3})
     assert latency.latency_s == pytest.approx(0.25) and latency.jitter_s == pytest.approx(0.003)
-    assert toxics.encode(latency) == {"latency": 250, "jitter": 3}
-    slicer = toxics.decode("slicer", {"delay": 1500})
+    assert toxics.encode(latency) == values == {"latency": 250, "jitter": 3}
+    slicer, _ = toxics.decode("slicer", {"delay": 1500})
     assert slicer.delay_s == pytest.approx(0.0015)
-    merged = toxics.decode("latency", {"jitter": 7}, base=latency)
-    assert toxics.encode(merged) == {"latency": 250, "jitter": 7}
+    merged, values = toxics.decode("latency", {"jitter": 7}, base=latency, base_values=values)
+    assert toxics.encode(merged) == values == {"latency": 250, "jitter": 7}
     for bad in ({"latency": True}, {"latency": "1"}, {"latency": 2**63}, [1]):
         with pytest.raises(ApiError):
             toxics.decode("latency", bad)
+
+
+def test_extreme_attributes_are_kept_exactly() -> None:
+    # Go keeps the int64 it decoded and prints it back (toxics/latency.go, LatencyToxic:
+    # Latency int64); a float of seconds turned 2**63-1 ms into 2**63, which a Go client
+    # cannot even decode into its int64 again
+    big = 2**63 - 1
+    _, values = toxics.decode("latency", {"latency": big, "jitter": -(2**63)})
+    assert values == {"latency": big, "jitter": -(2**63)}
+    _, values = toxics.decode("slicer", {"delay": 123456789012345678}, base_values=None)
+    assert values["delay"] == 123456789012345678
 
 
 @pytest.mark.parametrize("size, average, variation", [
@@ -57,3 +71,18 @@ def test_slicer_cuts_cover_every_byte_once(size: int, average: int, variation: i
     assert sum(pieces) == size and (size == 0 or min(pieces) > 0)
     if size > 100 and variation < average:
         assert max(pieces) <= average + variation + 1
+
+
+def test_raising_an_api_error_does_not_keep_its_tracebacks() -> None:
+    # the fuzzing's finding: `raise PROXY_NOT_FOUND` raised the one module-level instance,
+    # which kept every traceback it went through (frames, requests, bodies: 20 MiB per
+    # oversized body); each raise is now of a fresh copy
+    from harness.proxy.errors import PROXY_NOT_FOUND
+    from harness.proxy.server import ProxyServer
+
+    server = ProxyServer()
+    for _ in range(100):
+        with pytest.raises(ApiError) as caught:
+            server.get("nope")
+        assert caught.value == PROXY_NOT_FOUND and caught.value is not PROXY_NOT_FOUND
+    assert PROXY_NOT_FOUND.__traceback__ is None

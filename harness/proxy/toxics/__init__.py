@@ -50,15 +50,30 @@ TOXICS: dict[str, type[Any]] = {
 }
 
 
-def decode(kind: str, attributes: object, base: Any = None) -> Any:
+GO_NAMES = {
+    "latency": "LatencyToxic", "bandwidth": "BandwidthToxic", "slow_close": "SlowCloseToxic",
+    "timeout": "TimeoutToxic", "reset_peer": "ResetToxic", "slicer": "SlicerToxic",
+    "limit_data": "LimitDataToxic", "noop": "NoopToxic",
+}
+"""The Go struct of each toxic type (toxics/*.go), as Go's decoding errors name it."""
+
+
+def decode(kind: str, attributes: object, base: Any = None,
+           base_values: dict[str, int] | None = None) -> tuple[Any, dict[str, int]]:
     """Parameters of toxic type ``kind`` from the API's ``attributes`` object, starting from
-    ``base`` (an update merges) or from the defaults. Raises BAD_REQUEST_BODY as Go would."""
+    ``base`` and its API values ``base_values`` (an update merges) or from the defaults, and
+    the API values (exact integers in Toxiproxy's units, as Go keeps and prints them: a float
+    of seconds cannot hold ``2**63 - 1`` milliseconds). Raises BAD_REQUEST_BODY as Go would."""
     cls = TOXICS[kind]
     current = base if base is not None else cls()
+    values = dict(base_values) if base_values is not None else encode(current)
     if attributes is None:
-        return current
+        return current, values
+    go_name = GO_NAMES[kind]
     if not isinstance(attributes, dict):
-        raise gojson.mismatch(attributes, ".attributes", f"toxics.{cls.__name__}")
+        # toxic_collection.go, AddToxicJson: attributes decode into the toxic's struct,
+        # inside an anonymous struct (hence the empty struct name before ".attributes")
+        raise gojson.mismatch(attributes, ".attributes", f"toxics.{go_name}")
     changes: dict[str, object] = {}
     for field in dataclasses.fields(cls):
         meta = field.metadata
@@ -66,13 +81,15 @@ def decode(kind: str, attributes: object, base: Any = None) -> Any:
         raw = gojson.lookup(attributes, name)
         if raw is None:
             continue
-        value = gojson.int64(raw, f".attributes.{name}", go_type)
+        value = gojson.int64(raw, f"{go_name}.attributes.{name}", go_type)
         changes[field.name] = value * unit if unit is not None else value
-    return dataclasses.replace(current, **changes) if changes else current
+        values[name] = value
+    return (dataclasses.replace(current, **changes) if changes else current), values
 
 
 def encode(toxic: Any) -> dict[str, int]:
-    """The API's ``attributes`` object for ``toxic``, in Toxiproxy's units."""
+    """The API's ``attributes`` object for ``toxic``, in Toxiproxy's units (exact for values
+    a float holds; ``decode`` keeps the exact ones)."""
     out: dict[str, int] = {}
     for field in dataclasses.fields(toxic):
         unit = field.metadata["unit"]
@@ -81,4 +98,4 @@ def encode(toxic: Any) -> dict[str, int]:
     return out
 
 
-__all__ = ["TOXICS", "Toxic", "attribute", "decode", "encode"]
+__all__ = ["GO_NAMES", "TOXICS", "Toxic", "attribute", "decode", "encode"]
