@@ -90,7 +90,9 @@ def test_after_the_fuzzing_the_server_is_small_and_carries_bytes(
     for name in requests.get(server.url + "/proxies", timeout=5).json():
         requests.delete(f"{server.url}/proxies/{name}", timeout=5)
     grown = server.rss_kib() - server.rss_at_start
-    assert grown < 16 * 1024, f"RSS grew {grown} KiB"
+    # the leak this found kept ~20 MiB per oversized body (hundreds of MiB here); allocator
+    # high-water from the few 8 MiB bodies stays well under this
+    assert grown < 32 * 1024, f"RSS grew {grown} KiB"
     assert traffic_flows(server.url, echo.address)
     assert server.alive()
 
