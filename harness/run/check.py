@@ -87,6 +87,10 @@ def _backend_problems(loaded: LoadedScenario, backend: str | None) -> list[Probl
     if spec.target.image is not None and chosen == "local":
         problems.append(loaded.problem(("target", "image"), "image: runs on the docker backend,"
                                        " not with --backend local"))
+    if chosen == "docker" and spec.middlebox is not None and spec.target.backend != "docker":
+        # (backend: docker in the file is the schema's to report, at the same line)
+        problems.append(loaded.problem(("middlebox",), "the middlebox is the local lab's router"
+                                       " namespace (its own conntrack); not with --backend docker"))
     if chosen == "docker" and spec.target.command is not None and spec.target.image is None:
         problems.append(loaded.problem(("target", "command"), "on the docker backend your server"
                                        " runs from an image: add image: (the command then runs in it)"))
@@ -103,7 +107,7 @@ def backend_for(loaded: LoadedScenario, backend: str | None = None) -> str:
         return chosen
     if spec.target.image is not None:
         return "docker"
-    if spec.target.command is not None:
+    if spec.target.command is not None or spec.middlebox is not None:
         return "local"
     if not machine.missing(machine.needs_for([loaded], "local")):
         return "local"

@@ -33,7 +33,9 @@ from harness.faults import build
 from harness.faults.site import Fault, Site
 from harness.lab.docker import DockerLab
 from harness.lab.local import LocalLab
+from harness.lab.middlebox import MiddleboxConfig, install
 from harness.lab.server import ServerProcess
+from harness.observe.conntrack import ConntrackTable
 from harness.observe.sockdiag import Key, SockInfo, TableReader
 from harness.observe.watch import Observer, Watched
 from harness.scenario import LoadedScenario
@@ -118,15 +120,25 @@ class Planned:
     chooser: random.Random
     started: float
     watch: TargetWatch | None = None    # set once the target is up (``bring_up``)
+    middlebox: MiddleboxConfig | None = None
+    conntrack: ConntrackTable | None = None    # the middlebox's table, once it is up
 
     @classmethod
     def of(cls, ls: LoadedScenario, run_id: str) -> Planned:
-        return cls(ls, make_target(ls), build(ls.scenario.fault),
-                   random.Random(f"{run_id}/{ls.scenario.name}"), time.monotonic())
+        mb = ls.scenario.middlebox
+        return cls(ls, make_target(ls), build(ls.scenario.fault, mb),
+                   random.Random(f"{run_id}/{ls.scenario.name}"), time.monotonic(),
+                   middlebox=None if mb is None else MiddleboxConfig(
+                       idle_timeout_s=mb.idle_timeout, on_expiry=mb.on_expiry, nat=mb.nat))
 
     @property
     def spec(self) -> Any:
         return self.loaded.scenario
+
+    @property
+    def nat(self) -> bool:
+        """The server sees the clients behind the middlebox's NAT."""
+        return self.middlebox is not None and self.middlebox.nat
 
 
 def heartbeat_of(target: Any) -> Heartbeat:
@@ -146,6 +158,8 @@ def bring_up(lab: Lab, planned: Planned) -> tuple[KernelDefaults, TableReader]:
     with the lab)."""
     interrupts.check()
     kernel = lab.reach.kernel_defaults()
+    if planned.middlebox is not None:
+        start_middlebox(lab, planned)
     target = planned.target
     first = len(lab.servers)
     target.start(lab)
@@ -156,6 +170,17 @@ def bring_up(lab: Lab, planned: Planned) -> tuple[KernelDefaults, TableReader]:
     lab.on_close("socket table", table.close)
     interrupts.check()
     return kernel, table
+
+
+def start_middlebox(lab: Lab, planned: Planned) -> None:
+    """The router becomes the scenario's middlebox; its conntrack table is opened (closed
+    with the lab)."""
+    assert planned.middlebox is not None
+    if not isinstance(lab, LocalLab):   # the schema and check refuse it before
+        raise LabError("building the middlebox", "a middlebox needs the local backend")
+    install(lab, planned.middlebox)
+    planned.conntrack = table = ConntrackTable(lab.router_ns)
+    lab.on_close("conntrack table", table.close)
 
 
 # -- inject and observe -----------------------------------------------------------------------
@@ -173,13 +198,16 @@ def inject(lab: Lab, fault: Fault, site: Site, observer: Observer,
 
 
 def observe(observer: Observer, planned: Planned, t0: float, faulted: Sequence[Watched],
-            on_observe: ObserveHook | None = None) -> float:
+            on_observe: ObserveHook | None = None, also: Callable[[], None] | None = None) -> float:
     """Sample until every faulted session is released or the deadline; returns how long.
-    The target's own death ends it with a LabError (its sockets going would read as reclaims)."""
+    The target's own death ends it with a LabError (its sockets going would read as reclaims).
+    ``also`` runs after each sample (the middlebox's expiry watch)."""
     spec, watch = planned.spec, planned.watch
 
     def sampled() -> None:
         interrupts.check()
+        if also is not None:
+            also()
         if watch is not None:
             watch.look(now=False)
         if on_observe is not None:
