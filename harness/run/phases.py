@@ -18,7 +18,7 @@ from typing import Any
 
 from harness import interrupts
 from harness.core.assess import Conditions, Heartbeat, ScenarioHead, SessionFacts, assess_all, scenario_record
-from harness.core.prediction import Effective, KernelDefaults, Prediction, effective
+from harness.core.prediction import Effective, KernelDefaults, Prediction, effective, format_seconds
 from harness.core.records import (
     KernelRecord,
     LoadRecord,
@@ -35,7 +35,7 @@ from harness.lab.docker import DockerLab
 from harness.lab.local import LocalLab
 from harness.lab.middlebox import MiddleboxConfig, install
 from harness.lab.server import ServerProcess
-from harness.observe.conntrack import ConntrackTable
+from harness.observe.conntrack import ConntrackTable, Entry, ExpiryWatch, Tuple
 from harness.observe.sockdiag import Key, SockInfo, TableReader
 from harness.observe.watch import Observer, Watched
 from harness.scenario import LoadedScenario
@@ -218,6 +218,29 @@ def observe(observer: Observer, planned: Planned, t0: float, faulted: Sequence[W
     if watch is not None:
         watch.look()
     return time.time() - t0
+
+
+def _expiry_detail(entry: Entry, idle_timeout_s: float) -> str:
+    seen = entry.reply.dst != entry.orig.src
+    nat = f" (the server sees {entry.reply.dst}:{entry.reply.dport})" if seen else ""
+    return f"conntrack entry {entry.orig}{nat} expired after {format_seconds(idle_timeout_s)} s idle"
+
+
+def expiry_watch(conntrack: ConntrackTable, flows: dict[int, Tuple], observer: Observer,
+                 idle_timeout_s: float) -> ExpiryWatch:
+    """The middlebox's entry of every session's flow (``flows``: by session id, as the client
+    sent it) watched; its expiry becomes an event of the session's timeline. Every entry
+    must be there now."""
+    def expired(sid: int, at: float, entry: Entry) -> None:
+        observer.record(sid, at, "middlebox-expired", _expiry_detail(entry, idle_timeout_s))
+    watch = ExpiryWatch(conntrack, flows, expired)
+    watch.start()
+    return watch
+
+
+def middlebox_extra(planned: Planned) -> dict[str, Any]:
+    """What a record's ``lab`` says of the middlebox."""
+    return {} if planned.middlebox is None else {"middlebox": planned.middlebox.describe()}
 
 
 # -- facts ------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from harness.core.prediction import format_seconds
 from harness.core.records import ScenarioRecord
 from harness.errors import LabError
 from harness.lab.netns import LoopInNamespace
-from harness.observe.conntrack import ConntrackTable, Entry, ExpiryWatch
 from harness.observe.sockdiag import Key, TableReader
 from harness.observe.watch import Observer, Watched
 from harness.run.phases import (
@@ -26,9 +25,11 @@ from harness.run.phases import (
     Planned,
     Progress,
     bring_up,
+    expiry_watch,
     inject,
     judge,
     last_activity,
+    middlebox_extra,
     new_lab,
     observe,
     server_error,
@@ -136,12 +137,6 @@ class KeepTalking:
         self._future = None
 
 
-def _expiry_detail(entry: Entry, idle_timeout_s: float) -> str:
-    seen = entry.reply.dst != entry.orig.src
-    nat = f" (the server sees {entry.reply.dst}:{entry.reply.dport})" if seen else ""
-    return f"conntrack entry {entry.orig}{nat} expired after {format_seconds(idle_timeout_s)} s idle"
-
-
 def _find_session_processes(lab: Lab, target: Any, sessions: Sequence[Session],
                             keys: dict[int, Key], table: TableReader) -> None:
     """For targets that fork a process per connection (sshd), the process is found from the
@@ -196,7 +191,8 @@ def run_plain(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: No
         if talking is not None:
             talking.only(survivors)     # the faulted sessions fall silent from here
         if planned.conntrack is not None and planned.middlebox is not None:
-            expiry = _expiry_watch(planned.conntrack, sessions, observer, planned.middlebox.idle_timeout_s)
+            expiry = expiry_watch(planned.conntrack, {s.id: flow_tuple(s.flow) for s in sessions},
+                                  observer, planned.middlebox.idle_timeout_s)
 
         before = observer.snapshot()
         sampled_at = time.time()
@@ -236,18 +232,7 @@ def run_plain(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: No
             client=f"{s.flow.client_addr}:{s.flow.client_port}", server=f"{w.key[0]}:{w.key[1]}",
             server_peer=f"{w.key[2]}:{w.key[3]}", opened_detail=str(s.flow)))
     fault_text = fault.describe() + (f" ({spec.fault.direction})" if spec.fault.direction else "")
-    extra = routing.describe()
-    if planned.middlebox is not None:
-        extra["middlebox"] = planned.middlebox.describe()
+    extra = {**routing.describe(), **middlebox_extra(planned)}
     return judge(planned, lab, facts, kernel=kernel, observer=observer, observed_for=observed_for,
                  activity=spec.sessions.activity, fault_text=fault_text, lab_extra=extra)
 
-
-def _expiry_watch(conntrack: ConntrackTable, sessions: Sequence[Session], observer: Observer,
-                  idle_timeout_s: float) -> ExpiryWatch:
-    """Every session's conntrack entry watched; its expiry is an event of its timeline."""
-    def expired(sid: int, at: float, entry: Entry) -> None:
-        observer.record(sid, at, "middlebox-expired", _expiry_detail(entry, idle_timeout_s))
-    watch = ExpiryWatch(conntrack, {s.id: flow_tuple(s.flow) for s in sessions}, expired)
-    watch.start()
-    return watch
