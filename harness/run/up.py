@@ -58,6 +58,9 @@ def hold_open(ls: LoadedScenario, *, inject: bool, show: Callable[[str], None],
             lab.on_close("fault", fault.revert)
             if fault.layer == "proxy":
                 where = f"proxy {FAULTED}"
+            elif getattr(fault, "silences_sessions", False):
+                where = ("nothing talks on any session here, so every entry expires: "
+                         + lab.reach.shell_hint("rtr", "conntrack -L -p tcp"))
             else:
                 role = "rtr" if getattr(fault, "where", "") == "router" else "cli"
                 where = "rules: " + lab.reach.shell_hint(role, f"nft list table inet {naming.NFT_TABLE}")
