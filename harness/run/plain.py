@@ -207,7 +207,7 @@ def run_plain(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: No
         progress(f"{spec.name}: {fault.describe()} on {len(faulted)} of {count} sessions;"
                  f" watching up to {format_seconds(spec.deadline_s)} s")
         observed_for = observe(observer, planned, t0, [watched[s.id] for s in faulted], on_observe,
-                               also=None if expiry is None else expiry.poll)
+                               also=None if expiry is None else lambda: expiry.poll(now=False))
         if talking is not None:
             talking.stop()
         checks = dict(zip((s.id for s in survivors),
