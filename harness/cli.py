@@ -230,8 +230,18 @@ def cmd_explain(args: argparse.Namespace, out: Console, err: Console) -> int:
                   f" interval {format_seconds(eff.interval_s)} s, count {eff.count}{os_note};"
                   f" user timeout {user_timeout}; tcp_retries2 {eff.retries2}", markup=False)
         cls = FAULTS[spec.fault.type]
-        peer = (f"the peer is {getattr(cls, 'peer', '')}" if spec.fault.layer == "packet"
-                else "the server's TCP peer is the proxy")
+        mb = spec.middlebox
+        if mb is not None:
+            nat = "NAT (masquerade) in the router, " if mb.nat else "the router, "
+            out.print(f"  middlebox {nat}conntrack entries expire after"
+                      f" {format_seconds(mb.idle_timeout)} s idle, then it {mb.on_expiry}s the flow's"
+                      f" packets; {_middlebox_decision(eff, mb.idle_timeout)}", markup=False)
+        if spec.fault.type == "nat-idle-expiry" and mb is not None:
+            peer = f"then the middlebox {'drops' if mb.on_expiry == 'drop' else 'resets'}"
+        elif spec.fault.layer == "packet":
+            peer = f"the peer is {getattr(cls, 'peer', '')}"
+        else:
+            peer = "the server's TCP peer is the proxy"
         if spec.load is not None:
             load = spec.load
             procs = ("one Locust process" if load.workers == 0
@@ -266,6 +276,19 @@ def cmd_explain(args: argparse.Namespace, out: Console, err: Console) -> int:
             out.print(f"  upstream  {up.outcome}{at} ({up.mechanism}): {up.formula}", markup=False)
         out.print(f"  expects   {_expect_text(spec, pred.reclaim_s)}", markup=False)
     return 0
+
+
+def _middlebox_decision(eff: Any, idle_timeout_s: float) -> str:
+    """Which setting decides whether an idle session survives the middlebox."""
+    from harness.core.prediction import format_seconds
+
+    box = f"the middlebox's idle_timeout {format_seconds(idle_timeout_s)} s"
+    if not eff.keepalive:
+        return f"tcp keepalive is off: nothing refreshes an idle flow's entry before {box}"
+    idle = f"tcp keepalive idle {format_seconds(eff.idle_s)} s"
+    if eff.idle_s < idle_timeout_s:
+        return f"decided by {idle} < {box}: probes refresh an idle flow's entry"
+    return f"decided by {idle} >= {box}: an idle flow's entry expires before the first probe"
 
 
 def _expect_text(spec: Any, predicted: float | None) -> str:

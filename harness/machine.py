@@ -65,6 +65,21 @@ def _nft() -> str | None:
     return None if nft.nft_binary() else "no nft command"
 
 
+def _conntrack() -> str | None:
+    """Per-namespace conntrack with its TCP sysctls, and ctnetlink to read the table (the
+    middlebox): the modules load on demand, so their files are the cheap check."""
+    if not os.path.exists("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established"):
+        return "no nf_conntrack sysctls (modprobe nf_conntrack)"
+    import socket
+
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12):   # NETLINK_NETFILTER
+            pass
+    except OSError as exc:
+        return f"no nfnetlink socket ({exc.strerror}; modprobe nf_conntrack_netlink)"
+    return None
+
+
 def _trial_namespace(load_table: bool) -> str | None:
     """Create a throwaway namespace (and load an nft table in it): the real test of both."""
     from harness.lab import naming, owner
@@ -368,6 +383,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("nftables", "nftables (the nft command)", _nft, "apt-get install nftables",
                 ("local", "docker as root"), seen=lambda: "loaded a table in a lab namespace",
                 trial=lambda: _trial_namespace(True)),
+    Requirement("conntrack", "connection tracking with ctnetlink (the middlebox)", _conntrack,
+                "modprobe nf_conntrack nf_conntrack_netlink", ("middlebox",),
+                seen=lambda: "nf_conntrack sysctls and an nfnetlink socket"),
     Requirement("PostgreSQL server", "PostgreSQL server binaries (postgres, initdb)", _postgres,
                 "apt-get install postgresql, or set CONNCHAOS_PG_BINDIR", ("postgres on local",),
                 seen=_postgres_version),
@@ -403,6 +421,8 @@ def needs_for(loaded: Sequence[LoadedScenario], backend: str) -> set[str]:
         for t in (spec.target, *([spec.target.upstream] if spec.target.upstream else [])):
             if backend == "local" and t.service in ("postgres", "ssh", "haproxy"):
                 needs.add(f"{t.service} on local")
+        if spec.middlebox is not None:
+            needs.add("middlebox")
     return needs
 
 

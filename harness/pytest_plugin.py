@@ -204,10 +204,11 @@ class ConnchaosLab:
                  fault: str | dict[str, Any] = "blackhole", faulted: str | int | float = "all",
                  activity: str = "idle", hold: str = "1s", deadline: str = "10s",
                  expect: dict[str, Any] | None = None, load: dict[str, Any] | None = None,
-                 **target: Any) -> LoadedScenario:
+                 middlebox: dict[str, Any] | None = None, **target: Any) -> LoadedScenario:
         """The scenario these arguments describe, validated as a file would be (bad values
         raise ``ScenarioError`` naming the field). ``load`` (a mapping as in a file) makes it
-        a load run under Locust; ``backend`` among the target keys picks the backend."""
+        a load run under Locust; ``middlebox`` (as in a file) puts the router's NAT in the
+        path; ``backend`` among the target keys picks the backend."""
         from harness.errors import ScenarioError
         from harness.run import support_problems
         from harness.scenario import load_text
@@ -225,7 +226,8 @@ class ConnchaosLab:
                 **held,
                 "fault": fault_map,
                 "expect": expect or {"reclaimed_within": deadline},
-                "observe": {"deadline": deadline}}
+                "observe": {"deadline": deadline},
+                **({"middlebox": middlebox} if middlebox is not None else {})}
         # the test's folder is the scenario's folder (a tcp service's command runs there)
         loaded = load_text(yaml.safe_dump(data, sort_keys=False), f"{self._request.path}::{name}")
         problems = support_problems(loaded)

@@ -24,6 +24,7 @@ EVENT_KINDS: tuple[str, ...] = (
     "process-exit",  # the process serving the session exited
     "server-error",  # the service reported an error; detail: "timeout", "reset", "heartbeat" or its text
     "alive-check",  # a query at the end; detail: "ok" or "failed: ..."
+    "middlebox-expired",  # the middlebox's conntrack entry of the session's flow expired
 )
 
 LEG_KINDS: tuple[str, ...] = (

@@ -8,25 +8,33 @@ client and server, driven through toxiproxy-python.
 from __future__ import annotations
 
 from harness.faults.base import Flow, PacketFault
+from harness.faults.nat_idle_expiry import NatIdleExpiry
 from harness.faults.one_way_drop import OneWayDrop
 from harness.faults.proxy_base import ProxyControl, ProxyFault
 from harness.faults.toxic import Toxic
 from harness.registry import FAULT_TYPES
-from harness.scenario.model import Fault
+from harness.scenario.model import Fault, Middlebox
 
-FAULTS: dict[str, type[PacketFault] | type[ProxyFault]] = {
-    name: kind.load() for name, kind in FAULT_TYPES.items()}
+AnyFault = PacketFault | ProxyFault | NatIdleExpiry
+FAULTS: dict[str, type[AnyFault]] = {name: kind.load() for name, kind in FAULT_TYPES.items()}
 
 
-def build(spec: Fault) -> PacketFault | ProxyFault:
-    """The fault object for a scenario's (validated) ``fault`` section."""
+def build(spec: Fault, middlebox: Middlebox | None = None) -> AnyFault:
+    """The fault object for a scenario's (validated) ``fault`` section (and its
+    ``middlebox``, which ``nat-idle-expiry`` needs: the schema made sure it is there)."""
     cls = FAULTS[spec.type]
+    if cls is NatIdleExpiry:
+        assert middlebox is not None
+        return NatIdleExpiry(idle_timeout_s=middlebox.idle_timeout, on_expiry=middlebox.on_expiry,
+                             nat=middlebox.nat)
     if cls is OneWayDrop:
         return OneWayDrop(direction=spec.direction or "to-client")
     if issubclass(cls, ProxyFault):
         extra = {"kind": spec.type} if cls is Toxic else {}
         return cls(stream=spec.stream, toxicity=spec.toxicity, attributes=dict(spec.attributes), **extra)
+    assert issubclass(cls, PacketFault)
     return cls()
 
 
-__all__ = ["FAULTS", "Flow", "PacketFault", "ProxyControl", "ProxyFault", "build"]
+__all__ = ["FAULTS", "AnyFault", "Flow", "NatIdleExpiry", "PacketFault", "ProxyControl", "ProxyFault",
+           "build"]

@@ -26,6 +26,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -114,6 +115,18 @@ class LocustRun:
         for role, proc in zip(self.roles, self.procs, strict=True):
             if role != "master" and proc.poll() is None:
                 proc.send_signal(signal.SIGUSR1)
+
+    def ask_quiet(self, clients: Iterable[str]) -> None:
+        """The users of these sessions (client addresses, as the users see their own) stop
+        their activity from now on (a fault that makes sessions idle): the list goes to a file
+        the users read on SIGUSR2."""
+        path = os.path.join(self.events_folder, "quiet.txt")
+        with open(path + ".new", "w") as f:
+            f.write("".join(f"{c}\n" for c in clients))
+        os.replace(path + ".new", path)
+        for role, proc in zip(self.roles, self.procs, strict=True):
+            if role != "master" and proc.poll() is None:
+                proc.send_signal(signal.SIGUSR2)
 
     def usage(self) -> dict[str, Any]:
         """CPU seconds and peak memory of each Locust process so far (from /proc)."""

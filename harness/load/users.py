@@ -51,6 +51,10 @@ OPEN_TIMEOUT = float(os.environ.get("CONNCHAOS_LOAD_OPEN_TIMEOUT", "30"))
 CHECK = gevent.event.Event()
 """Set by SIGUSR1: every user still holding its session checks it once."""
 
+QUIET: set[str] = set()
+"""The sessions (client addresses) that stop their activity: read from ``quiet.txt`` in the
+events folder on SIGUSR2 (a fault that makes sessions idle, as behind an expiring NAT)."""
+
 
 def _raise_file_limit() -> None:
     # One descriptor per session: thousands of them need the hard limit, not the usual 1024.
@@ -59,8 +63,14 @@ def _raise_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _read_quiet() -> None:
+    with contextlib.suppress(OSError), open(os.path.join(EVENTS_FOLDER, "quiet.txt")) as f:
+        QUIET.update(line.strip() for line in f if line.strip())
+
+
 _raise_file_limit()
 gevent.signal_handler(signal.SIGUSR1, CHECK.set)
+gevent.signal_handler(signal.SIGUSR2, _read_quiet)
 
 
 class RequestTimeout(Exception):
@@ -169,7 +179,8 @@ class SessionUser(User):
                 break
             if CHECK.wait(max(0.0, next_at - time.monotonic())):
                 break
-            self._request("request")
+            if self.client not in QUIET:    # a quiet session is idle from now on, until the check
+                self._request("request")
             next_at += EVERY
         if self.broken:
             EVENTS.write("check", self.client, ok=False, detail=f"broken earlier: {self.broken}")

@@ -75,6 +75,7 @@ class Observer:
         self.sample_cost_s = 0.0
         self._exits = ExitWatcher()
         self._by_pid = {s.pid: s for s in self.sessions if s.pid is not None}
+        self._by_id = {s.id: s for s in self.sessions}
         # told of every event as it is recorded: (session id, seconds after the fault, what, detail)
         self.on_event: Callable[[int, float, str, str], None] | None = None
         for s in self.sessions:
@@ -143,6 +144,10 @@ class Observer:
         s.events.append(Event(t=round(at - self.t0, 4), what=what, detail=detail))
         if self.on_event is not None:
             self.on_event(s.id, at - self.t0, what, detail)
+
+    def record(self, session_id: int, at: float, what: str, detail: str = "") -> None:
+        """An event seen elsewhere (the middlebox's conntrack), at ``at`` (time.time())."""
+        self._event(self._by_id[session_id], at, what, detail)
 
     def sample(self) -> None:
         """One dump: compare each session with its previous sample."""

@@ -45,6 +45,7 @@ EVENT_STYLE: dict[str, tuple[str, str, str, float]] = {
     "socket-gone": ("socket gone", "D", "#27ae60", 26),
     "socket-released": ("socket released (orphan)", "d", "#27ae60", 30),
     "alive-check": ("survivor check", "*", "#1e8449", 60),
+    "middlebox-expired": ("middlebox entry expired", "v", "#b03a2e", 40),
 }
 OTHER = ("other event", ".", "#999999", 10)
 UPSTREAM_STYLE: dict[str, tuple[str, str, str, float]] = {

@@ -97,6 +97,10 @@ def _backend_problems(loaded: LoadedScenario, backend: str | None) -> list[Probl
         if chosen == "docker" and t.command is not None and t.image is None:
             problems.append(loaded.problem((*where, "command"), "on the docker backend your server"
                                            " runs from an image: add image: (the command then runs in it)"))
+    if chosen == "docker" and spec.middlebox is not None and spec.target.backend != "docker":
+        # (backend: docker in the file is the schema's to report, at the same line)
+        problems.append(loaded.problem(("middlebox",), "the middlebox is the local lab's router"
+                                       " namespace (its own conntrack); not with --backend docker"))
     return problems
 
 
@@ -111,7 +115,7 @@ def backend_for(loaded: LoadedScenario, backend: str | None = None) -> str:
     own = spec.target.session_target    # a tier runs where its upstream's own server can
     if spec.target.image is not None or own.image is not None:
         return "docker"
-    if own.command is not None:
+    if own.command is not None or spec.middlebox is not None:
         return "local"
     if not machine.missing(machine.needs_for([loaded], "local")):
         return "local"

@@ -26,8 +26,10 @@ from harness.core.records import LoadRecord, ScenarioRecord
 from harness.errors import LabError
 from harness.faults.base import Flow
 from harness.faults.site import Site
+from harness.lab import naming
 from harness.load.locust import USERS, LocustRun
 from harness.load.resources import ResourceSampler
+from harness.observe.conntrack import Tuple, reverse_map
 from harness.observe.sockdiag import Key, SockInfo, TableReader
 from harness.observe.watch import Observer, Watched
 from harness.run import phases
@@ -35,12 +37,30 @@ from harness.run.legs import watch_upstreams
 from harness.run.phases import Progress
 from harness.scenario import LoadedScenario
 
+QUIET_SETTLE_S = 0.5        # a request in flight when the users are told to go quiet ends
 CHECK_WAIT_S = 15.0          # the users' check takes at most CONNCHAOS_LOAD_CHECK_TIMEOUT (5 s)
 RESOURCE_INTERVAL_S = 1.0
 
 
 def _sessions_of(table: dict[Key, SockInfo], client_addr: str) -> list[Key]:
     return sorted(k for k, i in table.items() if i.state == "ESTABLISHED" and k[2] == client_addr)
+
+
+def _client_views(planned: phases.Planned, keys: list[Key]) -> dict[Key, Flow]:
+    """Each server-side socket's flow as its client sees it: the same addresses, or behind
+    the middlebox's NAT, the original direction of the router's conntrack entry."""
+    if not planned.nat:
+        return {k: Flow(k[2], k[3], k[0], k[1]) for k in keys}
+    assert planned.conntrack is not None
+    back = reverse_map(planned.conntrack)
+    views = {}
+    for k in keys:
+        orig = back.get(k)
+        if orig is None:
+            raise LabError("mapping sessions through the middlebox's NAT",
+                           f"no conntrack entry in {planned.conntrack.namespace} for {k[2]}:{k[3]}")
+        views[k] = Flow(orig.src, orig.sport, orig.dst, orig.dport)
+    return views
 
 
 def _wait_for_users(locust: LocustRun, table: TableReader, port: int, client_addr: str,
@@ -119,7 +139,9 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
     spawn_s = load.users / load.spawn_rate
     with phases.new_lab(backend, run_id) as lab:
         kernel, table = phases.bring_up(lab, planned)
-        sampler = ResourceSampler(lab.reach, target.port, lab.client_addr, RESOURCE_INTERVAL_S)
+        # the clients as the server sees them: their own address, or the router's behind NAT
+        seen_as = naming.ROUTER_SERVER_ADDR if planned.nat else lab.client_addr
+        sampler = ResourceSampler(lab.reach, target.port, seen_as, RESOURCE_INTERVAL_S)
         sampler.start()
         lab.on_close("resource sampler", sampler.stop)
         folder = os.path.join(lab.tmpdir, "locust")
@@ -133,7 +155,7 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
         progress(f"{spec.name}: {service} up in {lab.server_ns}; Locust"
                  f" ({'local' if not load.workers else f'master + {load.workers} workers'}) spawning"
                  f" {load.users} users at {load.spawn_rate:g}/s in {lab.client_ns}")
-        open_failed = _wait_for_users(locust, table, target.port, lab.client_addr, load.users,
+        open_failed = _wait_for_users(locust, table, target.port, seen_as, load.users,
                                       max(120.0, 3 * spawn_s) + 5 * load.workers, progress)
         progress(f"{spec.name}: {load.users - len(open_failed)} sessions held"
                  + (f" ({len(open_failed)} could not be opened)" if open_failed else "")
@@ -142,8 +164,15 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
 
         before = table.dump(target.port)
         sampled_at = time.time()
-        keys = _sessions_of(before, lab.client_addr)
+        keys = _sessions_of(before, seen_as)
         faulted_keys = set(planned.chooser.sample(keys, spec.fault.pick_count(len(keys))))
+        views = _client_views(planned, keys)
+        if getattr(fault, "silences_sessions", False):
+            # the faulted sessions fall idle (their users stop); the others keep talking
+            locust.ask_quiet(f"{views[k].client_addr}:{views[k].client_port}" for k in sorted(faulted_keys))
+            time.sleep(QUIET_SETTLE_S)
+            before = table.dump(target.port)
+            sampled_at = time.time()
         pids = lab.reach.session_pids(before, keys) if target.needs_process else {}
         if target.needs_process and len(pids) < len(keys):
             raise LabError("finding the server's process of each session",
@@ -152,15 +181,21 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
         observer = Observer(table, target.port, watched)
         lab.on_close("observer", observer.close)
         legs = watch_upstreams(lab, target, table, {w.id: w.key for w in watched})
-        flows = [Flow(k[2], k[3], k[0], k[1]) for k in sorted(faulted_keys)]
+        flows = [views[k] for k in sorted(faulted_keys)]
+        expiry = None
+        if planned.conntrack is not None and planned.middlebox is not None:
+            expiry = phases.expiry_watch(planned.conntrack, {w.id: _tuple(views[w.key]) for w in watched},
+                                         observer, planned.middlebox.idle_timeout_s)
+            expiry.every_s = spec.observe.interval
         t0 = phases.inject(lab, fault, Site(lab=lab, flows=flows), observer, before)
         if legs is not None:
             legs.start(t0)
         progress(f"{spec.name}: {fault.describe()} on {len(faulted_keys)} of {len(keys)} sessions;"
                  f" watching up to {format_seconds(spec.deadline_s)} s")
         observed_for = phases.observe(observer, planned, t0, [w for w in watched if w.key in faulted_keys],
-                                      legs=legs)
-        survivors = {f"{w.key[2]}:{w.key[3]}" for w in watched if w.key not in faulted_keys}
+                                      legs=legs,
+                                      also=None if expiry is None else lambda: expiry.poll(now=False))
+        survivors = {_client(views[w.key]) for w in watched if w.key not in faulted_keys}
         checks = _wait_for_checks(locust, survivors)
         observer.sample()   # a survivor dropped during the checks still counts
         usage = {"harness": _usage_self(), "locust": locust.usage()}
@@ -176,7 +211,7 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
     broken = {e["client"]: e for e in events if e.get("what") == "broken"}
     facts = []
     for w in watched:
-        client = f"{w.key[2]}:{w.key[3]}"
+        client = _client(views[w.key])
         info = before.get(w.key)
         is_faulted = w.key in faulted_keys
         in_flight = bool(info and info.unacked)
@@ -192,7 +227,7 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
             data_sent_s=sampled_at - info.last_data_sent_s - t0 if info and in_flight else 0.0,
             rto_s=info.rto_s if info else None, pid=w.pid, events=tuple(w.events),
             server_error=phases.server_error(errors, w.pid, w.key, t0), alive_check=alive_check,
-            client=client, server=f"{w.key[0]}:{w.key[1]}",
+            client=client, server=f"{w.key[0]}:{w.key[1]}", server_peer=f"{w.key[2]}:{w.key[3]}",
             client_error=broken[client].get("detail") if client in broken else None,
             upstream=None if legs is None else legs.facts(w.id)))
     client_broken = [e for c, e in broken.items() if c in survivors]
@@ -210,4 +245,14 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
                    **({"error": sampler.error} if sampler.error else {})})
     return phases.judge(planned, lab, facts, kernel=kernel, observer=observer, observed_for=observed_for,
                  activity="idle" if load.every_s is None else f"every {format_seconds(load.every_s)} s",
+                 lab_extra=phases.middlebox_extra(planned),
                  listed=lambda s: s.faulted or s.survivor_killed, load=record)
+
+
+def _client(flow: Flow) -> str:
+    """A session's client address as its user writes it."""
+    return f"{flow.client_addr}:{flow.client_port}"
+
+
+def _tuple(flow: Flow) -> Tuple:
+    return Tuple(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port)

@@ -18,7 +18,7 @@ from typing import Any
 
 from harness import interrupts
 from harness.core.assess import Conditions, Heartbeat, ScenarioHead, SessionFacts, assess_all, scenario_record
-from harness.core.prediction import Effective, KernelDefaults, Prediction, effective
+from harness.core.prediction import Effective, KernelDefaults, Prediction, effective, format_seconds
 from harness.core.records import (
     KernelRecord,
     LoadRecord,
@@ -33,7 +33,9 @@ from harness.faults import build
 from harness.faults.site import Fault, Site
 from harness.lab.docker import DockerLab
 from harness.lab.local import LocalLab
+from harness.lab.middlebox import MiddleboxConfig, install
 from harness.lab.server import ServerProcess
+from harness.observe.conntrack import ConntrackTable, Entry, ExpiryWatch, Tuple
 from harness.observe.sockdiag import Key, SockInfo, TableReader
 from harness.observe.watch import Observer, Watched
 from harness.run.legs import UpstreamWatch, released_times
@@ -119,15 +121,25 @@ class Planned:
     chooser: random.Random
     started: float
     watch: TargetWatch | None = None    # set once the target is up (``bring_up``)
+    middlebox: MiddleboxConfig | None = None
+    conntrack: ConntrackTable | None = None    # the middlebox's table, once it is up
 
     @classmethod
     def of(cls, ls: LoadedScenario, run_id: str) -> Planned:
-        return cls(ls, make_target(ls), build(ls.scenario.fault),
-                   random.Random(f"{run_id}/{ls.scenario.name}"), time.monotonic())
+        mb = ls.scenario.middlebox
+        return cls(ls, make_target(ls), build(ls.scenario.fault, mb),
+                   random.Random(f"{run_id}/{ls.scenario.name}"), time.monotonic(),
+                   middlebox=None if mb is None else MiddleboxConfig(
+                       idle_timeout_s=mb.idle_timeout, on_expiry=mb.on_expiry, nat=mb.nat))
 
     @property
     def spec(self) -> Any:
         return self.loaded.scenario
+
+    @property
+    def nat(self) -> bool:
+        """The server sees the clients behind the middlebox's NAT."""
+        return self.middlebox is not None and self.middlebox.nat
 
 
 def heartbeat_of(target: Any) -> Heartbeat:
@@ -147,6 +159,8 @@ def bring_up(lab: Lab, planned: Planned) -> tuple[KernelDefaults, TableReader]:
     with the lab)."""
     interrupts.check()
     kernel = lab.reach.kernel_defaults()
+    if planned.middlebox is not None:
+        start_middlebox(lab, planned)
     target = planned.target
     first = len(lab.servers)
     target.start(lab)
@@ -157,6 +171,17 @@ def bring_up(lab: Lab, planned: Planned) -> tuple[KernelDefaults, TableReader]:
     lab.on_close("socket table", table.close)
     interrupts.check()
     return kernel, table
+
+
+def start_middlebox(lab: Lab, planned: Planned) -> None:
+    """The router becomes the scenario's middlebox; its conntrack table is opened (closed
+    with the lab)."""
+    assert planned.middlebox is not None
+    if not isinstance(lab, LocalLab):   # the schema and check refuse it before
+        raise LabError("building the middlebox", "a middlebox needs the local backend")
+    install(lab, planned.middlebox)
+    planned.conntrack = table = ConntrackTable(lab.router_ns)
+    lab.on_close("conntrack table", table.close)
 
 
 # -- inject and observe -----------------------------------------------------------------------
@@ -174,16 +199,20 @@ def inject(lab: Lab, fault: Fault, site: Site, observer: Observer,
 
 
 def observe(observer: Observer, planned: Planned, t0: float, faulted: Sequence[Watched],
-            on_observe: ObserveHook | None = None, legs: UpstreamWatch | None = None) -> float:
+            on_observe: ObserveHook | None = None, legs: UpstreamWatch | None = None,
+            also: Callable[[], None] | None = None) -> float:
     """Sample until every faulted session is released (a tier's: and what became of its
     upstream leg is seen) or the deadline; returns how long. The target's own death ends it
-    with a LabError (its sockets going would read as reclaims)."""
+    with a LabError (its sockets going would read as reclaims). ``also`` runs after each
+    sample (the middlebox's expiry watch)."""
     spec, watch = planned.spec, planned.watch
 
     def sampled() -> None:
         interrupts.check()
         if legs is not None:
             legs.sample()
+        if also is not None:
+            also()
         if watch is not None:
             watch.look(now=False)
         if on_observe is not None:
@@ -199,6 +228,29 @@ def observe(observer: Observer, planned: Planned, t0: float, faulted: Sequence[W
     if watch is not None:
         watch.look()
     return time.time() - t0
+
+
+def _expiry_detail(entry: Entry, idle_timeout_s: float) -> str:
+    seen = entry.reply.dst != entry.orig.src
+    nat = f" (the server sees {entry.reply.dst}:{entry.reply.dport})" if seen else ""
+    return f"conntrack entry {entry.orig}{nat} expired after {format_seconds(idle_timeout_s)} s idle"
+
+
+def expiry_watch(conntrack: ConntrackTable, flows: dict[int, Tuple], observer: Observer,
+                 idle_timeout_s: float) -> ExpiryWatch:
+    """The middlebox's entry of every session's flow (``flows``: by session id, as the client
+    sent it) watched; its expiry becomes an event of the session's timeline. Every entry
+    must be there now."""
+    def expired(sid: int, at: float, entry: Entry) -> None:
+        observer.record(sid, at, "middlebox-expired", _expiry_detail(entry, idle_timeout_s))
+    watch = ExpiryWatch(conntrack, flows, expired)
+    watch.start()
+    return watch
+
+
+def middlebox_extra(planned: Planned) -> dict[str, Any]:
+    """What a record's ``lab`` says of the middlebox."""
+    return {} if planned.middlebox is None else {"middlebox": planned.middlebox.describe()}
 
 
 # -- facts ------------------------------------------------------------------------------------

@@ -5,6 +5,8 @@ reclaimed or the deadline passes."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -24,14 +26,16 @@ from harness.run.phases import (
     Planned,
     Progress,
     bring_up,
+    expiry_watch,
     inject,
     judge,
     last_activity,
+    middlebox_extra,
     new_lab,
     observe,
     server_error,
 )
-from harness.run.routing import Routing, setup_routing
+from harness.run.routing import Routing, flow_tuple, setup_routing
 from harness.scenario import LoadedScenario
 from harness.targets.base import Session
 
@@ -82,6 +86,58 @@ def open_sessions(lab: Lab, target: Any, count: int, routing: Routing) -> OpenSe
     return sessions
 
 
+class KeepTalking:
+    """Behind a middlebox, sessions that are not faulted keep talking: every ``every_s`` each
+    answers one ``target.alive`` on the client loop, so its conntrack entry stays fresh.
+    Rounds run one at a time; ``only`` narrows the set between two rounds."""
+
+    def __init__(self, client: LoopInNamespace, target: Any, sessions: Sequence[Session],
+                 every_s: float) -> None:
+        self.client, self.target, self.every_s = client, target, every_s
+        self.sessions = list(sessions)
+        self.rounds = 0
+        self._stop: asyncio.Event | None = None
+        self._lock: asyncio.Lock | None = None
+        self._future: concurrent.futures.Future[None] | None = None
+
+    def start(self) -> None:
+        async def setup() -> None:
+            self._stop, self._lock = asyncio.Event(), asyncio.Lock()
+        self.client.run(setup())
+        self._future = asyncio.run_coroutine_threadsafe(self._run(), self.client.loop)
+
+    async def _run(self) -> None:
+        assert self._stop is not None and self._lock is not None
+        while not self._stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.every_s)
+            if self._stop.is_set():
+                return
+            async with self._lock:
+                await asyncio.gather(*(self.target.alive(s) for s in self.sessions),
+                                     return_exceptions=True)
+                self.rounds += 1
+
+    def only(self, sessions: Sequence[Session]) -> None:
+        """From now on only ``sessions`` talk (waits for a round in progress)."""
+        async def narrow() -> None:
+            assert self._lock is not None
+            async with self._lock:
+                self.sessions = list(sessions)
+        self.client.run(narrow(), timeout=30)
+
+    def stop(self) -> None:
+        """Stop after the round in progress (bounded)."""
+        if self._future is None:
+            return
+        stop = self._stop
+        assert stop is not None
+        self.client.loop.call_soon_threadsafe(stop.set)
+        with contextlib.suppress(concurrent.futures.TimeoutError, concurrent.futures.CancelledError):
+            self._future.result(timeout=30)
+        self._future = None
+
+
 def _find_session_processes(lab: Lab, target: Any, sessions: Sequence[Session],
                             keys: dict[int, Key], table: TableReader) -> None:
     """For targets that fork a process per connection (sshd), the process is found from the
@@ -111,9 +167,15 @@ def run_plain(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: No
 
     with new_lab(backend, run_id) as lab:
         kernel, table = bring_up(lab, planned)
-        routing = setup_routing(lab, target, spec.fault.layer or "packet", faulted_ids, proxy_command)
+        routing = setup_routing(lab, target, spec.fault.layer or "packet", faulted_ids, proxy_command,
+                                nat=planned.conntrack if planned.nat else None)
         progress(f"{spec.name}: {spec.target.service} up in {lab.server_ns}{routing.shown()}")
         sessions = open_sessions(lab, target, count, routing)
+        talking = None
+        if planned.middlebox is not None:
+            talking = KeepTalking(sessions.client, target, sessions, planned.middlebox.idle_timeout_s / 3)
+            lab.on_close("sessions talking", talking.stop)
+            talking.start()
         keys = routing.server_keys(target, sessions)
         if target.needs_process:
             _find_session_processes(lab, target, sessions, keys, table)
@@ -126,6 +188,12 @@ def run_plain(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: No
         observer = Observer(table, target.port, list(watched.values()))
         observer.on_event = on_event
         lab.on_close("observer", observer.close)
+        expiry = None
+        if talking is not None:
+            talking.only(survivors)     # the faulted sessions fall silent from here
+        if planned.conntrack is not None and planned.middlebox is not None:
+            expiry = expiry_watch(planned.conntrack, {s.id: flow_tuple(s.flow) for s in sessions},
+                                  observer, planned.middlebox.idle_timeout_s)
 
         legs = watch_upstreams(lab, target, table, keys)
         before = observer.snapshot()
@@ -143,7 +211,10 @@ def run_plain(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: No
         progress(f"{spec.name}: {fault.describe()} on {len(faulted)} of {count} sessions;"
                  f" watching up to {format_seconds(spec.deadline_s)} s")
         observed_for = observe(observer, planned, t0, [watched[s.id] for s in faulted], on_observe,
-                               legs=legs)
+                               legs=legs,
+                               also=None if expiry is None else lambda: expiry.poll(now=False))
+        if talking is not None:
+            talking.stop()
         checks = dict(zip((s.id for s in survivors),
                           sessions.client.run(_alive_all(target, survivors), timeout=60), strict=True))
         observer.sample()  # a survivor dropped during the checks still counts
@@ -167,5 +238,7 @@ def run_plain(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: No
             server_peer=f"{w.key[2]}:{w.key[3]}", opened_detail=str(s.flow),
             upstream=None if legs is None else legs.facts(s.id)))
     fault_text = fault.describe() + (f" ({spec.fault.direction})" if spec.fault.direction else "")
+    extra = {**routing.describe(), **middlebox_extra(planned)}
     return judge(planned, lab, facts, kernel=kernel, observer=observer, observed_for=observed_for,
-                 activity=spec.sessions.activity, fault_text=fault_text, lab_extra=routing.describe())
+                 activity=spec.sessions.activity, fault_text=fault_text, lab_extra=extra)
+

@@ -17,6 +17,7 @@ from harness.errors import LabError
 from harness.faults.base import Flow
 from harness.faults.site import Site
 from harness.lab.toxiproxy import FAULTED, SPARED, LabProxy
+from harness.observe.conntrack import ConntrackTable, Tuple
 from harness.observe.sockdiag import Key
 from harness.targets.base import Session
 
@@ -46,6 +47,39 @@ class Routing:
     def shown(self) -> str:
         """How the sessions go, for progress lines (nothing when direct)."""
         return ""
+
+
+def flow_tuple(flow: Flow) -> Tuple:
+    """A session's flow as the middlebox tracks it: its original direction, from the client."""
+    return Tuple(flow.client_addr, flow.client_port, flow.server_addr, flow.server_port)
+
+
+@dataclass
+class NatRouting(Routing):
+    """Direct, through the middlebox's NAT: the server sees each client as the router's
+    address and the port masquerade chose, which the router's conntrack entry of the flow
+    says (its reply tuple); the port is not assumed kept."""
+
+    conntrack: ConntrackTable = field(default=None)  # type: ignore[assignment]
+
+    def server_keys(self, target: Any, sessions: Sequence[Session]) -> dict[int, Key]:
+        table = self.conntrack.dump()
+        keys = {}
+        for s in sessions:
+            entry = table.get(flow_tuple(s.flow))
+            if entry is None:
+                raise LabError("mapping sessions through the middlebox's NAT",
+                               f"no conntrack entry in {self.conntrack.namespace} for session"
+                               f" {s.id} ({s.flow})")
+            r = entry.reply
+            keys[s.id] = (r.src, r.sport, r.dst, r.dport)
+        return keys
+
+    def describe(self) -> dict[str, Any]:
+        return {"nat": f"clients masqueraded in {self.conntrack.namespace}"}
+
+    def shown(self) -> str:
+        return f"; clients behind the middlebox's NAT in {self.conntrack.namespace}"
 
 
 @dataclass
@@ -118,9 +152,10 @@ class ForwarderRouting(ProxyRouting):
 
 
 def setup_routing(lab: Any, target: Any, layer: str, faulted: set[int],
-                  proxy_command: Sequence[str] | None) -> Routing:
+                  proxy_command: Sequence[str] | None, nat: ConntrackTable | None = None) -> Routing:
+    """The scenario's routing; ``nat``: the middlebox's table, when it masquerades the clients."""
     if layer != "proxy" and lab.reach.enters_networks:
-        return Routing()
+        return Routing() if nat is None else NatRouting(conntrack=nat)
     if layer != "proxy":
         proxy = LabProxy(lab, beside="cli")
         proxy.start()

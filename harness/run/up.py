@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from harness.faults import build
 from harness.lab import naming
+from harness.lab.middlebox import TABLE as MIDDLEBOX_TABLE
 from harness.lab.toxiproxy import FAULTED
-from harness.run.phases import make_target, new_lab
+from harness.run.phases import Planned, new_lab, start_middlebox
 from harness.run.plain import open_sessions
 from harness.run.routing import ProxyRouting, setup_routing
 from harness.scenario import LoadedScenario
@@ -20,12 +20,16 @@ def hold_open(ls: LoadedScenario, *, inject: bool, show: Callable[[str], None],
     """``connchaos up``: build the lab, start the target, open the sessions (and optionally
     inject the fault), then hold everything until Ctrl-C or SIGTERM, and tear it down."""
     spec = ls.scenario
-    target = make_target(ls)
+    planned = Planned.of(ls, run_id)
+    target = planned.target
     count = spec.sessions.count
     faulted_ids = set(range(spec.fault.pick_count(count)))
     with new_lab(backend, run_id) as lab:
+        if planned.middlebox is not None:
+            start_middlebox(lab, planned)
         target.start(lab)
-        routing = setup_routing(lab, target, spec.fault.layer or "packet", faulted_ids, proxy_command)
+        routing = setup_routing(lab, target, spec.fault.layer or "packet", faulted_ids, proxy_command,
+                                nat=planned.conntrack if planned.nat else None)
         sessions = open_sessions(lab, target, count, routing)
         d = lab.describe()
         show(f"lab {lab.lab_id} is up ({lab.backend}): {spec.target.service} at"
@@ -40,16 +44,23 @@ def hold_open(ls: LoadedScenario, *, inject: bool, show: Callable[[str], None],
         show(f"{len(sessions)} sessions held open: " + ", ".join(
             f"#{s.id} {s.flow.client_addr}:{s.flow.client_port} (server pid {s.pid})" for s in sessions[:10])
             + (" ..." if len(sessions) > 10 else ""))
+        if planned.middlebox is not None:
+            show(f"middlebox in {lab.router_ns}: {planned.middlebox.describe()}; entries: "
+                 + lab.reach.shell_hint("rtr", "conntrack -L -p tcp")
+                 + f"; rules: nft list table {MIDDLEBOX_TABLE}")
         show(f"client shell:  {lab.reach.shell_hint('cli', 'bash', interactive=True)}")
         show(f"server table:  {lab.reach.shell_hint('srv', f'ss -tnoi sport = :{target.port}')}")
         if inject:
             time.sleep(spec.sessions.hold)
-            fault = build(spec.fault)
+            fault = planned.fault
             chosen = [s for s in sessions if s.id in faulted_ids]
             fault.apply(routing.fault_site(lab, chosen, routing.server_keys(target, chosen)))
             lab.on_close("fault", fault.revert)
             if fault.layer == "proxy":
                 where = f"proxy {FAULTED}"
+            elif getattr(fault, "silences_sessions", False):
+                where = ("nothing talks on any session here, so every entry expires: "
+                         + lab.reach.shell_hint("rtr", "conntrack -L -p tcp"))
             else:
                 role = "rtr" if getattr(fault, "where", "") == "router" else "cli"
                 where = "rules: " + lab.reach.shell_hint(role, f"nft list table inet {naming.NFT_TABLE}")

@@ -34,6 +34,7 @@ __all__ = [
     "FaultSessions",
     "Load",
     "LoadEvery",
+    "Middlebox",
     "Observe",
     "RULE_ERROR",
     "Scenario",
@@ -377,6 +378,28 @@ class Load(_Part):
         return None if self.activity is None else self.activity.every
 
 
+MIDDLEBOX_MAX_IDLE_S = 7 * 86400   # a week: past any cloud load balancer's (AWS NLB 350 s)
+
+
+class Middlebox(_Part):
+    """A NAT / load balancer in the router: its connection-tracking entries expire after
+    ``idle_timeout`` without a packet; then the flow's packets are dropped or reset."""
+
+    nat: StrictBool = True
+    idle_timeout: Duration
+    on_expiry: Literal["drop", "reset"] = "drop"
+
+    @field_validator("idle_timeout")
+    @classmethod
+    def _whole_seconds(cls, value: float) -> float:
+        # The kernel's conntrack timeouts are whole seconds (a sysctl, or an nft ct timeout).
+        if value < 1 or not float(value).is_integer() or value > MIDDLEBOX_MAX_IDLE_S:
+            raise ValueError("conntrack counts whole seconds: expected 1s to"
+                             f" {format_duration(MIDDLEBOX_MAX_IDLE_S)} in whole seconds;"
+                             f" got {format_duration(value)}")
+        return value
+
+
 class Scenario(_Part):
     """One scenario file: a target, its sessions, a fault, and what must follow."""
 
@@ -388,6 +411,7 @@ class Scenario(_Part):
     expect: Expect
     observe: Observe = Observe()
     load: Load | None = None
+    middlebox: Middlebox | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -417,6 +441,7 @@ class Scenario(_Part):
         rules: list[tuple[tuple[str, ...], str]] = []
         if self.load is not None:
             rules.extend(self._load_rules(self.load))
+        rules.extend(self._middlebox_rules())
         picked = self.fault.sessions
         if isinstance(picked, int) and picked > self.sessions.count:
             message = f"asks for {picked} sessions but sessions.count is {self.sessions.count}"
@@ -446,6 +471,31 @@ class Scenario(_Part):
             filled = self.observe.model_copy(update={"deadline": self._gate_end()})
             object.__setattr__(self, "observe", filled)
         return self
+
+    def _middlebox_rules(self) -> list[tuple[tuple[str, ...], str]]:
+        rules: list[tuple[tuple[str, ...], str]] = []
+        mb = self.middlebox
+        if self.fault.type == "nat-idle-expiry":
+            if mb is None:
+                rules.append((("fault", "type"), "nat-idle-expiry needs a middlebox: section"
+                                                 " (middlebox: {idle_timeout: 5s}) whose entries expire"))
+            if self.sessions.activity != "idle":
+                rules.append((("sessions", "activity"), "nat-idle-expiry makes the sessions idle;"
+                                                        " use activity: idle"))
+        if mb is None:
+            return rules
+        if self.target.backend == "docker":
+            rules.append((("middlebox",), "the middlebox is the local lab's router namespace"
+                                          " (its own conntrack); not on backend: docker"))
+        if self.fault.layer == "proxy":
+            rules.append((("middlebox",), f"a middlebox is on the packet path; {self.fault.type}"
+                                          " acts in a proxy (a packet fault goes with it)"))
+        every = self.load.every_s if self.load is not None else None
+        if self.load is not None and (every is None or every >= mb.idle_timeout):
+            rules.append((("load", "activity") if self.load.activity is not None else ("load",),
+                          "with a middlebox the survivors must talk more often than its idle_timeout"
+                          f" ({format_duration(mb.idle_timeout)}): activity: {{every: ...}} shorter"))
+        return rules
 
     def _load_rules(self, load: Load) -> list[tuple[tuple[str, ...], str]]:
         rules: list[tuple[tuple[str, ...], str]] = []

@@ -128,7 +128,7 @@ def test_event_refuses_unknown_kind() -> None:
 def test_event_kinds_are_the_documented_set() -> None:
     assert (
         "opened", "last-activity", "fault", "data-sent", "probe", "retransmit", "state",
-        "socket-gone", "socket-released", "process-exit", "server-error", "alive-check",
+        "socket-gone", "socket-released", "process-exit", "server-error", "alive-check", "middlebox-expired",
         *(f"upstream-{k}" for k in ("probe", "retransmit", "state", "socket-gone", "socket-released",
                                      "process-exit", "data-sent", "linked", "pooled", "tier-dropped")),
     ) == EVENT_KINDS

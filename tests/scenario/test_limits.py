@@ -129,7 +129,7 @@ def test_thousands_of_unknown_keys_within_the_size(tmp_path: Path) -> None:
     keys = "".join(f"unknown{i:05d}: 1\n" for i in range(MAX_VALUES // 2))
     assert first_problem(tmp_path, SSH + keys) == (
         f"s.yaml:{SSH.count(chr(10)) + 1}: unknown00000: unknown key 'unknown00000' (expected one of:"
-        " name, about, target, sessions, fault, expect, observe, load, tags)")
+        " name, about, target, sessions, fault, expect, observe, load, middlebox, tags)")
 
 
 def test_an_endless_file_is_read_only_to_the_limit() -> None:

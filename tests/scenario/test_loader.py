@@ -36,7 +36,7 @@ observe:
   deadline: 30s                # give up waiting after this; unreclaimed sessions count as not reclaimed
 """
 
-TOP_KEYS = "name, about, target, sessions, fault, expect, observe, load, tags"
+TOP_KEYS = "name, about, target, sessions, fault, expect, observe, load, middlebox, tags"
 
 
 def edited(changes: dict[int, str | None], text: str = EXAMPLE) -> str:
