@@ -66,6 +66,9 @@ class ServiceType:
     implementation: str
     locust_user: str | None
     started_by_connchaos: bool
+    # a tier (pgbouncer) runs its own backend in the server's network: the backend's service,
+    # whose settings the scenario gives as ``target.backend_settings``
+    backend_service: str | None = None
 
     def load(self) -> Any:
         """The target's class; ImportError if its module (or a library it needs) is not there."""
@@ -77,6 +80,9 @@ SERVICE_TYPES: dict[str, ServiceType] = {s.name: s for s in (
     ServiceType("ssh", "harness.targets.ssh:SshTarget", "SshUser", True),
     ServiceType("websocket", "harness.targets.websocket:WebSocketTarget", "WebSocketUser", False),
     ServiceType("tcp", "harness.targets.tcp:TcpTarget", "TcpUser", False),
+    # a PostgreSQL client, pointed at pgbouncer's port
+    ServiceType("pgbouncer", "harness.targets.pgbouncer:PgbouncerTarget", "PostgresUser", True,
+                backend_service="postgres"),
 )}
 """The services under test. ``locust_user`` is the User class in harness/load/users.py
 (Locust takes class names on its command line; users.py is never imported here)."""

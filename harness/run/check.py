@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from harness import __version__, machine
 from harness.errors import Problem, ScenarioError
 from harness.faults import FAULTS
-from harness.registry import FAULT_TYPES
+from harness.registry import FAULT_TYPES, SERVICE_TYPES
 from harness.scenario import LoadedScenario, load_paths
 from harness.targets import available, target_class
 
@@ -55,6 +55,10 @@ def support_problems(loaded: LoadedScenario, backend: str | None = None) -> list
     if target is not None:
         for name, message in target.check_settings(spec.target.settings):
             problems.append(loaded.problem(("target", "settings", name), message))
+    backend_service = SERVICE_TYPES[spec.target.service].backend_service
+    if backend_service is not None and spec.target.backend_settings and backend_service in services:
+        for name, message in target_class(backend_service).check_settings(spec.target.backend_settings):
+            problems.append(loaded.problem(("target", "backend_settings", name), message))
     return problems
 
 

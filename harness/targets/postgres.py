@@ -204,6 +204,7 @@ class PostgresTarget:
     listen_for_in_flight: bool = False
     port: int = 5432
     image: str | None = None        # the user's own image (docker backend); None = ours
+    trust_server: bool = False      # also trust the server's own address (a tier in front of it)
     service: ClassVar[str] = "postgres"
     needs_process: ClassVar[bool] = True
     _proc: ServerProcess | None = field(default=None, init=False, repr=False)
@@ -317,6 +318,8 @@ class PostgresTarget:
             # the lab's proxy (sessions at the proxy layer arrive from the router)
             f.write(f"local all all trust\nhost all all {naming.CLIENT_NET} trust\n"
                     f"host all all {naming.ROUTER_SERVER_ADDR}/32 trust\n")
+            if self.trust_server:
+                f.write(f"host all all {lab.server_addr}/32 trust\n")
 
         argv = [os.path.join(bindir, "postgres"), "-D", data, *self._options(
             {"listen_addresses": lab.server_addr, "unix_socket_directories": self._sockdir,
