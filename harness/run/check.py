@@ -199,6 +199,9 @@ def images_needed(loaded: Sequence[LoadedScenario], backend: str | None = None) 
         target = ls.scenario.target
         if target.image is None and target.service != "tcp":
             names.add(target.service)
+        backend_service = SERVICE_TYPES[target.service].backend_service
+        if backend_service is not None:
+            names.add(backend_service)   # a tier's backend runs from our image of it
     return sorted(names)
 
 

@@ -55,6 +55,8 @@ def _kind(text: str) -> str:
         return "timeout"
     if "reset by peer" in text:
         return "reset"
+    if "unexpected eof" in text:
+        return "eof"       # pgbouncer's words for any failed read, a kernel timeout's too
     return text
 
 
@@ -227,7 +229,11 @@ class PgbouncerTarget(PostgresTarget):
         return session
 
     def server_peer(self, session: Session) -> tuple[str, int] | None:
-        """pgbouncer's view cannot tell our sessions apart by anything the client knows."""
+        """Who pgbouncer thinks the session's client is: ``SHOW CLIENTS`` by the session's
+        application_name (``connchaos-<id>``), for sessions through a proxy."""
+        for row in self.show("CLIENTS"):
+            if row["application_name"] == f"connchaos-{session.id}" and row["port"].isdigit():
+                return row["addr"], int(row["port"])
         return None
 
     def send_in_flight(self, sessions: Sequence[Session]) -> None:
@@ -244,7 +250,7 @@ class PgbouncerTarget(PostgresTarget):
                 continue
             at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
             text = m.group(5) or m.group(4)
-            if text in ("client close request", "client unexpected eof") and "error" not in text:
+            if text == "client close request":
                 continue   # the client went in good order
             found.setdefault((m.group(2), int(m.group(3))), ServerError(at.timestamp(), _kind(text), text))
         return found
