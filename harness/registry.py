@@ -80,8 +80,7 @@ SERVICE_TYPES: dict[str, ServiceType] = {s.name: s for s in (
     ServiceType("ssh", "harness.targets.ssh:SshTarget", "SshUser", True),
     ServiceType("websocket", "harness.targets.websocket:WebSocketTarget", "WebSocketUser", False),
     ServiceType("tcp", "harness.targets.tcp:TcpTarget", "TcpUser", False),
-    # a PostgreSQL client, pointed at pgbouncer's port
-    ServiceType("pgbouncer", "harness.targets.pgbouncer:PgbouncerTarget", "PostgresUser", True,
+    ServiceType("pgbouncer", "harness.targets.pgbouncer:PgbouncerTarget", "PgbouncerUser", True,
                 backend_service="postgres"),
 )}
 """The services under test. ``locust_user`` is the User class in harness/load/users.py
