@@ -120,7 +120,8 @@ def own_problems(settings: Mapping[str, Scalar]) -> dict[str, str]:
         if name.lower() in RESERVED:
             found[name] = "is set by connchaos to run the lab; remove it"
         elif any(c in name + text for c in "\n\r") or not re.fullmatch(r"[A-Za-z0-9_.]+", name):
-            found[name] = "a pgbouncer setting is one line: a name of letters, digits and _, and a value without line breaks"
+            found[name] = ("a pgbouncer setting is one line: a name of letters, digits and _,"
+                           " and a value without line breaks")
         elif name in WHOLE:
             number = _number(value)
             if isinstance(value, bool) and name != "tcp_keepalive":
@@ -137,7 +138,8 @@ def own_problems(settings: Mapping[str, Scalar]) -> dict[str, str]:
 
 def find_pgbouncer() -> str | None:
     """The pgbouncer command: $CONNCHAOS_PGBOUNCER, Debian's /usr/sbin/pgbouncer, or the PATH."""
-    for candidate in (os.environ.get("CONNCHAOS_PGBOUNCER"), "/usr/sbin/pgbouncer", shutil.which("pgbouncer")):
+    for candidate in (os.environ.get("CONNCHAOS_PGBOUNCER"), "/usr/sbin/pgbouncer",
+                      shutil.which("pgbouncer")):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return None
@@ -192,7 +194,7 @@ def pgbouncer_refuses(command: str, settings: tuple[tuple[str, str], ...]) -> di
     line (it stops at the first). Root runs it as the account it runs as in the lab."""
     from harness.lab import naming, owner
     from harness.lab.server import as_account
-    from harness.targets.postgres import _run_user
+    from harness.targets.postgres import server_account
 
     folder = owner.make_folder(naming.new_lab_id(), purpose="pgbouncer settings check")
     try:
@@ -201,7 +203,7 @@ def pgbouncer_refuses(command: str, settings: tuple[tuple[str, str], ...]) -> di
         with open(users, "w") as f:
             f.write('"connchaos" ""\n')
         os.chmod(users, 0o644)
-        prefix = as_account(_run_user().pw_name) if os.geteuid() == 0 else []
+        prefix = as_account(server_account().pw_name) if os.geteuid() == 0 else []
         found: dict[str, str] = {}
         left = list(settings)
         for _ in range(len(settings) + 1):

@@ -17,19 +17,16 @@ import os
 import re
 import signal
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import psycopg
 
 from harness.core.assess import SessionFacts
 from harness.core.prediction import Prediction, SocketSettings
 from harness.errors import LabError
-from harness.lab.processes import stop_process
-from harness.lab.server import ServerProcess, ServerSpec
+from harness.lab.server import ServerSpec
 from harness.scenario.model import Scenario
 from harness.targets.base import LabView, Scalar, ServerError, Session
 from harness.targets.pgbouncer import config
@@ -40,7 +37,7 @@ from harness.targets.pgbouncer.upstream import (
     client_idle,
     predict_upstream,
 )
-from harness.targets.postgres import USER, PostgresTarget, _run_user
+from harness.targets.postgres import USER, PostgresTarget, server_account
 
 CONTAINER_DIR = "/etc/connchaos-pgbouncer"     # the lab's folder for it, in its container
 # "C-0x55d0...: postgres/connchaos@10.77.0.2:40112 closing because: client_idle_timeout (age=3s)"
@@ -69,6 +66,8 @@ class PgbouncerTarget(PostgresTarget):
     upstream_port: int = 5432
     service: ClassVar[str] = "pgbouncer"
     needs_process: ClassVar[bool] = False   # one pgbouncer process serves every client leg
+    console_db: ClassVar[str] = "pgbouncer"  # its admin console
+    stop_signal: ClassVar[int] = signal.SIGTERM   # immediate shutdown (SIGINT waits for clients)
     _backend: PostgresTarget | None = field(default=None, init=False, repr=False)
     _console_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -109,7 +108,8 @@ class PgbouncerTarget(PostgresTarget):
     def predict_upstream(self, client: Prediction | None, facts: SessionFacts) -> UpstreamPrediction:
         return predict_upstream(self.tier_settings(), client, facts)
 
-    def upstreams(self, lab: LabView, clients: Sequence[tuple[str, int]]) -> dict[tuple[str, int], Upstream]:
+    def upstreams(self, lab: LabView,
+                  clients: Sequence[tuple[str, int]]) -> dict[tuple[str, int], Upstream]:
         """Each client leg's server connection, from ``SHOW CLIENTS`` (its ``link``) and
         ``SHOW SERVERS`` (that server's addresses and backend pid)."""
         servers = {row["ptr"]: row for row in self.show("SERVERS")}
@@ -126,8 +126,9 @@ class PgbouncerTarget(PostgresTarget):
 
     def pool_states(self, lab: LabView) -> dict[tuple[str, int], str]:
         """``SHOW SERVERS``: active is linked to a client; idle, used, tested are pooled."""
-        return {(row["local_addr"], int(row["local_port"])): "linked" if row["state"] == "active" else "pooled"
-                for row in self.show("SERVERS") if row["local_port"]}
+        return {(row["local_addr"], int(row["local_port"])):
+                "linked" if row["state"] == "active" else "pooled"
+                for row in self.show("SERVERS") if row["local_port"].isdigit()}
 
     def show(self, what: str) -> list[dict[str, str]]:
         """One ``SHOW`` of the admin console, as rows of text (simple query protocol: the
@@ -149,7 +150,8 @@ class PgbouncerTarget(PostgresTarget):
         fixed = {"listen_addr": lab.server_addr, "listen_port": str(self.port), "unix_socket_dir": sockdir,
                  "auth_type": "trust", "auth_file": f"{folder}/userlist.txt", "admin_users": USER,
                  "logfile": "", "pidfile": "", "log_connections": "1", "log_disconnections": "1"}
-        for name, value in (("max_client_conn", self.sessions + 20), ("default_pool_size", self.sessions + 5)):
+        for name, value in (("max_client_conn", self.sessions + 20),
+                            ("default_pool_size", self.sessions + 5)):
             if name not in self.settings:
                 fixed[name] = str(value)
         return fixed
@@ -166,7 +168,7 @@ class PgbouncerTarget(PostgresTarget):
         inside = CONTAINER_DIR if image else base
         sockdir = ""
         if image is None:
-            user = _run_user()
+            user = server_account()
             sockdir = os.path.join(base, "sock")
             os.makedirs(sockdir, mode=0o700)
             os.chown(sockdir, user.pw_uid, user.pw_gid)
@@ -176,44 +178,23 @@ class PgbouncerTarget(PostgresTarget):
         ini = os.path.join(base, "pgbouncer.ini")
         config.write_ini(ini, self._ini_fixed(lab, inside, sockdir),
                          [(n, config.ini_text(v)) for n, v in self.settings.items()],
-                         databases=[f"postgres = host={lab.server_addr} port={self.upstream_port} dbname=postgres"])
+                         databases=[f"postgres = host={lab.server_addr} port={self.upstream_port}"
+                                    " dbname=postgres"])
         if image is None:
-            spec = ServerSpec("pgbouncer", (config.require_pgbouncer(), ini), log=os.path.join(base, "server.log"),
-                              user=_run_user().pw_name)
+            spec = ServerSpec("pgbouncer", (config.require_pgbouncer(), ini),
+                              log=os.path.join(base, "server.log"), user=server_account().pw_name)
         else:
             spec = ServerSpec("pgbouncer", ("pgbouncer", f"{inside}/pgbouncer.ini"), image=image,
                               binds={base: inside}, user="postgres")
         self._sockdir = sockdir or lab.server_addr
         self._proc = lab.start_server(spec)
         lab.on_close("pgbouncer", self.stop)
-        self._admin = self._console(timeout_s=30 if image is None else 60)
-
-    def _console(self, timeout_s: float) -> psycopg.Connection[Any]:
-        """The admin console, once pgbouncer answers."""
-        deadline = time.monotonic() + timeout_s
-        last = ""
-        while time.monotonic() < deadline:
-            assert self._proc is not None
-            if self._proc.poll() is not None:
-                raise LabError("starting pgbouncer", self.log_tail() or "it exited")
-            try:
-                return psycopg.connect(host=self._sockdir, port=self.port, user=USER, dbname="pgbouncer",
-                                       autocommit=True, connect_timeout=2)
-            except psycopg.OperationalError as exc:
-                last = str(exc)
-                time.sleep(0.05)
-        raise LabError("starting pgbouncer", f"not ready after {timeout_s:.0f} s: {last}")
+        self._admin = self._wait_ready(timeout_s=30 if image is None else 60)
 
     def stop(self) -> None:
-        """pgbouncer's immediate shutdown (SIGTERM: SIGINT would wait for its clients)."""
+        """Its immediate shutdown; not while the observer reads the console."""
         with self._console_lock:
-            if self._admin is not None:
-                self._admin.close()
-                self._admin = None
-        proc, self._proc = self._proc, None
-        stop_process(proc, signal.SIGTERM)
-        if proc is not None:
-            self._logs_at_stop = proc.logs()
+            super().stop()
 
     async def open_session(self, lab: LabView, index: int,
                            via: tuple[str, int] | None = None) -> Session:
@@ -244,15 +225,11 @@ class PgbouncerTarget(PostgresTarget):
     def server_errors(self) -> dict[int | tuple[str, int], ServerError]:
         """Why pgbouncer closed each client leg, by the client's (addr, port)."""
         found: dict[int | tuple[str, int], ServerError] = {}
-        for line in self._log_lines() or self._logs_at_stop.splitlines():
-            m = _LOG.match(line.rstrip("\n"))
-            if not m:
-                continue
-            at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
+        for at, m in self.logged(_LOG):
             text = m.group(5) or m.group(4)
             if text == "client close request":
                 continue   # the client went in good order
-            found.setdefault((m.group(2), int(m.group(3))), ServerError(at.timestamp(), _kind(text), text))
+            found.setdefault((m.group(2), int(m.group(3))), ServerError(at, _kind(text), text))
         return found
 
 

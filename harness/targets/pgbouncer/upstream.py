@@ -59,7 +59,8 @@ def client_idle(settings: Settings, last_activity_s: float) -> tuple[Prediction 
     return Prediction(reclaim_s=at, mechanism="heartbeat", formula=formula, slack_s=JANITOR_PERIOD_S), at
 
 
-def predict_upstream(settings: Settings, client: Prediction | None, facts: SessionFacts) -> UpstreamPrediction:
+def predict_upstream(settings: Settings, client: Prediction | None,
+                     facts: SessionFacts) -> UpstreamPrediction:
     """The upstream leg of a faulted session, once its client leg is reclaimed."""
     if settings.pool_mode != "session":
         return UpstreamPrediction(
