@@ -85,3 +85,39 @@ def test_pgbouncer_sessions_under_load_are_reclaimed_by_keepalive(tmp_path: Path
     assert load["survivors_checked_ok"] == 30
     stats = {r["name"]: r for r in load["locust"]["stats"]}
     assert stats["open"]["requests"] == 40 and stats["open"]["failures"] == 0
+
+
+IDLE = """\
+name: pgbouncer-transaction-client-idle
+about: Transaction pooling; client_idle_timeout 3 s closes every idle client, dead or alive.
+target:
+  service: pgbouncer
+  settings: {pool_mode: transaction, client_idle_timeout: 3}
+sessions:
+  count: 4
+  hold: 1s
+fault:
+  type: blackhole
+  sessions: 2
+expect:
+  reclaimed_within: 6s
+  survivors_untouched: false
+  mechanism: heartbeat
+observe:
+  deadline: 8s
+"""
+
+
+@pytest.mark.slow
+def test_client_idle_timeout_reclaims_transaction_pooled_clients_when_predicted(tmp_path: Path) -> None:
+    """pgbouncer's own idle reclaim (its janitor, every 1/3 s): the faulted sessions go 3 s
+    after their last activity, by pgbouncer (its log says client_idle_timeout)."""
+    scenario_file = tmp_path / "idle.yaml"
+    scenario_file.write_text(IDLE)
+    [entry] = _run(tmp_path / "reports", "--backend", "local", str(scenario_file))
+    assert entry["verdict"] == "pass", entry["reason"]
+    faulted = [s for s in entry["sessions"] if s["faulted"]]
+    late = [round(s["reclaim_s"] - s["predicted_s"], 3) for s in faulted]
+    print("measured - predicted:", late)
+    assert all(s["mechanism"] == "heartbeat" for s in faulted)
+    assert all(0 <= x <= 1 / 3 + 0.05 for x in late), late   # the janitor's period

@@ -134,6 +134,23 @@ def test_check_points_at_the_line_pgbouncer_or_postgres_refuses(tmp_path: Path) 
     assert run_cli("check", str(REPO / "scenarios" / "pgbouncer-client-keepalive.yaml")).returncode == 0
 
 
+def test_pgbouncer_and_its_backend_are_what_a_local_run_needs() -> None:
+    from harness import machine
+    from harness.scenario import load_paths
+
+    loaded = load_paths([str(REPO / "scenarios" / "pgbouncer-client-keepalive.yaml")])
+    assert {"pgbouncer on local", "postgres on local"} <= machine.needs_for(loaded, "local")
+    assert "pgbouncer on local" not in machine.needs_for(loaded, "docker")
+
+
+@pytest.mark.lab   # runs the CLI in a process of its own
+def test_a_machine_without_pgbouncer_is_exit_3_naming_it() -> None:
+    done = run_cli("run", "--backend", "local", str(REPO / "scenarios" / "pgbouncer-client-keepalive.yaml"),
+                   env={"CONNCHAOS_PGBOUNCER": "/nonexistent/pgbouncer"})
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "PgBouncer (the pgbouncer command)" in done.stderr and "apt-get install pgbouncer" in done.stderr
+
+
 def _gone(pid: int) -> bool:
     return not os.path.exists(f"/proc/{pid}")
 

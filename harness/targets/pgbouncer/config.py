@@ -137,9 +137,10 @@ def own_problems(settings: Mapping[str, Scalar]) -> dict[str, str]:
 
 
 def find_pgbouncer() -> str | None:
-    """The pgbouncer command: $CONNCHAOS_PGBOUNCER, Debian's /usr/sbin/pgbouncer, or the PATH."""
-    for candidate in (os.environ.get("CONNCHAOS_PGBOUNCER"), "/usr/sbin/pgbouncer",
-                      shutil.which("pgbouncer")):
+    """The pgbouncer command: $CONNCHAOS_PGBOUNCER (only it, when set), Debian's
+    /usr/sbin/pgbouncer, or the PATH."""
+    chosen = os.environ.get("CONNCHAOS_PGBOUNCER")
+    for candidate in ([chosen] if chosen else ["/usr/sbin/pgbouncer", shutil.which("pgbouncer")]):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return None
