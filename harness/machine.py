@@ -136,6 +136,20 @@ def _postgres_version() -> str:
     return out.stdout.strip() if out else ""
 
 
+def _pgbouncer() -> str | None:
+    from harness.targets.pgbouncer.config import find_pgbouncer
+
+    return None if find_pgbouncer() else "pgbouncer not found"
+
+
+def _pgbouncer_version() -> str:
+    from harness.targets.pgbouncer.config import find_pgbouncer
+
+    command = find_pgbouncer()
+    out = _run([command, "--version"]) if command else None
+    return out.stdout.splitlines()[0].strip() if out and out.stdout else ""
+
+
 def _sshd() -> str | None:
     from harness.targets.ssh import find_sshd
 
@@ -389,6 +403,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("PostgreSQL server", "PostgreSQL server binaries (postgres, initdb)", _postgres,
                 "apt-get install postgresql, or set CONNCHAOS_PG_BINDIR", ("postgres on local",),
                 seen=_postgres_version),
+    Requirement("PgBouncer", "PgBouncer (the pgbouncer command)", _pgbouncer,
+                "apt-get install pgbouncer, or set CONNCHAOS_PGBOUNCER", ("pgbouncer on local",),
+                seen=_pgbouncer_version),
     Requirement("OpenSSH server", "the OpenSSH server (sshd)", _sshd, "apt-get install openssh-server",
                 ("ssh on local",), seen=_sshd_path),
     Requirement("HAProxy", "HAProxy (haproxy)", _haproxy, "apt-get install haproxy",
@@ -419,8 +436,10 @@ def needs_for(loaded: Sequence[LoadedScenario], backend: str) -> set[str]:
     for ls in loaded:
         spec = ls.scenario
         for t in (spec.target, *([spec.target.upstream] if spec.target.upstream else [])):
-            if backend == "local" and t.service in ("postgres", "ssh", "haproxy"):
+            if backend == "local" and t.service in ("postgres", "ssh", "haproxy", "pgbouncer"):
                 needs.add(f"{t.service} on local")
+        if backend == "local" and spec.target.service == "pgbouncer":
+            needs.add("postgres on local")   # its backend
         if spec.middlebox is not None:
             needs.add("middlebox")
     return needs

@@ -69,6 +69,9 @@ class ServiceType:
     started_by_connchaos: bool
     tier: bool = False            # a middle tier (pgbouncer, haproxy): each session has an upstream leg
     fronts: bool = False          # in front of the scenario's ``upstream:`` (another service)
+    # a tier (pgbouncer) runs its own backend in the server's network: the backend's service,
+    # whose settings the scenario gives as ``target.backend_settings``
+    backend_service: str | None = None
 
     def load(self) -> Any:
         """The target's class; ImportError if its module (or a library it needs) is not there."""
@@ -82,6 +85,9 @@ SERVICE_TYPES: dict[str, ServiceType] = {s.name: s for s in (
     ServiceType("tcp", "harness.targets.tcp:TcpTarget", "TcpUser", False),
     # in front of another service: its sessions (and Locust users) are its upstream's, through its port
     ServiceType("haproxy", "harness.targets.haproxy:HaproxyTarget", None, True, tier=True, fronts=True),
+    # in front of its own backend (PostgreSQL), whose settings are target.backend_settings
+    ServiceType("pgbouncer", "harness.targets.pgbouncer:PgbouncerTarget", "PgbouncerUser", True,
+                tier=True, backend_service="postgres"),
 )}
 """The services under test. ``locust_user`` is the User class in harness/load/users.py
 (Locust takes class names on its command line; users.py is never imported here)."""

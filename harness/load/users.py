@@ -223,6 +223,24 @@ class PostgresUser(SessionUser):
         self.handle.close()
 
 
+class PgbouncerUser(PostgresUser):
+    """A psycopg 3 connection through pgbouncer, holding its server: pgbouncer links one at
+    a client's first query, so the session runs ``SELECT 1`` once it is open."""
+
+    protocol = "pgbouncer"
+
+    def connect(self) -> tuple[Any, str]:
+        conn, address = super().connect()
+        try:
+            row = conn.execute("SELECT 1").fetchone()
+            if row != (1,):
+                raise ValueError(f"SELECT 1 gave {row!r}")
+        except Exception:
+            conn.close()
+            raise
+        return conn, address
+
+
 class WebSocketUser(SessionUser):
     """A websockets sync client; the request is a message and its echo."""
 

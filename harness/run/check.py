@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 from harness import __version__, machine
 from harness.errors import Problem, ScenarioError
 from harness.faults import FAULTS
-from harness.registry import FAULT_TYPES
+from harness.registry import FAULT_TYPES, SERVICE_TYPES
 from harness.scenario import LoadedScenario, load_paths
 from harness.targets import available, target_class
 
@@ -59,6 +59,10 @@ def support_problems(loaded: LoadedScenario, backend: str | None = None) -> list
     if up is not None and up.service in services:
         for name, message in target_class(up.service).check_settings(up.settings):
             problems.append(loaded.problem(("target", "upstream", "settings", name), message))
+    backend_service = SERVICE_TYPES[spec.target.service].backend_service
+    if backend_service is not None and spec.target.backend_settings and backend_service in services:
+        for name, message in target_class(backend_service).check_settings(spec.target.backend_settings):
+            problems.append(loaded.problem(("target", "backend_settings", name), message))
     return problems
 
 
@@ -210,6 +214,9 @@ def images_needed(loaded: Sequence[LoadedScenario], backend: str | None = None) 
         for t in (target, *([target.upstream] if target.upstream else [])):
             if t.image is None and t.service != "tcp":
                 names.add(t.service)
+        backend_service = SERVICE_TYPES[target.service].backend_service
+        if backend_service is not None:
+            names.add(backend_service)   # a tier's backend runs from our image of it
     return sorted(names)
 
 

@@ -138,6 +138,8 @@ class Target(_Part):
     service: ServiceName
     backend: Literal["auto", "local", "docker"] = "auto"
     settings: Annotated[dict[SettingName, SettingValue], BeforeValidator(_few_settings)] = {}
+    # a tier's backend (pgbouncer's PostgreSQL): its own settings, checked as that service's
+    backend_settings: Annotated[dict[SettingName, SettingValue], BeforeValidator(_few_settings)] = {}
     command: ProgramText | None = None   # the user's own server: {host} and {port} are filled in
     port: StrictInt | None = Field(default=None, ge=1, le=65535)   # where that server listens
     ready: ProgramText | None = None     # readiness: "port" (it accepts) or a command that exits 0
@@ -176,6 +178,11 @@ class Target(_Part):
                     rules.append(((name,), f"{self.service} is started by connchaos; {name} is for"
                                            " service: tcp or websocket (image: picks the image it"
                                            " runs on the docker backend)"))
+        backend_service = SERVICE_TYPES[self.service].backend_service
+        if self.backend_settings and backend_service is None:
+            tiers = ", ".join(n for n, s in SERVICE_TYPES.items() if s.backend_service)
+            rules.append((("backend_settings",), f"{self.service} runs no backend of its own;"
+                                                 f" backend_settings is for a tier ({tiers})"))
         if self.service == "tcp" and self.command is None and self.image is None:
             rules.append((("command",), "service: tcp needs the command that starts your server"
                                         " (with {host} and {port}), or an image"))

@@ -23,7 +23,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -144,7 +144,7 @@ def server_refuses(bindir: str, settings: tuple[tuple[str, str], ...]) -> dict[s
     start fails. Root asks as the account PostgreSQL runs as."""
     from harness.lab import owner
 
-    user = _run_user().pw_name if os.geteuid() == 0 else None
+    user = server_account().pw_name if os.geteuid() == 0 else None
     # a folder with an owner record: a check cut short leaves what `clean` can remove
     folder = owner.make_folder(naming.new_lab_id(), purpose="postgres settings check")
     try:
@@ -185,7 +185,7 @@ def _pg_text(value: Scalar) -> str:
     return str(value)
 
 
-def _run_user() -> pwd.struct_passwd:
+def server_account() -> pwd.struct_passwd:
     """PostgreSQL refuses to run as root: use the ``postgres`` account, else ``nobody``."""
     for name in ("postgres", "nobody"):
         try:
@@ -204,8 +204,11 @@ class PostgresTarget:
     listen_for_in_flight: bool = False
     port: int = 5432
     image: str | None = None        # the user's own image (docker backend); None = ours
+    trust_server: bool = False      # also trust the server's own address (a tier in front of it)
     service: ClassVar[str] = "postgres"
     needs_process: ClassVar[bool] = True
+    console_db: ClassVar[str] = "postgres"        # the database the harness's own connection uses
+    stop_signal: ClassVar[int] = signal.SIGINT   # the server's fast shutdown
     _proc: ServerProcess | None = field(default=None, init=False, repr=False)
     _admin: psycopg.Connection[Any] | None = field(default=None, init=False, repr=False)
     _log_path: str = field(default="", init=False, repr=False)
@@ -300,7 +303,7 @@ class PostgresTarget:
             self._start_image(lab, image)
             return
         bindir = require_bindir()
-        user = _run_user()
+        user = server_account()
         base = os.path.join(lab.tmpdir, "postgres")
         data, self._sockdir = os.path.join(base, "data"), os.path.join(base, "sock")
         for d in (base, self._sockdir):
@@ -348,19 +351,20 @@ class PostgresTarget:
         self._admin = self._wait_ready()
 
     def _wait_ready(self, timeout_s: float = 30.0) -> psycopg.Connection[Any]:
+        """The harness's own connection (to ``console_db``), once the server answers."""
         deadline = time.monotonic() + timeout_s
         last = ""
         while time.monotonic() < deadline:
             assert self._proc is not None
             if self._proc.poll() is not None:
-                raise LabError("starting postgres", self.log_tail())
+                raise LabError(f"starting {self.service}", self.log_tail() or "it exited")
             try:
                 return psycopg.connect(host=self._sockdir, port=self.port, user=USER,
-                                       dbname="postgres", autocommit=True, connect_timeout=2)
+                                       dbname=self.console_db, autocommit=True, connect_timeout=2)
             except psycopg.OperationalError as exc:
                 last = str(exc)
                 time.sleep(0.05)
-        raise LabError("starting postgres", f"not ready after {timeout_s:.0f} s: {last}")
+        raise LabError(f"starting {self.service}", f"not ready after {timeout_s:.0f} s: {last}")
 
     def _log_lines(self) -> list[str]:
         """The server's log: its file, or its container's output."""
@@ -370,12 +374,12 @@ class PostgresTarget:
         return "".join(self._log_lines()[-lines:]).strip()
 
     def stop(self) -> None:
-        """Fast shutdown (SIGINT), then SIGKILL if it lingers."""
+        """Fast shutdown (``stop_signal``), then SIGKILL if it lingers."""
         if self._admin is not None:
             self._admin.close()
             self._admin = None
         proc, self._proc = self._proc, None
-        stop_process(proc, signal.SIGINT)
+        stop_process(proc, self.stop_signal)
         if proc is not None:
             self._logs_at_stop = proc.logs()
 
@@ -435,15 +439,20 @@ class PostgresTarget:
         assert self._admin is not None
         self._admin.execute(f"SELECT pg_notify('{CHANNEL}', repeat('x', 4000))")
 
+    def logged(self, pattern: re.Pattern[str]) -> Iterator[tuple[float, re.Match[str]]]:
+        """Each line of the server's log (or of its last run's) that ``pattern`` matches,
+        with the time its group 1 says (``%Y-%m-%d %H:%M:%S.%f``, UTC)."""
+        for line in self._log_lines() or self._logs_at_stop.splitlines():
+            m = pattern.match(line.rstrip("\n"))
+            if m:
+                at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
+                yield at.timestamp(), m
+
     def server_errors(self) -> dict[int | tuple[str, int], ServerError]:
         found: dict[int | tuple[str, int], ServerError] = {}
-        for line in self._log_lines() or self._logs_at_stop.splitlines():
-            m = _LOG.match(line.rstrip("\n"))
-            if not m:
-                continue
-            at = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
+        for at, m in self.logged(_LOG):
             text = m.group(3)
             kind = ("timeout" if "timed out" in text else "reset" if "reset by peer" in text
                     else "eof" if "EOF" in text else text)
-            found.setdefault(int(m.group(2)), ServerError(at.timestamp(), kind, text))
+            found.setdefault(int(m.group(2)), ServerError(at, kind, text))
         return found

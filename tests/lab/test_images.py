@@ -289,6 +289,36 @@ def test_postgres_takes_the_official_images_environment(client: Any, built: dict
         psycopg.connect(host=addr, user="app", password="wrong", dbname="appdb", connect_timeout=5)
 
 
+def test_pgbouncer_pools_a_postgres_by_hand_with_its_settings(client: Any, built: dict[str, str],
+                                                              network: Callable[..., Any]) -> None:
+    """The image as compose/pgbouncer.yml runs it: PGBOUNCER_BACKEND and PGBOUNCER_SETTINGS
+    make its config; clients reach PostgreSQL through it; its console shows the settings."""
+    import psycopg
+
+    pg = network(built["postgres"], environment={"POSTGRES_HOST_AUTH_METHOD": "trust"})
+    bouncer = network(built["pgbouncer"], environment={
+        "PGBOUNCER_BACKEND": f"{_ip(pg)}:5432", "PGBOUNCER_SETTINGS": "tcp_keepidle = 2\ntcp_keepcnt = 3"})
+    addr = _ip(bouncer)
+
+    def answers() -> bool:
+        try:
+            with psycopg.connect(host=addr, port=6432, user="postgres", dbname="postgres",
+                                 connect_timeout=2) as conn:
+                return conn.execute("SELECT 1").fetchone() == (1,)
+        except psycopg.OperationalError:
+            return False
+
+    _until("pgbouncer and its postgres", answers, bouncer)
+    with psycopg.connect(host=addr, port=6432, user="postgres", dbname="pgbouncer", autocommit=True) as console:
+        result = console.pgconn.exec_(b"SHOW CONFIG")
+        shown = {result.get_value(r, 0): result.get_value(r, 1) for r in range(result.ntuples)}
+    assert (shown[b"tcp_keepidle"], shown[b"tcp_keepcnt"], shown[b"tcp_keepalive"]) == (b"2", b"3", b"1")
+    # without a backend it says what it needs
+    alone = network(built["pgbouncer"])
+    assert alone.wait(timeout=30)["StatusCode"] == 2
+    assert b"PGBOUNCER_BACKEND" in alone.logs()
+
+
 def test_sshd_checks_a_config_and_lets_a_key_in(client: Any, built: dict[str, str],
                                                  network: Callable[..., Any]) -> None:
     import asyncssh

@@ -169,6 +169,32 @@ def test_connchaos_lab_fixture_runs_a_scenario_written_in_python(pytester: pytes
     result.assert_outcomes(passed=2)
 
 
+@pytest.mark.slow   # a real scenario in a pytest subprocess
+@pytest.mark.usefixtures("no_leftovers")
+def test_connchaos_lab_fixture_runs_a_tier_with_its_backends_settings(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_lab="""
+        import pytest
+        from harness.errors import ScenarioError
+
+        def test_pgbouncer(connchaos_lab):
+            result = connchaos_lab.run(
+                service="pgbouncer", sessions=3, faulted=2, fault="blackhole", hold="1s",
+                settings={"tcp_keepidle": 1, "tcp_keepintvl": 1, "tcp_keepcnt": 2},
+                backend_settings={"work_mem": "8MB"}, backend="local", deadline="6s")
+            assert result.verdict == "pass", result.record.reason
+            for s in result.faulted:
+                assert s.reclaimed and s.mechanism == "keepalive"
+                assert abs(s.reclaim_s - s.predicted_s) < 0.3
+            assert result.survivors[0].alive_at_end is True
+
+        def test_bad_backend_settings_name_the_field(connchaos_lab):
+            with pytest.raises(ScenarioError, match="backend_settings.work_mem"):
+                connchaos_lab.scenario(service="pgbouncer", backend_settings={"work_mem": "lots"})
+    """)
+    result = pytester.runpytest_subprocess("-v", timeout=240)
+    result.assert_outcomes(passed=2)
+
+
 @pytest.mark.slow   # a load run and a docker run in a pytest subprocess
 @pytest.mark.docker
 @pytest.mark.usefixtures("no_leftovers", "docker_machine")
