@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from harness.core.prediction import Activity, Effective, Prediction, combine
+from harness.core.prediction import Activity, Effective, Prediction, combine, format_seconds
 from harness.core.records import (
     EventRecord,
     JsonObject,
@@ -29,7 +29,7 @@ from harness.core.records import (
     VerdictName,
 )
 from harness.core.stats import summarize
-from harness.core.timeline import UPSTREAM, Event, outcome, sort_events
+from harness.core.timeline import UPSTREAM, Event, Outcome, outcome, sort_events
 from harness.core.verdict import Expectations, judge
 
 Heartbeat = Callable[[float, float], tuple[Prediction | None, float | None]]
@@ -155,6 +155,15 @@ def _timeline(facts: SessionFacts, fault_type: str) -> list[Event]:
     return sort_events(events)
 
 
+def _anchor(pred: Prediction, out: Outcome) -> Prediction:
+    """What a tier's upstream prediction counts from: the client leg's reclaim as measured
+    when it was reclaimed (the tier acts on what really happened to it), else as predicted."""
+    if not out.reclaimed or out.reclaim_s is None:
+        return pred
+    return Prediction(reclaim_s=out.reclaim_s, mechanism=pred.mechanism,
+                      formula=f"the client leg reclaimed at {format_seconds(out.reclaim_s)} s (measured)")
+
+
 def assess(facts: SessionFacts, settings: Effective, fault: FaultModel, heartbeat: Heartbeat, *,
            fault_type: str, needs_process: bool, upstream: UpstreamModel | None = None) -> Assessed:
     """One session: its timeline, what happened, and (faulted) what should have: its record
@@ -164,7 +173,9 @@ def assess(facts: SessionFacts, settings: Effective, fault: FaultModel, heartbea
     pred = fault.predict(settings, facts, heartbeat) if facts.faulted else None
     leg = None
     if facts.upstream is not None:
-        leg_pred = upstream(pred, facts) if upstream is not None and facts.faulted else None
+        leg_pred = None
+        if upstream is not None and pred is not None:
+            leg_pred = upstream(_anchor(pred, out), facts)
         leg = leg_record(facts.upstream, leg_pred)
     alive = None if facts.alive_check is None else facts.alive_check[1]
     record = SessionRecord(

@@ -30,10 +30,11 @@ def client_idle(settings: Settings, last_activity_s: float) -> tuple[Prediction 
     timeout = settings.client_idle_timeout_s
     if timeout <= 0 or settings.pool_mode == "session":
         return None, None
-    at = last_activity_s + timeout
+    # the janitor acts at its first round past the timeout: half a period late on average
+    at = last_activity_s + timeout + JANITOR_PERIOD_S / 2
     formula = (f"last activity {format_seconds(last_activity_s)} s + client_idle_timeout"
-               f" {format_seconds(timeout)} s ({settings.pool_mode} pooling: the client holds no"
-               f" server between transactions; {_J})")
+               f" {format_seconds(timeout)} s + half a janitor round {format_seconds(JANITOR_PERIOD_S / 2)} s"
+               f" ({settings.pool_mode} pooling: the client holds no server between transactions; {_J})")
     return Prediction(reclaim_s=at, mechanism="heartbeat", formula=formula, slack_s=JANITOR_PERIOD_S), at
 
 
@@ -73,4 +74,7 @@ def predict_upstream(settings: Settings, client: Prediction | None,
                                   f"{pooled}; server_idle_timeout and server_lifetime are 0: it stays",
                                   slack_s=client.slack_s)
     at, mechanism, formula = min(candidates)
-    return UpstreamPrediction("closed", at, mechanism, formula, slack_s=slack)
+    # the janitor closes it at its first round past the timeout: half a period late on average
+    return UpstreamPrediction("closed", at + JANITOR_PERIOD_S / 2, mechanism,
+                              f"{formula}, + half a round {format_seconds(JANITOR_PERIOD_S / 2)} s",
+                              slack_s=slack)
