@@ -11,6 +11,7 @@ problem at its line, never a hang, a crash or gigabytes of memory.
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import typing
@@ -55,13 +56,20 @@ class _LimitReached(yaml.YAMLError):  # type: ignore[misc]  # PyYAML has no type
         self.message = message
 
 
+_TOO_MANY = (f"more than {MAX_VALUES} values (each use of an alias counts again);"
+             " a scenario has a few dozen")
+
+
 class _BoundedLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no type hints
     """PyYAML's safe loader whose composer refuses nesting deeper than ``MAX_DEPTH`` (it recurses
-    once per level: a list nested 500 deep would be a RecursionError)."""
+    once per level: a list nested 500 deep would be a RecursionError) and more than
+    ``MAX_VALUES`` values as written (a flow list of 100,000 numbers took 3 s and 70 MB to
+    compose before the converter counted them)."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._depth = 0
+        self._values = 0
 
     def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
         self._depth += 1
@@ -70,6 +78,12 @@ class _BoundedLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no ty
                 line = self.peek_event().start_mark.line + 1
                 raise _LimitReached(line, f"nested more than {MAX_DEPTH} levels deep (lists and"
                                           " mappings inside each other); a scenario needs 4")
+            # a value as the converter counts them: not a mapping's key, not an alias (counted
+            # by the converter at each use)
+            if (parent is None or index is not None) and not self.check_event(yaml.AliasEvent):
+                self._values += 1
+                if self._values > MAX_VALUES:
+                    raise _LimitReached(self.peek_event().start_mark.line + 1, _TOO_MANY)
             node: yaml.Node | None = super().compose_node(parent, index)
             return node
         finally:
@@ -144,8 +158,7 @@ class _Converter:
             # Aliases are expanded here, each use anew: stop before they multiply. The line is the
             # top-level key's: the node's own mark is its anchor's, wherever it is used.
             line = _line_in(self.lines, field_path[:1]) or 1
-            raise _LimitReached(line, f"more than {MAX_VALUES} values (each use of an alias counts"
-                                      " again); a scenario has a few dozen")
+            raise _LimitReached(line, _TOO_MANY)
         if len(field_path) > MAX_DEPTH:  # an alias can nest what the composer saw as shallow
             self._refuse(field_path, node, f"nested more than {MAX_DEPTH} levels deep"
                                            " (through aliases); a scenario needs 4")
@@ -175,6 +188,12 @@ class _Converter:
             return None
         except ValueError as exc:  # a timestamp such as 2024-13-45 passes the resolver, not datetime
             self._refuse(field_path, node, f"cannot read this value: {exc}")
+            return None
+        except (KeyError, IndexError, AttributeError, TypeError, OverflowError):
+            # PyYAML's constructors trust the resolver: an explicit tag on text they cannot read
+            # (!!bool maybe, !!int '', !!timestamp soon) fails inside them.
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            self._refuse(field_path, node, f"cannot read this value: {as_yaml(node.value)} is not a {tag}")
             return None
 
     def _key(self, node: yaml.Node, field_path: FieldPath) -> str | int:
@@ -357,12 +376,16 @@ def _message(error: Mapping[str, Any], field_path: FieldPath) -> str:
 
 
 def _problems_from(
-    exc: ValidationError, data: object, lines: Mapping[FieldPath, int], path: str
+    exc: ValidationError, data: object, lines: Mapping[FieldPath, int], path: str, unread: set[str]
 ) -> list[Problem]:
     found: dict[FieldPath, Problem] = {}
     for error in exc.errors(include_url=False):
         kind = error["type"]
         loc = _clean_loc(error["loc"], data, kind)
+        if _dotted(loc) in unread and kind != "extra_forbidden":
+            # A value already refused is None now: "expected ...; got nothing" would say it
+            # twice. Its key being unknown is news, though.
+            continue
         if kind == RULE_ERROR:
             explained = [((*loc, *rule_field), message) for rule_field, message in error["ctx"]["rules"]]
         else:
@@ -388,8 +411,7 @@ def load_text(text: str, path: str = "<string>") -> LoadedScenario:
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        # A value already refused is None now: "expected ...; got nothing" would say it twice.
-        problems.extend(p for p in _problems_from(exc, data, lines, path) if p.field not in unread)
+        problems.extend(_problems_from(exc, data, lines, path, unread))
     if problems or scenario is None:
         raise ScenarioError(sorted(problems, key=lambda p: p.line or 0))
     return LoadedScenario(scenario=scenario, path=path, lines=lines)
@@ -412,7 +434,12 @@ def load_file(path: str | os.PathLike[str]) -> LoadedScenario:
     except IsADirectoryError:
         raise ScenarioError([Problem(name, None, "", "is a folder, not a scenario file")]) from None
     except UnicodeDecodeError as exc:
-        raise ScenarioError([Problem(name, None, "", f"not UTF-8 text ({exc.reason})")]) from None
+        # at the line of the first byte that is not UTF-8 (as the text would count it); the
+        # decoder's offsets start after a byte-order mark
+        at = exc.start + (len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0)
+        before = raw[:at].replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        message = f"not UTF-8 text ({exc.reason}: byte 0x{raw[at]:02x})"
+        raise ScenarioError([Problem(name, before.count(b"\n") + 1, "", message)]) from None
     except OSError as exc:
         raise ScenarioError([Problem(name, None, "", f"cannot read: {exc.strerror or exc}")]) from None
     return load_text(text, name)
