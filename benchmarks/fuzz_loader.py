@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import math
+import re
 import tempfile
 import time
 import traceback
@@ -460,9 +461,37 @@ def setting(draw: st.DrawFn, base: Shipped) -> Case:
     return Case("setting", base.name, _dump(tree), mapped=True)
 
 
+_PREFIXES = ["# NEL \x85# and on\n", "# LINE SEPARATOR \u2028# and on\n", "# PARAGRAPH SEPARATOR \u2029#\n",
+             "# \u2028#\u2028#\x85#\n# two\n", "\n\n", "# plain\n", "%YAML 1.1\n---\n", "--- # start\n"]
+"""Lines put before a file; the first four hold characters that end a line in YAML 1.1 (PyYAML)
+and not in an editor, each followed by ``#`` so that the rest is a comment either way."""
+
+
+@st.composite
+def prefixed(draw: st.DrawFn, base: Shipped) -> Case:
+    """Another mutation under comments or blank lines first, some holding characters YAML 1.1
+    (PyYAML) ends lines at and editors do not: every later line must still be the editor's."""
+    inner = draw(st.one_of(replaced(base), unknown_key(base), missing_key(base), setting(base)))
+    assert isinstance(inner.data, str)
+    prefix = draw(st.sampled_from(_PREFIXES))
+    return Case(f"prefixed-{inner.kind}", base.name, prefix + inner.data, inner.expect, inner.want,
+                mapped=inner.mapped)
+
+
+@st.composite
+def line_break_text(draw: st.DrawFn, base: Shipped) -> Case:
+    """A comment with text after a YAML 1.1 line break: PyYAML reads that text as YAML."""
+    lines = base.text.splitlines(keepends=True)
+    at = draw(st.sampled_from([i for i, line in enumerate(lines) if line[:1].isalpha()]))
+    char = draw(st.sampled_from(["\x85", "\u2028", "\u2029"]))
+    lines.insert(at, f"# a comment {char} with: more\n")
+    # PyYAML notices on this line or the next; the message names the line with the character
+    return Case("line-break-text", base.name, "".join(lines), "invalid", want=(f"line {at + 1} holds a",))
+
+
 MUTATIONS: list[Callable[[Shipped], st.SearchStrategy[Case]]] = [
     replaced, tagged, unknown_key, missing_key, duplicate_key, nested, aliased, empty,
-    random_bytes, spliced_text, truncated, same_scenario, setting,
+    random_bytes, spliced_text, truncated, same_scenario, setting, prefixed, line_break_text,
 ]
 """Every mutation but ``large`` (slow: each parses up to 256 KiB)."""
 
@@ -528,9 +557,9 @@ _FILE_LEVEL = ("YAML syntax", f"nested more than {MAX_DEPTH}", f"more than {MAX_
 
 
 def key_lines(text: str) -> dict[str, int] | None:
-    """The line of each key (and list item) by its dotted field, as yaml.compose marks them,
-    built apart from the loader's own bookkeeping; None when the text is not plain YAML or a
-    dotted field is ambiguous."""
+    """The line of each key (and list item) by its dotted field, where yaml.compose marks them
+    (in lines as an editor counts them: ending at \\n only), built apart from the loader's own
+    bookkeeping; None when the text is not plain YAML or a dotted field is ambiguous."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except (yaml.YAMLError, RecursionError):
@@ -552,12 +581,12 @@ def key_lines(text: str) -> dict[str, int] | None:
                 if not isinstance(name, (str, int)) or isinstance(name, bool):
                     name = str(name)
                 dotted = f"{at}.{name}" if at else str(name)
-                note(dotted, key.start_mark.line + 1)
+                note(dotted, text.count("\n", 0, key.start_mark.index) + 1)
                 walk(value, dotted, depth + 1)
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
                 dotted = f"{at}.{index}" if at else str(index)
-                note(dotted, item.start_mark.line + 1)
+                note(dotted, text.count("\n", 0, item.start_mark.index) + 1)
                 walk(item, dotted, depth + 1)
 
     if root is not None:
@@ -606,8 +635,8 @@ def judge(outcome: Outcome, path: str, loaded: LoadedScenario | None) -> list[st
             faults.append(f"line {problem.line} is not in the file ({last} lines): {text}")
         if not problem.message.strip():
             faults.append(f"no message: {text!r}")
-        if "Traceback" in text or "\n" in problem.field:
-            faults.append(f"not one problem: {text!r}")
+        if "Traceback" in text or not text.isprintable():
+            faults.append(f"not one printable line: {text!r}")
         if not problem.field and not problem.message.startswith(_FILE_LEVEL):
             faults.append(f"names no field: {text}")
     lines = key_lines(case.data) if case.mapped and isinstance(case.data, str) else None
@@ -615,6 +644,14 @@ def judge(outcome: Outcome, path: str, loaded: LoadedScenario | None) -> list[st
         if problem.field and problem.line != _expected_line(problem.field, lines or {}):
             faults.append(f"line {problem.line}, but {problem.field} is written at line"
                           f" {_expected_line(problem.field, lines or {})}: {problem}")
+    shown = case.data.split("\n") if isinstance(case.data, str) else []
+    for problem in outcome.problems if lines is not None else []:
+        # a key written as a plain word must be on the line named, as an editor shows the file
+        key = problem.field.rsplit(".", 1)[-1]
+        if (re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", key) and problem.line is not None
+                and 1 <= problem.line <= len(shown) and problem.field in (lines or {})
+                and key not in shown[problem.line - 1]):
+            faults.append(f"line {problem.line} of the file does not hold {key}: {problem}")
     if case.want:
         match = [p for p in outcome.problems if any(w in p.message or w in p.field for w in case.want)]
         if not match:

@@ -11,6 +11,7 @@ problem at its line, never a hang, a crash or gigabytes of memory.
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import os
 import re
@@ -56,6 +57,28 @@ class _LimitReached(yaml.YAMLError):  # type: ignore[misc]  # PyYAML has no type
         self.message = message
 
 
+_YAML_ONLY_BREAKS = re.compile("[\x85\u2028\u2029]")
+
+
+class _EditorLines:
+    """Line numbers as an editor (and ``grep -n``) counts them, lines ending at ``\\n`` only.
+
+    PyYAML follows YAML 1.1, where NEL, LINE SEPARATOR and PARAGRAPH SEPARATOR end lines too:
+    one of them in a comment would shift every later line of every problem. Only then is the
+    mark's character offset looked up among the text's line ends.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._ends: list[int] | None = None
+        if _YAML_ONLY_BREAKS.search(text):
+            self._ends = [found.start() for found in re.finditer("\n", text)]
+
+    def __call__(self, mark: yaml.Mark) -> int:
+        if self._ends is None:
+            return int(mark.line) + 1
+        return bisect.bisect_left(self._ends, mark.index) + 1
+
+
 _TOO_MANY = (f"more than {MAX_VALUES} values (each use of an alias counts again);"
              " a scenario has a few dozen")
 
@@ -68,6 +91,7 @@ class _BoundedLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no ty
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
+        self.line_of = _EditorLines(stream)
         self._depth = 0
         self._values = 0
 
@@ -75,7 +99,7 @@ class _BoundedLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no ty
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                line = self.peek_event().start_mark.line + 1
+                line = self.line_of(self.peek_event().start_mark)
                 raise _LimitReached(line, f"nested more than {MAX_DEPTH} levels deep (lists and"
                                           " mappings inside each other); a scenario needs 4")
             # a value as the converter counts them: not a mapping's key, not an alias (counted
@@ -83,7 +107,7 @@ class _BoundedLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no ty
             if (parent is None or index is not None) and not self.check_event(yaml.AliasEvent):
                 self._values += 1
                 if self._values > MAX_VALUES:
-                    raise _LimitReached(self.peek_event().start_mark.line + 1, _TOO_MANY)
+                    raise _LimitReached(self.line_of(self.peek_event().start_mark), _TOO_MANY)
             node: yaml.Node | None = super().compose_node(parent, index)
             return node
         finally:
@@ -135,8 +159,9 @@ class LoadedScenario:
 class _Converter:
     """Turns one document's node tree into dicts, lists and scalars, noting lines and problems."""
 
-    def __init__(self, loader: yaml.SafeLoader, path: str) -> None:
+    def __init__(self, loader: _BoundedLoader, path: str) -> None:
         self._loader = loader
+        self._line_of = loader.line_of
         self._path = path
         self._open: set[int] = set()
         self._values = 0
@@ -145,7 +170,8 @@ class _Converter:
         self.problems: list[Problem] = []
 
     def _report(self, field_path: FieldPath, node: yaml.Node, message: str) -> None:
-        self.problems.append(Problem(self._path, node.start_mark.line + 1, _dotted(field_path), message))
+        line = self._line_of(node.start_mark)
+        self.problems.append(Problem(self._path, line, _dotted(field_path), message))
 
     def _refuse(self, field_path: FieldPath, node: yaml.Node, message: str) -> None:
         """Report a value that cannot be read; it is None from here on."""
@@ -207,7 +233,7 @@ class _Converter:
     def _sequence(self, node: yaml.SequenceNode, field_path: FieldPath) -> list[object]:
         items: list[object] = []
         for index, item in enumerate(node.value):
-            self.lines[(*field_path, index)] = item.start_mark.line + 1
+            self.lines[(*field_path, index)] = self._line_of(item.start_mark)
             items.append(self.convert(item, (*field_path, index)))
         return items
 
@@ -215,7 +241,7 @@ class _Converter:
         result: dict[Any, object] = {}
         first_line: dict[Any, int] = {}
         for key_node, value_node in node.value:
-            line = key_node.start_mark.line + 1
+            line = self._line_of(key_node.start_mark)
             if key_node.tag == "tag:yaml.org,2002:merge":
                 self._report(field_path, key_node, "merge keys (<<) are not supported; write the keys out")
                 continue
@@ -234,13 +260,27 @@ class _Converter:
         return result
 
 
+_BREAK_NAMES = {"\x85": "NEXT LINE (U+0085)", "\u2028": "LINE SEPARATOR (U+2028)",
+                "\u2029": "PARAGRAPH SEPARATOR (U+2029)"}
+
+
+def _break_hint(text: str) -> str:
+    """Where the text holds a character YAML 1.1 ends lines at (an editor does not): the
+    likely cause of a syntax error after it, in a comment or text that looks whole."""
+    found = _YAML_ONLY_BREAKS.search(text)
+    if found is None:
+        return ""
+    line = text.count("\n", 0, found.start()) + 1
+    return f"; line {line} holds a {_BREAK_NAMES[found.group()]}, which YAML 1.1 reads as a line end"
+
+
 def _yaml_problem(path: str, text: str, exc: yaml.YAMLError) -> Problem:
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
+        line = _EditorLines(text)(mark) if mark is not None else None
         what = exc.problem or "not valid YAML"
         context = f" ({exc.context})" if exc.context else ""
-        return Problem(path, line, "", f"YAML syntax: {what}{context}")
+        return Problem(path, line, "", f"YAML syntax: {what}{context}{_break_hint(text)}")
     if isinstance(exc, yaml.reader.ReaderError):
         line = text.count("\n", 0, exc.position) + 1
         character = exc.character if isinstance(exc.character, int) else ord(exc.character)
@@ -266,7 +306,7 @@ def _read_yaml(text: str, path: str) -> tuple[dict[Any, object], dict[FieldPath,
         loader.get_event()  # the stream start
         root = None if loader.check_event(yaml.StreamEndEvent) else loader.compose_document()
         if not loader.check_event(yaml.StreamEndEvent):
-            second = loader.peek_event().start_mark.line + 1
+            second = loader.line_of(loader.peek_event().start_mark)
             problems.append(Problem(path, second, "", "one scenario per file: a second document starts here"))
         converter = _Converter(loader, path)
         data = converter.convert(root, ()) if root is not None else None
@@ -282,7 +322,7 @@ def _read_yaml(text: str, path: str) -> tuple[dict[Any, object], dict[FieldPath,
             top = Problem(path, 1, "", f"empty file: expected a scenario ({_TOP_KEYS})")
         else:
             message = f"expected a mapping of keys ({_TOP_KEYS}); got {as_yaml(data)}"
-            top = Problem(path, root.start_mark.line + 1, "", message)
+            top = Problem(path, loader.line_of(root.start_mark), "", message)
         raise ScenarioError([top, *problems])
     # Missing top-level keys point at the top of the file.
     converter.lines[()] = 1

@@ -13,6 +13,7 @@ and ``run`` creates nothing.
 from __future__ import annotations
 
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -74,7 +75,7 @@ def test_mutants_through_check_s_own_checks(case: Case, folder: Path) -> None:
     faultless(run_case(case, folder, "prepare"))
 
 
-@settings(max_examples=8, phases=[Phase.generate], **CI)  # type: ignore[arg-type]
+@settings(max_examples=5, phases=[Phase.generate], **CI)  # type: ignore[arg-type]
 @given(case=cases(BASES, [large]))
 def test_large_files_in_bounded_time_and_memory(case: Case, folder: Path) -> None:
     faultless(run_case(case, folder, "load_paths"))
@@ -249,3 +250,49 @@ def test_the_generated_files_are_refused_in_process(tmp_path: Path) -> None:
                                 want=("",)), tmp_path, "load_paths"))
     assert SENTINEL not in "".join(p.read_text("latin-1") for p in tmp_path.glob("*.yaml"))
 
+
+
+@pytest.mark.parametrize("char", ["\x85", "\u2028", "\u2029"])
+def test_lines_are_the_editor_s_after_a_yaml_1_1_line_break(char: str) -> None:
+    # PyYAML ends lines at NEL, LS and PS too: one in a comment shifted every later line
+    text = BASE.text.replace("about: >", f"# a comment {char}# and on\nabout: >").replace("count: 10", "count: 0")
+    with pytest.raises(ScenarioError) as caught:
+        load_text(text, "s.yaml")
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.field) == (text.split("\n").index("  count: 0") + 1, "sessions.count")
+
+
+def test_a_syntax_error_after_a_yaml_1_1_line_break_names_its_line() -> None:
+    text = BASE.text.replace("about: >", "# a comment \u2028 with: more\nabout: >")
+    with pytest.raises(ScenarioError) as caught:
+        load_text(text, "s.yaml")
+    (problem,) = caught.value.problems
+    assert problem.message.startswith("YAML syntax: ")
+    assert problem.message.endswith("; line 2 holds a LINE SEPARATOR (U+2028), which YAML 1.1 reads as a line end")
+
+
+def test_a_key_with_a_line_break_and_an_escape_is_one_printable_problem() -> None:
+    # a key "a\nother.yaml:1: ..." printed raw would forge a second problem line
+    text = BASE.text.replace("sessions:\n", 'sessions:\n  "x\\nother.yaml:1: fine\\e[2J": 1\n')
+    with pytest.raises(ScenarioError) as caught:
+        load_text(text, "s.yaml")
+    (problem,) = caught.value.problems
+    assert problem.field == "sessions.x\nother.yaml:1: fine\x1b[2J"   # the key as written
+    assert str(problem).startswith("s.yaml:14: sessions.x\\nother.yaml:1: fine\\x1b[2J: unknown key ")
+    assert str(caught.value).isprintable()
+
+
+def test_the_benchmark_prints_its_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.fuzz_loader import main
+
+    assert main(["--examples", "20", "--large", "1", "--through", "load_text"]) == 0
+    out = capsys.readouterr().out
+
+    def figure(label: str) -> int:
+        found = re.search(rf"^{re.escape(label)}\s+(\d+)", out, re.MULTILINE)
+        assert found is not None, out
+        return int(found[1])
+
+    assert figure("files fuzzed") == 21 == figure("valid (loaded)") + figure("invalid (exit 2)")
+    assert figure("non-2 outcomes") == 0 == figure("faulty outcomes")
+    assert figure("worst time") < 2000 and "worst peak memory" in out
