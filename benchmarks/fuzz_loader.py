@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import hypothesis
 import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -541,7 +542,7 @@ def run_case(case: Case, folder: Path, through: Through = "load_text") -> Outcom
     tracemalloc.start()
     try:
         _load(case, file, through)
-    except Exception:   # noqa: S110 (the first load has the outcome; this one measures memory)
+    except Exception:   # the first load has the outcome; this one measures memory
         pass
     finally:
         outcome.peak_bytes = tracemalloc.get_traced_memory()[1]
@@ -689,7 +690,8 @@ class Tally:
         self.faults.extend((outcome, fault) for fault in outcome.faults)
 
 
-def fuzz(examples: int, through: Through, tally: Tally, folder: Path, large: int) -> None:
+def fuzz(examples: int, through: Through, tally: Tally, folder: Path, large_files: int) -> None:
+    """Load ``examples`` mutants and ``large_files`` large ones, each into ``tally``."""
     bases = shipped()
 
     @settings(max_examples=examples, derandomize=True, database=None, deadline=None,
@@ -699,18 +701,14 @@ def fuzz(examples: int, through: Through, tally: Tally, folder: Path, large: int
         tally.add(run_case(case, folder, through))
 
     each()
-    if large:
-        @settings(max_examples=large, derandomize=True, database=None, deadline=None,
+    if large_files:
+        @settings(max_examples=large_files, derandomize=True, database=None, deadline=None,
                   suppress_health_check=list(HealthCheck), phases=[Phase.generate])
-        @given(cases(bases, [_large_strategy]))
+        @given(cases(bases, [large]))
         def each_large(case: Case) -> None:
             tally.add(run_case(case, folder, through))
 
         each_large()
-
-
-def _large_strategy(base: Shipped) -> st.SearchStrategy[Case]:
-    return large(base)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -725,12 +723,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     examples = 200 if args.quick else args.examples
     tally = Tally()
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="fuzz-loader-") as folder:
+    with tempfile.TemporaryDirectory(prefix="connchaos-fuzz-") as folder:
         fuzz(examples, args.through, tally, Path(folder),
-             large=args.large if args.large is not None else max(examples // 100, 2))
+             large_files=args.large if args.large is not None else max(examples // 100, 2))
     took = time.perf_counter() - start
     print(f"scenario loader fuzzed through {args.through}: {len(shipped())} shipped scenarios mutated"
-          f" (hypothesis {__import__('hypothesis').__version__}, derandomized), {took:.0f} s")
+          f" (hypothesis {hypothesis.__version__}, derandomized), {took:.0f} s")
     print(f"files fuzzed         {tally.files}")
     print(f"valid (loaded)       {tally.valid}")
     print(f"invalid (exit 2)     {tally.invalid}")
