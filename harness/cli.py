@@ -71,16 +71,18 @@ def _parser() -> argparse.ArgumentParser:
                         " lets a proxy hold more connections than one process's file limit allows")
 
     b = sub.add_parser("bench", help="benchmarks that print figures")
-    b.add_argument("what", choices=["proxy", "sockdiag", "load", "fuzz-proxy"],
+    b.add_argument("what", choices=["proxy", "sockdiag", "load", "fuzz-proxy", "fuzz-loader"],
                    help="proxy: the built-in proxy against direct loopback; sockdiag: one"
                         " socket-table sample at 10,000 connections, against pyroute2's reader;"
                         " load: 10,000 WebSocket and 1,000 PostgreSQL sessions under Locust, 10%% blackholed;"
                         " fuzz-proxy: random requests to the built-in proxy's API, checked against"
-                        " Toxiproxy's answers")
+                        " Toxiproxy's answers; fuzz-loader: the shipped scenarios mutated by hypothesis,"
+                        " each loaded as check loads it")
     b.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     b.add_argument("--only", choices=["websocket", "postgres"], help="load: run one of the two")
     b.add_argument("--requests", type=int, metavar="N", help="fuzz-proxy: how many requests"
                    " (default 5000; --quick: 500)")
+    b.add_argument("--examples", type=int, metavar="N", help="fuzz-loader: files to fuzz (default 2000)")
 
     rp = sub.add_parser("report", help="re-render every report format from a results.json")
     rp.add_argument("results", metavar="RESULTS", help="a results.json written by connchaos run")
@@ -467,6 +469,15 @@ def cmd_bench(args: argparse.Namespace, out: Console, err: Console) -> int:
 
         requests = args.requests if args.requests is not None else 500 if args.quick else 5000
         return bench_fuzz(["--requests", str(requests)])
+    if args.what == "fuzz-loader":
+        try:
+            from benchmarks.fuzz_loader import main as fuzz
+        except ModuleNotFoundError as exc:   # hypothesis is in the test extras only
+            raise MachineError(f"the Python package {exc.name}",
+                               "install the test extras: pip install 'connchaos[test]'") from None
+        fuzz_args = ["--quick"] if args.quick else []
+        fuzz_args += ["--examples", str(args.examples)] if args.examples is not None else []
+        return fuzz(fuzz_args)
     if args.what == "sockdiag":
         from benchmarks.sockdiag import main as bench
     else:

@@ -37,7 +37,16 @@ class Problem:
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line is not None else self.path
         field = f" {self.field}:" if self.field else ""
-        return f"{where}:{field} {self.message}"
+        return _one_line(f"{where}:{field} {self.message}")
+
+
+def _one_line(text: str) -> str:
+    """``text`` with each character a terminal would not print as itself escaped (``\\n``,
+    ``\\x1b``): a key, file name or server message from the file can neither break a problem
+    over lines (forging one) nor drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class ScenarioError(ConnchaosError):

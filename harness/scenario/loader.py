@@ -11,6 +11,8 @@ problem at its line, never a hang, a crash or gigabytes of memory.
 
 from __future__ import annotations
 
+import bisect
+import codecs
 import os
 import re
 import typing
@@ -55,21 +57,57 @@ class _LimitReached(yaml.YAMLError):  # type: ignore[misc]  # PyYAML has no type
         self.message = message
 
 
+_YAML_ONLY_BREAKS = re.compile("[\x85\u2028\u2029]")
+
+
+class _EditorLines:
+    """Line numbers as an editor (and ``grep -n``) counts them, lines ending at ``\\n`` only.
+
+    PyYAML follows YAML 1.1, where NEL, LINE SEPARATOR and PARAGRAPH SEPARATOR end lines too:
+    one of them in a comment would shift every later line of every problem. Only then is the
+    mark's character offset looked up among the text's line ends.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._ends: list[int] | None = None
+        if _YAML_ONLY_BREAKS.search(text):
+            self._ends = [found.start() for found in re.finditer("\n", text)]
+
+    def __call__(self, mark: yaml.Mark) -> int:
+        if self._ends is None:
+            return int(mark.line) + 1
+        return bisect.bisect_left(self._ends, mark.index) + 1
+
+
+_TOO_MANY = (f"more than {MAX_VALUES} values (each use of an alias counts again);"
+             " a scenario has a few dozen")
+
+
 class _BoundedLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML has no type hints
     """PyYAML's safe loader whose composer refuses nesting deeper than ``MAX_DEPTH`` (it recurses
-    once per level: a list nested 500 deep would be a RecursionError)."""
+    once per level: a list nested 500 deep would be a RecursionError) and more than
+    ``MAX_VALUES`` values as written (a flow list of 100,000 numbers took 3 s and 70 MB to
+    compose before the converter counted them)."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
+        self.line_of = _EditorLines(stream)
         self._depth = 0
+        self._values = 0
 
     def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
-                line = self.peek_event().start_mark.line + 1
+                line = self.line_of(self.peek_event().start_mark)
                 raise _LimitReached(line, f"nested more than {MAX_DEPTH} levels deep (lists and"
                                           " mappings inside each other); a scenario needs 4")
+            # a value as the converter counts them: not a mapping's key, not an alias (counted
+            # by the converter at each use)
+            if (parent is None or index is not None) and not self.check_event(yaml.AliasEvent):
+                self._values += 1
+                if self._values > MAX_VALUES:
+                    raise _LimitReached(self.line_of(self.peek_event().start_mark), _TOO_MANY)
             node: yaml.Node | None = super().compose_node(parent, index)
             return node
         finally:
@@ -121,8 +159,9 @@ class LoadedScenario:
 class _Converter:
     """Turns one document's node tree into dicts, lists and scalars, noting lines and problems."""
 
-    def __init__(self, loader: yaml.SafeLoader, path: str) -> None:
+    def __init__(self, loader: _BoundedLoader, path: str) -> None:
         self._loader = loader
+        self._line_of = loader.line_of
         self._path = path
         self._open: set[int] = set()
         self._values = 0
@@ -131,7 +170,8 @@ class _Converter:
         self.problems: list[Problem] = []
 
     def _report(self, field_path: FieldPath, node: yaml.Node, message: str) -> None:
-        self.problems.append(Problem(self._path, node.start_mark.line + 1, _dotted(field_path), message))
+        line = self._line_of(node.start_mark)
+        self.problems.append(Problem(self._path, line, _dotted(field_path), message))
 
     def _refuse(self, field_path: FieldPath, node: yaml.Node, message: str) -> None:
         """Report a value that cannot be read; it is None from here on."""
@@ -144,8 +184,7 @@ class _Converter:
             # Aliases are expanded here, each use anew: stop before they multiply. The line is the
             # top-level key's: the node's own mark is its anchor's, wherever it is used.
             line = _line_in(self.lines, field_path[:1]) or 1
-            raise _LimitReached(line, f"more than {MAX_VALUES} values (each use of an alias counts"
-                                      " again); a scenario has a few dozen")
+            raise _LimitReached(line, _TOO_MANY)
         if len(field_path) > MAX_DEPTH:  # an alias can nest what the composer saw as shallow
             self._refuse(field_path, node, f"nested more than {MAX_DEPTH} levels deep"
                                            " (through aliases); a scenario needs 4")
@@ -176,6 +215,12 @@ class _Converter:
         except ValueError as exc:  # a timestamp such as 2024-13-45 passes the resolver, not datetime
             self._refuse(field_path, node, f"cannot read this value: {exc}")
             return None
+        except (KeyError, IndexError, AttributeError, TypeError, OverflowError):
+            # PyYAML's constructors trust the resolver: an explicit tag on text they cannot read
+            # (!!bool maybe, !!int '', !!timestamp soon) fails inside them.
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            self._refuse(field_path, node, f"cannot read this value: {as_yaml(node.value)} is not a {tag}")
+            return None
 
     def _key(self, node: yaml.Node, field_path: FieldPath) -> str | int:
         """A mapping key as a field-path part: text and whole numbers as they are, anything
@@ -188,7 +233,7 @@ class _Converter:
     def _sequence(self, node: yaml.SequenceNode, field_path: FieldPath) -> list[object]:
         items: list[object] = []
         for index, item in enumerate(node.value):
-            self.lines[(*field_path, index)] = item.start_mark.line + 1
+            self.lines[(*field_path, index)] = self._line_of(item.start_mark)
             items.append(self.convert(item, (*field_path, index)))
         return items
 
@@ -196,7 +241,7 @@ class _Converter:
         result: dict[Any, object] = {}
         first_line: dict[Any, int] = {}
         for key_node, value_node in node.value:
-            line = key_node.start_mark.line + 1
+            line = self._line_of(key_node.start_mark)
             if key_node.tag == "tag:yaml.org,2002:merge":
                 self._report(field_path, key_node, "merge keys (<<) are not supported; write the keys out")
                 continue
@@ -215,13 +260,27 @@ class _Converter:
         return result
 
 
+_BREAK_NAMES = {"\x85": "NEXT LINE (U+0085)", "\u2028": "LINE SEPARATOR (U+2028)",
+                "\u2029": "PARAGRAPH SEPARATOR (U+2029)"}
+
+
+def _break_hint(text: str) -> str:
+    """Where the text holds a character YAML 1.1 ends lines at (an editor does not): the
+    likely cause of a syntax error after it, in a comment or text that looks whole."""
+    found = _YAML_ONLY_BREAKS.search(text)
+    if found is None:
+        return ""
+    line = text.count("\n", 0, found.start()) + 1
+    return f"; line {line} holds a {_BREAK_NAMES[found.group()]}, which YAML 1.1 reads as a line end"
+
+
 def _yaml_problem(path: str, text: str, exc: yaml.YAMLError) -> Problem:
     if isinstance(exc, yaml.MarkedYAMLError):
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
+        line = _EditorLines(text)(mark) if mark is not None else None
         what = exc.problem or "not valid YAML"
         context = f" ({exc.context})" if exc.context else ""
-        return Problem(path, line, "", f"YAML syntax: {what}{context}")
+        return Problem(path, line, "", f"YAML syntax: {what}{context}{_break_hint(text)}")
     if isinstance(exc, yaml.reader.ReaderError):
         line = text.count("\n", 0, exc.position) + 1
         character = exc.character if isinstance(exc.character, int) else ord(exc.character)
@@ -247,7 +306,7 @@ def _read_yaml(text: str, path: str) -> tuple[dict[Any, object], dict[FieldPath,
         loader.get_event()  # the stream start
         root = None if loader.check_event(yaml.StreamEndEvent) else loader.compose_document()
         if not loader.check_event(yaml.StreamEndEvent):
-            second = loader.peek_event().start_mark.line + 1
+            second = loader.line_of(loader.peek_event().start_mark)
             problems.append(Problem(path, second, "", "one scenario per file: a second document starts here"))
         converter = _Converter(loader, path)
         data = converter.convert(root, ()) if root is not None else None
@@ -263,7 +322,7 @@ def _read_yaml(text: str, path: str) -> tuple[dict[Any, object], dict[FieldPath,
             top = Problem(path, 1, "", f"empty file: expected a scenario ({_TOP_KEYS})")
         else:
             message = f"expected a mapping of keys ({_TOP_KEYS}); got {as_yaml(data)}"
-            top = Problem(path, root.start_mark.line + 1, "", message)
+            top = Problem(path, loader.line_of(root.start_mark), "", message)
         raise ScenarioError([top, *problems])
     # Missing top-level keys point at the top of the file.
     converter.lines[()] = 1
@@ -357,12 +416,16 @@ def _message(error: Mapping[str, Any], field_path: FieldPath) -> str:
 
 
 def _problems_from(
-    exc: ValidationError, data: object, lines: Mapping[FieldPath, int], path: str
+    exc: ValidationError, data: object, lines: Mapping[FieldPath, int], path: str, unread: set[str]
 ) -> list[Problem]:
     found: dict[FieldPath, Problem] = {}
     for error in exc.errors(include_url=False):
         kind = error["type"]
         loc = _clean_loc(error["loc"], data, kind)
+        if _dotted(loc) in unread and kind != "extra_forbidden":
+            # A value already refused is None now: "expected ...; got nothing" would say it
+            # twice. Its key being unknown is news, though.
+            continue
         if kind == RULE_ERROR:
             explained = [((*loc, *rule_field), message) for rule_field, message in error["ctx"]["rules"]]
         else:
@@ -388,8 +451,7 @@ def load_text(text: str, path: str = "<string>") -> LoadedScenario:
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        # A value already refused is None now: "expected ...; got nothing" would say it twice.
-        problems.extend(p for p in _problems_from(exc, data, lines, path) if p.field not in unread)
+        problems.extend(_problems_from(exc, data, lines, path, unread))
     if problems or scenario is None:
         raise ScenarioError(sorted(problems, key=lambda p: p.line or 0))
     return LoadedScenario(scenario=scenario, path=path, lines=lines)
@@ -412,7 +474,12 @@ def load_file(path: str | os.PathLike[str]) -> LoadedScenario:
     except IsADirectoryError:
         raise ScenarioError([Problem(name, None, "", "is a folder, not a scenario file")]) from None
     except UnicodeDecodeError as exc:
-        raise ScenarioError([Problem(name, None, "", f"not UTF-8 text ({exc.reason})")]) from None
+        # at the line of the first byte that is not UTF-8 (as the text would count it); the
+        # decoder's offsets start after a byte-order mark
+        at = exc.start + (len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0)
+        before = raw[:at].replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        message = f"not UTF-8 text ({exc.reason}: byte 0x{raw[at]:02x})"
+        raise ScenarioError([Problem(name, before.count(b"\n") + 1, "", message)]) from None
     except OSError as exc:
         raise ScenarioError([Problem(name, None, "", f"cannot read: {exc.strerror or exc}")]) from None
     return load_text(text, name)

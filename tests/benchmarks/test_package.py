@@ -53,5 +53,5 @@ def bench_choices() -> list[str]:
 
 @pytest.mark.parametrize("name", bench_choices())
 def test_every_bench_choice_has_a_module_with_main(name: str) -> None:
-    module = importlib.import_module(f"benchmarks.{name.replace('-', '_')}")   # fuzz-proxy
+    module = importlib.import_module(f"benchmarks.{name.replace('-', '_')}")   # fuzz-proxy, fuzz-loader
     assert callable(module.main)
