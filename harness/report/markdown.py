@@ -35,7 +35,7 @@ def _row(sc: ScenarioRecord) -> str:
              f"{summ.reclaimed}/{summ.faulted}", _s(summ.p50_s),
              _s(summ.p95_s), _s(summ.max_s),
              f"{predicted} ({pred.mechanism})" if pred is not None else predicted,
-             ", ".join(sc.mechanisms) + _upstream(sc) or "–", summ.survivors_killed]
+             (", ".join(sc.mechanisms) or "–") + _upstream(sc), summ.survivors_killed]
     return "| " + " | ".join(_cell(c) for c in cells) + " |"
 
 
