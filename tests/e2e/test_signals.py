@@ -88,7 +88,7 @@ def test_a_signal_during_teardown_waits_for_it_and_ends_the_run_130(tmp_path: Pa
 
 
 def test_more_signals_during_an_interrupted_teardown_are_held_until_it_ends(tmp_path: Path) -> None:
-    """A first SIGTERM starts the teardown; SIGINT and SIGTERM every 20 ms cannot cut it short
+    """A first SIGTERM starts the teardown; SIGINT and SIGTERM every 5 ms cannot cut it short
     (nothing ignores them any more: they are held, and acted on after it)."""
     path = write_scenario(tmp_path, "again", TCP_HOLDS)
     before = everything()
@@ -97,7 +97,7 @@ def test_more_signals_during_an_interrupted_teardown_are_held_until_it_ends(tmp_
     run.send(signal.SIGTERM)
     sent = 1
     while run.proc.poll() is None and not run.said("interrupted"):
-        time.sleep(0.02)
+        time.sleep(0.005)
         with contextlib.suppress(ProcessLookupError):
             run.send(signal.SIGINT if sent % 2 else signal.SIGTERM)
             sent += 1

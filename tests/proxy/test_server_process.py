@@ -3,6 +3,7 @@ SIGTERM and SIGINT, and Toxiproxy's ``-config`` file."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -112,8 +113,10 @@ def test_slow_clients_are_let_go_and_bad_requests_are_one_line(tmp_path: Path) -
         for sock in slow:
             sock.sendall(b"GET /version HTTP/1.1\r\nHost: x\r\n")
         for sock in slow:
-            with sock:
-                assert sock.recv(100) == b""   # closed unanswered, long before the 30 s timeout
+            # closed unanswered, long before the 30 s timeout: with a FIN, or a reset when
+            # the server closes with the partial request still unread
+            with sock, contextlib.suppress(ConnectionResetError):
+                assert sock.recv(100) == b""
         for bad in (b"GET / HTTP/9.9\r\n\r\n", b"GET /version HTTP/1.1\r\nBad Header\r\n\r\n"):
             with socket.create_connection((host, int(port)), timeout=30) as sock:
                 sock.sendall(bad)

@@ -294,11 +294,11 @@ def test_the_schema_reads_the_registries() -> None:
     assert set(FAULTS) == set(FAULT_TYPES)
     for name in SERVICE_TYPES:
         extra: dict[str, Any] = {"command": "x {host} {port}", "port": 1} if name == "tcp" else {}
-        if SERVICE_TYPES[name].tier:   # a tier stands in front of another service
+        if SERVICE_TYPES[name].fronts:   # a tier in front of another service
             extra = {"upstream": {"service": "websocket"}}
         assert Target(service=name, **extra).service == name
-    # a tier's Locust users are its upstream's
+    # a tier in front of another service: its Locust users are its upstream's
     assert set(available()) <= set(SERVICE_TYPES)
-    assert set(USERS) == {name for name, s in SERVICE_TYPES.items() if not s.tier}
+    assert set(USERS) == {name for name, s in SERVICE_TYPES.items() if not s.fronts}
     with pytest.raises(ValueError, match="literal_error|Input should be"):
         Target(service="mysql")

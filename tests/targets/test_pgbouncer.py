@@ -213,7 +213,9 @@ def test_dead_client_leg_goes_at_keepalive_and_its_server_is_pooled_then_closed(
         assert set(seen) == {"client-gone", "pooled", "upstream-gone", "backend-exit"}, seen
         print({k: round(v - last_activity, 3) for k, v in seen.items()})
         assert seen["client-gone"] - last_activity == pytest.approx(5.0, abs=0.3)
-        assert 0 <= seen["pooled"] - seen["client-gone"] < 0.3
+        # pgbouncer releases the server as it closes the client: the two are seen within a
+        # poll of each other, in either order
+        assert abs(seen["pooled"] - seen["client-gone"]) < 0.3
         closed_after = seen["upstream-gone"] - seen["client-gone"]
         assert 3.0 <= closed_after <= 3.0 + JANITOR_PERIOD_S + 0.3, closed_after
         assert abs(seen["backend-exit"] - seen["upstream-gone"]) < 0.3
