@@ -13,6 +13,7 @@ import concurrent.futures
 import contextlib
 import ctypes
 import os
+import socket
 import subprocess
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -213,3 +214,23 @@ def listening_here(port: int, addr: str | None = None) -> bool:
                     want_addr is None or local_addr in (want_addr, "00000000")):
                 return True
     return False
+
+
+def netlink_socket(protocol: int, namespace: str | None, rcvbuf: int, what: str) -> socket.socket:
+    """A bound netlink socket of ``protocol`` in ``namespace`` (None: the caller's own), with a
+    receive buffer of ``rcvbuf`` bytes; a LabError naming ``what`` (sock_diag, ctnetlink) if it
+    cannot be had."""
+    where = namespace or "this namespace"
+    try:
+        with entered(namespace) if namespace else contextlib.nullcontext():
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+    except OSError as exc:
+        raise LabError(f"opening {what} in {where}", str(exc)) from exc
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.bind((0, 0))
+    except OSError as exc:
+        sock.close()
+        raise LabError(f"opening {what} in {where}", str(exc)) from exc
+    return sock
+

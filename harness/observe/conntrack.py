@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import NamedTuple
 
 from harness.errors import LabError
-from harness.lab.netns import entered
+from harness.lab.netns import netlink_socket
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_CTNETLINK = 1
@@ -124,17 +124,7 @@ class ConntrackTable:
         self.namespace = namespace
         self._seq = 0
         self._buf = bytearray(RECV_BUFFER)
-        try:
-            with entered(namespace):
-                self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
-        except OSError as exc:
-            raise LabError(f"opening ctnetlink in {namespace}", str(exc)) from exc
-        try:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-            self._sock.bind((0, 0))
-        except OSError as exc:
-            self._sock.close()
-            raise LabError(f"opening ctnetlink in {namespace}", str(exc)) from exc
+        self._sock = netlink_socket(NETLINK_NETFILTER, namespace, 4 << 20, "ctnetlink")
 
     def __enter__(self) -> ConntrackTable:
         return self

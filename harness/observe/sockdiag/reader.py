@@ -4,16 +4,14 @@ observer's hot path), the ``TableReader`` Protocol the observer needs, and pyrou
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import socket
 from collections.abc import Iterable
 from socket import AF_INET
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from harness.errors import LabError
-from harness.lab.netns import entered
+from harness.lab.netns import entered, netlink_socket
 from harness.observe.sockdiag.parser import Parser
 from harness.observe.sockdiag.table import Columns, Key, SockInfo
 from harness.observe.sockdiag.wire import (
@@ -74,17 +72,7 @@ class SocketTable:
         self._unfinished: int | None = None     # the sequence number of a dump left unread
         self._buf = bytearray(RECV_BUFFER)
         self._parser = Parser()
-        try:
-            with entered(namespace) if namespace else contextlib.nullcontext():
-                self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_SOCK_DIAG)
-        except OSError as exc:
-            raise LabError(f"opening sock_diag in {namespace}", str(exc)) from exc
-        try:
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
-            self._sock.bind((0, 0))
-        except OSError as exc:
-            self._sock.close()
-            raise LabError(f"opening sock_diag in {namespace}", str(exc)) from exc
+        self._sock = netlink_socket(NETLINK_SOCK_DIAG, namespace, SOCKET_BUFFER, "sock_diag")
 
     def __enter__(self) -> SocketTable:
         return self
