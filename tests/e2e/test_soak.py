@@ -29,3 +29,12 @@ def test_runs_interrupted_at_random_moments_end_as_signalled_and_leave_nothing(t
         where = f"soak seed {SEED}, trial {trial.line()}"
         assert not trial.left, where
         assert trial.expected(), where
+
+
+def test_the_plan_is_the_seeds_and_covers_every_scenario_and_signal() -> None:
+    found = soak.scenarios(docker=True)
+    trials = soak.plan(7, 4 * len(found), found)
+    assert trials == soak.plan(7, 4 * len(found), found)
+    assert trials != soak.plan(8, 4 * len(found), found)
+    assert {(s.name, how) for _, s, how, _ in trials} == {(s.name, h) for s in found for h in soak.SIGNALS}
+    assert all(0.2 <= at <= s.duration_s for _, s, _, at in trials)
