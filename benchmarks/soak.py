@@ -192,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None, help="the seed of the whole soak (default: random)")
     ap.add_argument("--quick", action="store_true", help="16 trials, local backend only")
     ap.add_argument("--no-docker", action="store_true", help="leave the docker backend out")
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="start no trial after this long (the totals say how many ran)")
     args = ap.parse_args(argv)
     runs = 16 if args.quick and args.runs == 100 else args.runs
     seed = args.seed if args.seed is not None else random.randrange(2**31)
@@ -200,9 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"soak: {runs} trials, seed {seed}, scenarios {', '.join(s.name for s in found)}", flush=True)
     before = leftovers()
     started = time.monotonic()
-    trials = []
+    trials: list[Trial] = []
     with tempfile.TemporaryDirectory(prefix="cc-soak-") as tmp:
         for trial_seed, scenario, how, at in plan(seed, runs, found):
+            if args.minutes is not None and time.monotonic() - started > args.minutes * 60:
+                print(f"time budget of {args.minutes:g} min spent: {len(trials)} of {runs} trials run")
+                break
             trial = run_trial(trial_seed, scenario, how, at, Path(tmp), before)
             trials.append(trial)
             print(trial.line(), flush=True)
