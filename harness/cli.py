@@ -71,18 +71,22 @@ def _parser() -> argparse.ArgumentParser:
                         " lets a proxy hold more connections than one process's file limit allows")
 
     b = sub.add_parser("bench", help="benchmarks that print figures")
-    b.add_argument("what", choices=["proxy", "sockdiag", "load", "fuzz-proxy", "fuzz-loader"],
+    b.add_argument("what", choices=["proxy", "sockdiag", "load", "fuzz-proxy", "fuzz-loader", "soak"],
                    help="proxy: the built-in proxy against direct loopback; sockdiag: one"
                         " socket-table sample at 10,000 connections, against pyroute2's reader;"
                         " load: 10,000 WebSocket and 1,000 PostgreSQL sessions under Locust, 10%% blackholed;"
                         " fuzz-proxy: random requests to the built-in proxy's API, checked against"
                         " Toxiproxy's answers; fuzz-loader: the shipped scenarios mutated by hypothesis,"
-                        " each loaded as check loads it")
+                        " each loaded as check loads it; soak: short runs of every service"
+                        " interrupted by signals at random moments, then the leftovers counted")
     b.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     b.add_argument("--only", choices=["websocket", "postgres"], help="load: run one of the two")
     b.add_argument("--requests", type=int, metavar="N", help="fuzz-proxy: how many requests"
                    " (default 5000; --quick: 500)")
     b.add_argument("--examples", type=int, metavar="N", help="fuzz-loader: files to fuzz (default 2000)")
+    b.add_argument("--runs", type=int, metavar="N", help="soak: trials (default 100; --quick: 16)")
+    b.add_argument("--seed", type=int, metavar="S", help="soak: the seed (default: random)")
+    b.add_argument("--minutes", type=float, metavar="M", help="soak: start no trial after M minutes")
 
     rp = sub.add_parser("report", help="re-render every report format from a results.json")
     rp.add_argument("results", metavar="RESULTS", help="a results.json written by connchaos run")
@@ -478,6 +482,14 @@ def cmd_bench(args: argparse.Namespace, out: Console, err: Console) -> int:
         fuzz_args = ["--quick"] if args.quick else []
         fuzz_args += ["--examples", str(args.examples)] if args.examples is not None else []
         return fuzz(fuzz_args)
+    if args.what == "soak":
+        from benchmarks.soak import main as soak
+
+        soak_args = ["--quick"] if args.quick else []
+        soak_args += ["--runs", str(args.runs)] if args.runs is not None else []
+        soak_args += ["--seed", str(args.seed)] if args.seed is not None else []
+        soak_args += ["--minutes", str(args.minutes)] if args.minutes is not None else []
+        return soak(soak_args)
     if args.what == "sockdiag":
         from benchmarks.sockdiag import main as bench
     else:

@@ -34,6 +34,7 @@ class LabBase:
     lab_id: str = field(default_factory=naming.new_lab_id)
     run_id: str = ""
     tmpdir: str = ""
+    secret: str = ""     # the owner record's, for the proof labels of the lab's docker objects
     client_ns: str = ""
     router_ns: str = ""
     server_ns: str = ""
@@ -99,6 +100,8 @@ class LabBase:
         self.on_close("temporary folder", self._remove_folder)
         with interrupts.deferred():
             self.tmpdir = owner.make_folder(self.lab_id, self.run_id, **created)
+        record = owner.read(self.tmpdir)
+        self.secret = record.secret if record is not None else ""
 
     def _remove_folder(self) -> None:
         if self.tmpdir:

@@ -4,10 +4,12 @@ Ours means proven by an owner record (``harness.lab.owner``): a ``connchaos-<lab
 whose ``owner.json`` names that lab id and the process that made it. The objects of a lab are
 those whose names carry its id: namespaces and host links ``cc-<lab id>-...``, the per-run
 account ``cc-<lab id>`` (the ssh target's), Docker containers and networks labelled
-``connchaos.lab=<lab id>`` (removed with their anonymous volumes), and the record's folder.
+``connchaos.lab=<lab id>`` whose ``connchaos.proof`` label is the one the record's secret
+makes for their name (removed with their anonymous volumes), and the record's folder.
 They are leftovers only when the recorded process is gone (see ``Owner.alive``: a reused pid
 does not keep a dead run's lab). Nothing else is touched, whatever its name: a namespace,
-link, account or folder that merely starts like ours, an nftables table in the host (labs
+link, account or folder that merely starts like ours, a container or network whose labels
+name a dead lab without its proof, an nftables table in the host (labs
 load theirs inside their own namespaces only), the scratch folders of a ``connchaos check``.
 Images are a cache (``connchaos images``), not leftovers.
 """
@@ -85,8 +87,13 @@ def clean(namespaces: bool = True) -> dict[str, list[str]]:
         from harness.lab.docker import remove_labelled
 
         # containers first: the namespaces attached from them then hold nothing
+        of = {r.lab_id: r for r in owner.records() if r.lab_id in dead}
+
+        def proven(lab: str, name: str, label: str) -> bool:
+            return lab in of and owner.proves(of[lab], name, label)
+
         try:
-            found["docker"] = remove_labelled(client, keep=lambda lab: lab not in dead)
+            found["docker"] = remove_labelled(client, keep=lambda lab: lab not in dead, proven=proven)
         finally:
             client.close()
     for ns in found["namespaces"]:

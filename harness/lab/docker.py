@@ -28,9 +28,11 @@ over the host's bridge, through a forwarder in the client's namespace (see
 (``harness.observe.agent``) answers for the server's socket table, sysctls, listening ports
 and processes over a Unix socket in the lab's folder.
 
-Every container and network carries ``connchaos.run=<run id>`` and ``connchaos.lab=<lab id>``
-and is removed with its anonymous volumes on every exit path; ``connchaos clean`` removes
-those of runs that died. Nothing without our label is touched.
+Every container and network carries ``connchaos.run=<run id>``, ``connchaos.lab=<lab id>`` and
+``connchaos.proof`` (made from its name and the secret in the lab's owner record:
+``harness.lab.owner.proof``), and is removed with its anonymous volumes on every exit path;
+``connchaos clean`` removes those of runs that died, proven by that label. Nothing else is
+touched, whatever labels it carries.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from harness.observe.agent import AgentClient
 LABEL_RUN = "connchaos.run"
 LABEL_LAB = "connchaos.lab"
 LABEL_ROLE = "connchaos.role"
+LABEL_PROOF = "connchaos.proof"
 SLEEP = ["sleep", "infinity"]
 AGENT_DIR = "/run/connchaos-agent"      # in the agent's container: the lab folder's agent/
 
@@ -86,8 +89,9 @@ def engine_problem() -> str | None:
     return None
 
 
-def labels(run_id: str, lab_id: str, role: str) -> dict[str, str]:
-    return {LABEL_RUN: run_id or "none", LABEL_LAB: lab_id, LABEL_ROLE: role}
+def labels(run_id: str, lab_id: str, role: str, proof: str = "") -> dict[str, str]:
+    found = {LABEL_RUN: run_id or "none", LABEL_LAB: lab_id, LABEL_ROLE: role}
+    return {**found, LABEL_PROOF: proof} if proof else found
 
 
 class LogLines:
@@ -188,8 +192,10 @@ class DockerLab(LabBase):
     def backend(self) -> str:
         return "docker"
 
-    def _labels(self, role: str) -> dict[str, str]:
-        return labels(self.run_id, self.lab_id, role)
+    def _labels(self, role: str, name: str) -> dict[str, str]:
+        from harness.lab.owner import proof
+
+        return labels(self.run_id, self.lab_id, role, proof(self.secret, name) if self.secret else "")
 
     # -- building ---------------------------------------------------------------------------
 
@@ -236,7 +242,8 @@ class DockerLab(LabBase):
         try:
             # Not `internal`: Docker drops forwarded traffic from other subnets on internal
             # networks, which is exactly what the router sends.
-            net = self._engine.networks.create(name, driver="bridge", labels=self._labels(f"net-{side}"))
+            net = self._engine.networks.create(name, driver="bridge",
+                                               labels=self._labels(f"net-{side}", name))
         except APIError as exc:
             raise LabError(f"creating docker network {name}", str(exc)) from exc
         self._networks[side] = net
@@ -250,7 +257,7 @@ class DockerLab(LabBase):
         name = naming.namespace(self.lab_id, role)
         try:
             c = self._engine.containers.run(
-                image, list(command), name=name, detach=True, labels=self._labels(role),
+                image, list(command), name=name, detach=True, labels=self._labels(role, name),
                 network=network, network_mode=network_mode, init=False, **options)
         except ImageNotFound as exc:
             raise MachineError(f"the image {image}", "run `connchaos images build`") from exc
@@ -374,22 +381,36 @@ def labelled(client: Any) -> tuple[list[Any], list[Any]]:
     return client.containers.list(all=True, filters=flt), client.networks.list(filters=flt)
 
 
-def lab_of(obj: Any) -> str:
+def _labels_of(obj: Any) -> dict[str, str]:
     found = obj.attrs.get("Labels") or obj.attrs.get("Config", {}).get("Labels") or {}
-    return str(found.get(LABEL_LAB, ""))
+    return {str(k): str(v) for k, v in found.items()}
 
 
-def remove_labelled(client: Any, keep: Any = lambda lab: False) -> list[str]:
+def lab_of(obj: Any) -> str:
+    return _labels_of(obj).get(LABEL_LAB, "")
+
+
+def proof_of(obj: Any) -> str:
+    return _labels_of(obj).get(LABEL_PROOF, "")
+
+
+def remove_labelled(client: Any, keep: Any = lambda lab: False, proven: Any = None) -> list[str]:
     """Remove our containers (with their anonymous volumes), then our networks, except those
-    of labs ``keep`` names (runs still alive). Returns what was removed."""
+    of labs ``keep`` names (runs still alive) and, given ``proven`` (lab id, name, proof label
+    -> bool), those it does not prove are the lab's. Returns what was removed."""
     containers, networks = labelled(client)
     removed = []
+
+    def mine(obj: Any) -> bool:
+        name = str(obj.name).lstrip("/")
+        return not keep(lab_of(obj)) and (proven is None or proven(lab_of(obj), name, proof_of(obj)))
+
     for c in containers:
-        if not keep(lab_of(c)):
+        if mine(c):
             _remove_container(c)
             removed.append(f"container {c.name}")
     for n in networks:
-        if not keep(lab_of(n)):
+        if mine(n):
             _quietly(n.remove)
             removed.append(f"network {n.name}")
     return removed

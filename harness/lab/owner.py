@@ -12,9 +12,12 @@ process that started at another time: the pid was reused, or the machine reboote
 from __future__ import annotations
 
 import glob
+import hashlib
+import hmac
 import json
 import os
 import re
+import secrets
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -80,6 +83,17 @@ class Record:
     folder: str
     run_id: str = ""
     created: dict[str, Any] = field(default_factory=dict)   # names the lab was about to create
+    secret: str = ""      # known to the lab and its record only (older records: none)
+
+
+def proof(secret: str, name: str) -> str:
+    """The proof label of the lab object ``name`` (a container, a network): only who read the
+    record's secret could write it, so a forged label naming a dead lab proves nothing."""
+    return hmac.new(secret.encode(), name.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def proves(record: Record, name: str, label: str) -> bool:
+    return bool(record.secret) and hmac.compare_digest(proof(record.secret, name), label)
 
 
 def make_folder(lab_id: str, run_id: str = "", **created: Any) -> str:
@@ -89,9 +103,9 @@ def make_folder(lab_id: str, run_id: str = "", **created: Any) -> str:
     os.chmod(folder, 0o755)
     me = Owner.me()
     data = {"lab_id": lab_id, "run_id": run_id, "pid": me.pid, "start_ticks": me.start,
-            "boot_id": me.boot, "started": time.time(), **created}
+            "boot_id": me.boot, "started": time.time(), "secret": secrets.token_hex(16), **created}
     path = os.path.join(folder, naming.OWNER_FILE)
-    with open(path + ".new", "w") as f:
+    with os.fdopen(os.open(path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
         json.dump(data, f)
     os.replace(path + ".new", path)
     return folder
@@ -114,8 +128,8 @@ def read(folder: str) -> Record | None:
     if lab_id != m.group(1):
         return None
     created = {k: v for k, v in data.items()
-               if k not in ("lab_id", "run_id", "pid", "start_ticks", "boot_id", "started")}
-    return Record(lab_id, owner, folder, str(data.get("run_id", "")), created)
+               if k not in ("lab_id", "run_id", "pid", "start_ticks", "boot_id", "started", "secret")}
+    return Record(lab_id, owner, folder, str(data.get("run_id", "")), created, str(data.get("secret", "")))
 
 
 def records() -> list[Record]:

@@ -4,6 +4,7 @@ when its pid now belongs to another process), and a run going on meanwhile passe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -190,3 +191,56 @@ def test_a_run_going_on_during_clean_finishes_and_passes(tmp_path: Path) -> None
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, seen + err
+
+
+def _dead_record() -> owner.Record:
+    """An owner record whose process is gone (a run SIGKILLed before it made anything)."""
+    code = "from harness.lab import naming, owner; print(owner.make_folder(naming.new_lab_id(), 'soak'))"
+    folder = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=REPO).stdout.strip()
+    record = owner.read(folder)
+    assert record is not None and record.secret and not record.owner.alive()
+    return record
+
+
+@pytest.mark.usefixtures("images_built")
+def test_clean_removes_only_containers_whose_proof_label_the_dead_runs_record_makes() -> None:
+    """Containers labelled as a dead lab's (``connchaos.run``, ``connchaos.lab`` naming a lab
+    whose record is a dead run's) but without the proof label, or with a wrong one, or only
+    ``connchaos.run``, were not made by a run: they survive. The one carrying the proof the
+    record's secret makes for its name goes, with the record."""
+    from harness.lab import docker as dockerlab
+    from harness.lab import images
+
+    record = _dead_record()
+    lab = record.lab_id
+    client = images.connect()
+    made = []
+    try:
+        def container(name: str, **extra: str) -> None:
+            labels = {dockerlab.LABEL_RUN: "forged", **extra}
+            made.append(client.containers.create(images.image_ref("client"), ["sleep", "infinity"],
+                                                 name=name, labels=labels))
+
+        container(f"cc-{lab}-forged", **{dockerlab.LABEL_LAB: lab})
+        container(f"cc-{lab}-wrong", **{dockerlab.LABEL_LAB: lab,
+                                        dockerlab.LABEL_PROOF: owner.proof("not the secret", f"cc-{lab}-wrong")})
+        # the proof of another name: copied from a real container of the lab, it proves nothing
+        container(f"cc-{lab}-copied", **{dockerlab.LABEL_LAB: lab,
+                                         dockerlab.LABEL_PROOF: owner.proof(record.secret, f"cc-{lab}-srv")})
+        container("cc-stranger-run-only")
+        container(f"cc-{lab}-srv", **{dockerlab.LABEL_LAB: lab,
+                                      dockerlab.LABEL_PROOF: owner.proof(record.secret, f"cc-{lab}-srv")})
+        done = run_cli("clean")
+        assert done.returncode == 0, done.stderr
+        left = {c.name for c in client.containers.list(all=True, filters={"label": dockerlab.LABEL_RUN})}
+        assert f"cc-{lab}-srv" not in left, done.stdout
+        assert f"removed container cc-{lab}-srv" in done.stdout
+        assert {f"cc-{lab}-forged", f"cc-{lab}-wrong", f"cc-{lab}-copied", "cc-stranger-run-only"} <= left
+        assert not os.path.exists(record.folder)
+    finally:
+        for c in made:
+            with contextlib.suppress(Exception):
+                c.remove(force=True, v=True)
+        client.close()
+        shutil.rmtree(record.folder, ignore_errors=True)

@@ -115,3 +115,19 @@ def test_only_a_recorded_labs_account_is_a_leftover(tmpdir_here: Path, monkeypat
         {"lab_id": "abc123", "pid": pid, "start_ticks": start, "boot_id": owner.Owner.me().boot}))
     monkeypatch.setattr(cleanup, "run_users", lambda: ["cc-abc123", "cc-facade"])
     assert cleanup.leftovers()["users"] == ["cc-abc123"]
+
+
+def test_the_record_holds_a_secret_for_its_owner_only_and_proves_names_by_it(tmpdir_here: Path) -> None:
+    """The proof label of a Docker object: an HMAC of its name under the record's secret; a
+    wrong secret, another name, or a record without a secret (an older version's) prove nothing."""
+    folder = owner.make_folder("abc123")
+    assert os.stat(os.path.join(folder, naming.OWNER_FILE)).st_mode & 0o777 == 0o600
+    record = owner.read(folder)
+    assert record is not None and len(record.secret) == 32 and "secret" not in record.created
+    label = owner.proof(record.secret, "cc-abc123-srv")
+    assert owner.proves(record, "cc-abc123-srv", label)
+    assert not owner.proves(record, "cc-abc123-cli", label)
+    assert not owner.proves(record, "cc-abc123-srv", owner.proof("guess", "cc-abc123-srv"))
+    assert not owner.proves(record, "cc-abc123-srv", "")
+    old = owner.Record(record.lab_id, record.owner, folder)
+    assert not owner.proves(old, "cc-abc123-srv", label)
