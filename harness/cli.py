@@ -167,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = globals()[f"cmd_{args.command}"](args, out, err)
         if interrupts.received() is not None:
             raise KeyboardInterrupt   # a signal came and was lost on the way: still an interrupt
+        interrupts.settle()
         return code
     except ScenarioError as exc:
         err.print(str(exc), markup=False)

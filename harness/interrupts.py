@@ -19,6 +19,8 @@ Signal handlers run in the main thread only, so this is the main thread's busine
 
 from __future__ import annotations
 
+import atexit
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -50,6 +52,31 @@ def install() -> None:
     clear()
     for sig in SIGNALS:
         signal.signal(sig, _handler)
+
+
+LATE_NOTE = b"connchaos: signal after the run had ended; the exit code is the run's own\n"
+
+
+def _late(signum: int, frame: FrameType | None) -> None:
+    os.write(2, LATE_NOTE)
+
+
+def settle() -> None:
+    """The run has ended and everything it made is gone: a signal from now on (while the
+    interpreter exits: threads joined, atexit) changes nothing, and says so on stderr (in the
+    interpreter's last moments, after atexit, silently), instead of killing the process by
+    its default effect (exit -2 rather than the run's code)."""
+    for sig in SIGNALS:
+        signal.signal(sig, _late)
+    # The interpreter's finalization puts back SIG_DFL where a Python handler was set, and a
+    # signal then would kill the process (-2); an ignored one it leaves alone. atexit runs
+    # just before that.
+    atexit.register(_ignore)
+
+
+def _ignore() -> None:
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def received() -> int | None:

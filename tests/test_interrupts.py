@@ -121,3 +121,20 @@ def test_a_failed_step_and_a_signal_during_teardown_end_as_an_interrupt() -> Non
     with pytest.raises(KeyboardInterrupt):
         lab.close()
     assert released == ["folder"]
+
+
+def test_a_signal_after_the_run_ended_keeps_the_runs_exit_code_and_says_so() -> None:
+    """After ``settle`` (the CLI's last step) a signal during the interpreter's exit does not
+    kill the process by its default effect (exit -2): the run's own code stands."""
+    import subprocess
+    import sys
+
+    code = ("import os, signal, sys, time\n"
+            "from harness import interrupts\n"
+            "interrupts.install(); interrupts.settle()\n"
+            "os.kill(os.getpid(), signal.SIGINT); os.kill(os.getpid(), signal.SIGTERM)\n"
+            "time.sleep(0.05); sys.exit(1)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.count(interrupts.LATE_NOTE.decode().strip()) == 2, done.stderr
