@@ -156,6 +156,8 @@ def _proxy_command(args: argparse.Namespace) -> list[str] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The program (``argv`` None: the command line's own) or a call from Python with ``argv``;
+    as the program, a signal once the run is over changes nothing (``interrupts.settle``)."""
     args = _parser().parse_args(argv)
     # Ctrl-C or SIGTERM: unwind through every ``finally`` (teardown, which no signal cuts
     # short) and exit 130; a signal whose interrupt was lost still ends the run with 130
@@ -164,10 +166,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 180)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
+        return _dispatch(args, out, err, argv)
+    except KeyboardInterrupt:
+        # another signal while the first one (or an error) was being reported: nothing is left
+        # to tear down by then, and the run was interrupted all the same
+        return exit_code((), interrupted=True)
+    finally:
+        if argv is None:   # the interpreter exits next: a signal must not kill it (exit -2)
+            interrupts.settle()
+
+
+def _dispatch(args: argparse.Namespace, out: Console, err: Console, argv: Sequence[str] | None) -> int:
+    try:
         code: int = globals()[f"cmd_{args.command}"](args, out, err)
         if interrupts.received() is not None:
             raise KeyboardInterrupt   # a signal came and was lost on the way: still an interrupt
-        interrupts.settle()
         return code
     except ScenarioError as exc:
         err.print(str(exc), markup=False)
@@ -177,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(f"connchaos: {exc}", markup=False)
         return exc.exit_code
     except KeyboardInterrupt:
+        if argv is None:   # the lab is torn down: an impatient user's second Ctrl-C is moot
+            interrupts.settle()
         err.print("connchaos: interrupted; the lab was torn down")
         return exit_code((), interrupted=True)
 

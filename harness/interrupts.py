@@ -34,6 +34,7 @@ class _State:
     received: int | None = None     # a signal the run has not acted on yet (its raise may be lost)
     held: int | None = None         # a signal that arrived inside ``deferred``
     depth = 0                       # how many ``deferred`` blocks the main thread is in
+    settled = False                 # ``settle`` has registered its atexit step
 
 
 _state = _State()
@@ -68,6 +69,9 @@ def settle() -> None:
     its default effect (exit -2 rather than the run's code)."""
     for sig in SIGNALS:
         signal.signal(sig, _late)
+    if _state.settled:
+        return
+    _state.settled = True
     # The interpreter's finalization puts back SIG_DFL where a Python handler was set, and a
     # signal then would kill the process (-2); an ignored one it leaves alone. atexit runs
     # just before that.

@@ -239,6 +239,9 @@ class DockerLab(LabBase):
         from docker.errors import APIError
 
         name = naming.link(self.lab_id, side)
+        # the undo first, by name: a signal during the call must not leave a network we never
+        # got the handle of (the engine makes it all the same)
+        self.on_close(f"docker network {name}", lambda: _remove_network_by_name(self._engine, name))
         try:
             # Not `internal`: Docker drops forwarded traffic from other subnets on internal
             # networks, which is exactly what the router sends.
@@ -247,7 +250,6 @@ class DockerLab(LabBase):
         except APIError as exc:
             raise LabError(f"creating docker network {name}", str(exc)) from exc
         self._networks[side] = net
-        self.on_close(f"docker network {name}", lambda: _quietly(net.remove))
 
     def _container(self, role: str, image: str, *, command: Sequence[str] = SLEEP,
                    network: str | None = None, network_mode: str | None = None,
@@ -255,6 +257,8 @@ class DockerLab(LabBase):
         from docker.errors import APIError, ImageNotFound
 
         name = naming.namespace(self.lab_id, role)
+        # the undo first, by name (see _network): the engine may make it though the call is cut short
+        self.on_close(f"container {name}", lambda: _remove_by_name(self._engine, name))
         try:
             c = self._engine.containers.run(
                 image, list(command), name=name, detach=True, labels=self._labels(role, name),
@@ -266,7 +270,6 @@ class DockerLab(LabBase):
             _remove_by_name(self._engine, name)
             raise LabError(f"starting container {name} ({image})", str(exc.explanation or exc)) from exc
         self._containers[role] = c
-        self.on_close(f"container {name}", lambda: _remove_container(c))
         return c
 
     def _attach(self, name: str, pid: int) -> None:
@@ -365,6 +368,12 @@ def _remove_by_name(client: Any, name: str) -> None:
 
     with contextlib.suppress(NotFound):
         _remove_container(client.containers.get(name))
+
+
+def _remove_network_by_name(client: Any, name: str) -> None:
+    for net in client.networks.list(names=[name]):
+        if net.name == name:      # the engine's filter matches parts of names too
+            _quietly(net.remove)
 
 
 def _detach(name: str) -> None:
