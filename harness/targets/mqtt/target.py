@@ -338,7 +338,8 @@ class MqttTarget:
             while await client.messages.get() != token:
                 pass
         task = asyncio.ensure_future(echo())
-        done, _ = await asyncio.wait({task, client.gone}, timeout=timeout_s)
+        done, _ = await asyncio.wait({task, client.gone}, timeout=timeout_s,
+                                   return_when=asyncio.FIRST_COMPLETED)
         if task not in done:
             task.cancel()
             if client.gone.done():
