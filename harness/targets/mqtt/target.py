@@ -90,12 +90,20 @@ class _Client:
                                     protocol=paho.MQTTv311, clean_session=True,
                                     reconnect_on_failure=False)
         m.on_socket_open = lambda c, _u, s: loop.add_reader(s, c.loop_read)
-        m.on_socket_close = lambda _c, _u, s: (loop.remove_reader(s), loop.remove_writer(s))
+
+        def closed(_c: paho.Client, _u: Any, sock: Any) -> None:
+            loop.remove_reader(sock)
+            loop.remove_writer(sock)
+
+        def no_more_writes(_c: paho.Client, _u: Any, sock: Any) -> None:
+            loop.remove_writer(sock)
+
+        m.on_socket_close = closed
         m.on_socket_register_write = lambda c, _u, s: loop.add_writer(s, c.loop_write)
-        m.on_socket_unregister_write = lambda _c, _u, s: loop.remove_writer(s)
+        m.on_socket_unregister_write = no_more_writes
         m.on_connect = lambda _c, _u, _f, rc, _p: _settle(self.connected, rc)
         m.on_subscribe = lambda _c, _u, _m, rcs, _p: _settle(self.subscribed, rcs[0] if rcs else None)
-        m.on_message = lambda _c, _u, msg: self.messages.put_nowait(msg.payload)
+        m.on_message = lambda _c, _u, msg: self.messages.put_nowait(bytes(msg.payload))
         m.on_disconnect = lambda _c, _u, _f, rc, _p: _settle(self.gone, str(rc))
 
     @property
@@ -337,8 +345,9 @@ class MqttTarget:
         async def echo() -> None:
             while await client.messages.get() != token:
                 pass
-        task = asyncio.ensure_future(echo())
-        done, _ = await asyncio.wait({task, client.gone}, timeout=timeout_s,
+        task: asyncio.Future[Any] = asyncio.ensure_future(echo())
+        gone: asyncio.Future[Any] = client.gone
+        done, _ = await asyncio.wait({task, gone}, timeout=timeout_s,
                                    return_when=asyncio.FIRST_COMPLETED)
         if task not in done:
             task.cancel()
