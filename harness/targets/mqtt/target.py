@@ -204,6 +204,10 @@ class MqttTarget:
         silent client (PINGREQ is the client's), so nothing of its own goes unanswered."""
         return broker_keepalive(self.keepalive, last_heard_s=last_activity_s, clock=self.clock()), None
 
+    def load_env(self, folder: str) -> dict[str, str]:
+        """For load runs (``harness/load/users.py``'s MqttUser): the clients' keepalive."""
+        return {"CONNCHAOS_LOAD_MQTT_KEEPALIVE": str(self.keepalive)}
+
     # -- running ----------------------------------------------------------------------------
 
     def _fixed(self, addr: str) -> list[str]:
