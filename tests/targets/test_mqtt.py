@@ -155,3 +155,13 @@ def test_blackholed_clients_go_at_the_predicted_check_and_the_other_stays() -> N
         assert "exceeded timeout" in errors[peers[0]].text
         assert client.run(target.alive(sessions[2])) == (True, "its publish came back")
         assert client.run(target.alive(sessions[0], timeout_s=0.5))[0] is False
+
+
+@pytest.mark.usefixtures("lab_machine")
+def test_in_flight_sessions_are_refused_at_their_line(tmp_path: Path) -> None:
+    body = SCENARIO.read_text()
+    bad = write_scenario(tmp_path, "inflight", body.replace("  activity: idle\n", "  activity: in-flight\n"))
+    done = run_cli("check", str(bad))
+    assert done.returncode == 2, done.stdout + done.stderr
+    line = bad.read_text().splitlines().index("  activity: in-flight") + 1
+    assert f"{bad}:{line}" in done.stderr and "idle sessions only" in done.stderr
