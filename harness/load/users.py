@@ -292,6 +292,56 @@ class TcpUser(SessionUser):
 
 
 
+class MqttUser(SessionUser):
+    """A paho-mqtt client (MQTT 3.1.1, its network loop a greenlet) with the scenario's
+    keepalive (``MqttTarget.load_env``), subscribed to a topic of its own; the request is a
+    publish to that topic, delivered back by the broker. paho pings on its own clock here."""
+
+    protocol = "mqtt"
+    _sent = 0
+
+    def connect(self) -> tuple[Any, str]:
+        import gevent.queue
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        name = f"connchaos-load-{os.getpid()}-{id(self):x}"
+        self._topic = f"connchaos/{name}"
+        self._inbox: Any = gevent.queue.Queue()
+        ready: Any = gevent.event.AsyncResult()
+
+        def connected(c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+            if rc.is_failure:
+                ready.set_exception(ConnectionError(f"the broker refused: {rc}"))
+            else:
+                c.subscribe(self._topic, qos=0)
+
+        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=name, protocol=paho.MQTTv311,
+                             reconnect_on_failure=False)
+        client.on_connect = connected
+        client.on_subscribe = lambda _c, _u, _m, _rcs, _p: ready.set(True)
+        client.on_message = lambda _c, _u, msg: self._inbox.put(bytes(msg.payload))
+        client.on_disconnect = lambda _c, _u, _f, rc, _p: self._inbox.put(None)
+        client.connect(HOST, PORT, keepalive=int(os.environ.get("CONNCHAOS_LOAD_MQTT_KEEPALIVE", "60")))
+        client.loop_start()
+        ready.get()
+        sock: Any = client.socket()
+        return client, _address(sock)
+
+    def exchange(self) -> int:
+        self._sent += 1
+        token = f"connchaos-load-{self._sent}".encode()
+        self.handle.publish(self._topic, token, qos=0)
+        while (message := self._inbox.get()) != token:
+            if message is None:
+                raise ConnectionError("disconnected by the broker")
+        return len(message)
+
+    def close(self) -> None:
+        self.handle.disconnect()
+        self.handle.loop_stop()
+
+
 class SshUser(SessionUser):
     """An SSH connection with one channel running ``cat`` (paramiko, whose transport thread
     is a greenlet under gevent); the request is a line and its echo. The lab's ssh target

@@ -84,6 +84,10 @@ def _session_problems(loaded: LoadedScenario) -> list[Problem]:
     if service == "tcp" and spec.sessions.activity == "in-flight":
         problems.append(loaded.problem(("sessions", "activity"),
                         "in-flight needs a service connchaos can make send data; use idle with service: tcp"))
+    if service == "mqtt" and spec.sessions.activity == "in-flight":
+        problems.append(loaded.problem(("sessions", "activity"),
+                        "the mqtt target runs idle sessions only (its keepalive check reads only"
+                        " what the broker hears from the client, not what it sends)"))
     return problems
 
 

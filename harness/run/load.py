@@ -187,7 +187,7 @@ def run_load(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: Non
             expiry = phases.expiry_watch(planned.conntrack, {w.id: _tuple(views[w.key]) for w in watched},
                                          observer, planned.middlebox.idle_timeout_s)
             expiry.every_s = spec.observe.interval
-        t0 = phases.inject(lab, fault, Site(lab=lab, flows=flows), observer, before)
+        t0 = phases.inject(lab, fault, Site(lab=lab, flows=flows), observer, before, target)
         if legs is not None:
             legs.start(t0)
         progress(f"{spec.name}: {fault.describe()} on {len(faulted_keys)} of {len(keys)} sessions;"

@@ -187,14 +187,17 @@ def start_middlebox(lab: Lab, planned: Planned) -> None:
 # -- inject and observe -----------------------------------------------------------------------
 
 def inject(lab: Lab, fault: Fault, site: Site, observer: Observer,
-           before: dict[Key, SockInfo]) -> float:
+           before: dict[Key, SockInfo], target: Any = None) -> float:
     """Apply the fault (reverted with the lab) and start the observer from the state
-    ``before`` it; returns the fault's time, t0 of every timeline."""
+    ``before`` it; returns the fault's time, t0 of every timeline. A target that predicts
+    from its own clock (``fault_at``: Mosquitto's whole-second checks) is told t0."""
     interrupts.check()
     fault.apply(site)
     lab.on_close("fault", fault.revert)
     t0 = time.time()
     observer.start(t0, before)
+    if hasattr(target, "fault_at"):
+        target.fault_at(t0)
     return t0
 
 

@@ -201,7 +201,7 @@ def run_plain(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: No
         missing = [s.id for s in sessions if keys[s.id] not in before]
         if missing:
             raise LabError("before the fault", f"the server holds no socket for sessions {missing}")
-        t0 = inject(lab, fault, routing.fault_site(lab, faulted, keys), observer, before)
+        t0 = inject(lab, fault, routing.fault_site(lab, faulted, keys), observer, before, target)
         if legs is not None:
             legs.start(t0)
         sent_at = None

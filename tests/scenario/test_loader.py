@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 
 from harness.errors import Problem, ScenarioError
+from harness.registry import SERVICE_TYPES
 from harness.scenario.loader import LoadedScenario, load_file, load_paths, load_text
+
+SERVICES = ", ".join(SERVICE_TYPES)   # the schema names every registered service, in order
 
 # The example of DESIGN.md ("Contracts"), verbatim; tests edit it line by line.
 EXAMPLE = """\
@@ -152,7 +155,7 @@ def test_wrong_literal() -> None:
     assert one_problem(edited({4: "  service: postgress"})) == (
         4,
         "target.service",
-        "expected one of: postgres, ssh, websocket, tcp, haproxy, pgbouncer; got 'postgress'",
+        f"expected one of: {SERVICES}; got 'postgress'",
     )
 
 
@@ -392,7 +395,7 @@ def test_error_text_is_file_line_field_message() -> None:
     with pytest.raises(ScenarioError) as caught:
         load_text(edited({4: "  service: postgress", 13: "  hold: 8"}), "pg.yaml")
     assert str(caught.value).splitlines() == [
-        "pg.yaml:4: target.service: expected one of: postgres, ssh, websocket, tcp, haproxy, pgbouncer; got 'postgress'",
+        f"pg.yaml:4: target.service: expected one of: {SERVICES}; got 'postgress'",
         "pg.yaml:13: sessions.hold: expected a duration like 250ms, 5s or 2m; got 8 (add a unit, such as s or ms)",
     ]
 
