@@ -40,8 +40,9 @@ from harness.scenario.loader import MAX_BYTES, MAX_VALUES, load_file, load_text
 from harness.testing import CONNCHAOS, REPO
 
 BASES = shipped()
-# derandomized: the examples follow from each test's name, the same in CI as here (no database)
-CI = settings(derandomize=True, database=None, deadline=5000, print_blob=True,
+# derandomized: the examples follow from each test's name, the same in CI as here (no database);
+# no deadline: a loaded machine is slow, and time and memory are the benchmark's (bench fuzz-loader)
+CI = settings(derandomize=True, database=None, deadline=None, print_blob=True,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                      HealthCheck.large_base_example])
 
@@ -125,7 +126,7 @@ def test_a_flow_list_of_100000_values_stops_at_the_limit() -> None:
     outcome = run_case(Case("flow", BASE.name, text, "invalid", want=(f"more than {MAX_VALUES} values",),
                             line=line), Path("."), "load_text")
     faultless(outcome)
-    assert outcome.seconds < 0.5 and outcome.peak_bytes < 16 * 2**20
+    assert outcome.peak_bytes < 16 * 2**20   # stopped early (its time: bench fuzz-loader)
 
 
 def test_an_unknown_key_with_an_unreadable_value_is_still_unknown() -> None:
