@@ -88,6 +88,7 @@ SERVICE_TYPES: dict[str, ServiceType] = {s.name: s for s in (
     # in front of its own backend (PostgreSQL), whose settings are target.backend_settings
     ServiceType("pgbouncer", "harness.targets.pgbouncer:PgbouncerTarget", "PgbouncerUser", True,
                 tier=True, backend_service="postgres"),
+    ServiceType("redis", "harness.targets.redis:RedisTarget", "RedisUser", True),
 )}
 """The services under test. ``locust_user`` is the User class in harness/load/users.py
 (Locust takes class names on its command line; users.py is never imported here)."""

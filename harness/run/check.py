@@ -84,6 +84,9 @@ def _session_problems(loaded: LoadedScenario) -> list[Problem]:
     if service == "tcp" and spec.sessions.activity == "in-flight":
         problems.append(loaded.problem(("sessions", "activity"),
                         "in-flight needs a service connchaos can make send data; use idle with service: tcp"))
+    if service == "redis" and spec.sessions.activity == "in-flight":
+        problems.append(loaded.problem(("sessions", "activity"),
+                        "in-flight is not available for redis (its sessions are idle clients); use idle"))
     return problems
 
 
