@@ -279,7 +279,7 @@ class RedisTarget:
         conn = redis.asyncio.Connection(host=host, port=port, client_name=f"connchaos-{index}",
                                         socket_connect_timeout=10, socket_timeout=None,
                                         socket_keepalive=False, retry=Retry(NoBackoff(), 0),
-                                        lib_name=None, lib_version=None)
+                                        driver_info=None)
         try:
             await conn.connect()
             await until_safe_fraction()
