@@ -150,6 +150,20 @@ def _pgbouncer_version() -> str:
     return out.stdout.splitlines()[0].strip() if out and out.stdout else ""
 
 
+def _redis() -> str | None:
+    from harness.targets.redis.config import find_redis_server
+
+    return None if find_redis_server() else "redis-server not found"
+
+
+def _redis_version() -> str:
+    from harness.targets.redis.config import find_redis_server
+
+    command = find_redis_server()
+    out = _run([command, "--version"]) if command else None
+    return out.stdout.strip() if out and out.stdout else ""
+
+
 def _sshd() -> str | None:
     from harness.targets.ssh import find_sshd
 
@@ -406,6 +420,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("PgBouncer", "PgBouncer (the pgbouncer command)", _pgbouncer,
                 "apt-get install pgbouncer, or set CONNCHAOS_PGBOUNCER", ("pgbouncer on local",),
                 seen=_pgbouncer_version),
+    Requirement("Redis", "Redis (the redis-server command)", _redis,
+                "apt-get install redis-server, or set CONNCHAOS_REDIS_SERVER", ("redis on local",),
+                seen=_redis_version),
     Requirement("OpenSSH server", "the OpenSSH server (sshd)", _sshd, "apt-get install openssh-server",
                 ("ssh on local",), seen=_sshd_path),
     Requirement("HAProxy", "HAProxy (haproxy)", _haproxy, "apt-get install haproxy",
@@ -436,7 +453,7 @@ def needs_for(loaded: Sequence[LoadedScenario], backend: str) -> set[str]:
     for ls in loaded:
         spec = ls.scenario
         for t in (spec.target, *([spec.target.upstream] if spec.target.upstream else [])):
-            if backend == "local" and t.service in ("postgres", "ssh", "haproxy", "pgbouncer"):
+            if backend == "local" and t.service in ("postgres", "ssh", "haproxy", "pgbouncer", "redis"):
                 needs.add(f"{t.service} on local")
         if backend == "local" and spec.target.service == "pgbouncer":
             needs.add("postgres on local")   # its backend

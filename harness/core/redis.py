@@ -64,7 +64,7 @@ CONFIG_MIN_HZ = 1
 def _int(name: str, value: Scalar | None, default: int) -> int:
     if value is None:
         return default
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise ValueError(f"{name}: expected a whole number; got {value!r}")
     try:
         return int(str(value).strip())

@@ -110,7 +110,8 @@ def refusal(output: str, at: Mapping[int, str]) -> tuple[str, str] | None:
         if name is None:
             return "", why
         if why.startswith("Bad directive"):
-            return name, f"redis-server refuses it: {why} (Redis has no directive {name!r}, or it takes other arguments)"
+            return name, (f"redis-server refuses it: {why} (Redis has no directive {name!r},"
+                          " or it takes other arguments)")
         return name, f"redis-server refuses it: {why}"
     if _ACCEPTED in output:
         return None

@@ -281,7 +281,7 @@ class RedisTarget:
                                         socket_keepalive=False, retry=Retry(NoBackoff(), 0),
                                         driver_info=None)
         try:
-            await conn.connect()
+            await conn.connect()   # type: ignore[no-untyped-call]
             await until_safe_fraction()
             await conn.send_command("PING")
             await asyncio.wait_for(conn.read_response(), 10)
@@ -314,7 +314,8 @@ class RedisTarget:
             return False, f"no PONG within {timeout_s:g} s"
         except (redis.exceptions.RedisError, OSError) as exc:
             return False, f"{type(exc).__name__}: {exc}"
-        if not conn.is_connected or _local_address(conn) != (session.flow.client_addr, session.flow.client_port):
+        own = (session.flow.client_addr, session.flow.client_port)
+        if not conn.is_connected or _local_address(conn) != own:
             return False, "the connection was closed"
         return answer in (b"PONG", "PONG", True), f"PING -> {answer!r}"
 
