@@ -185,3 +185,30 @@ def test_reclaim_by_keepalive_or_idle_timeout_on_the_real_server(
         assert errors[peers[0]].kind == kind, errors
         assert peers[1] not in errors
         assert client.run(target.alive(sessions[1])) == (True, "PING -> b'PONG'")
+
+
+def test_redis_server_is_what_a_local_run_needs() -> None:
+    from harness import machine
+    from harness.scenario import load_paths
+
+    loaded = load_paths([str(SCENARIO)])
+    assert "redis on local" in machine.needs_for(loaded, "local")
+    assert "redis on local" not in machine.needs_for(loaded, "docker")
+
+
+@pytest.mark.slow      # two scenarios in containers
+@pytest.mark.docker
+@pytest.mark.usefixtures("docker_machine", "images_built", "no_leftovers")
+def test_both_redis_mechanisms_run_in_containers_within_0_3_s(tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "results.json"
+    done = run_cli("run", "--backend", "docker", "--report-dir", str(tmp_path / "r"), "--json", str(out),
+                   str(REPO / "scenarios" / "redis-tcp-keepalive.yaml"), str(SCENARIO), timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for entry in json.loads(out.read_text())["scenarios"]:
+        assert entry["backend"] == "docker" and entry["verdict"] == "pass", entry["reason"]
+        assert "redis" in entry["lab"]["containers"], entry["lab"]
+        for s in entry["sessions"]:
+            if s["faulted"]:
+                assert abs(s["reclaim_s"] - s["predicted_s"]) <= 0.3, (entry["name"], s)
