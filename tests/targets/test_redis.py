@@ -212,3 +212,40 @@ def test_both_redis_mechanisms_run_in_containers_within_0_3_s(tmp_path: Path) ->
         for s in entry["sessions"]:
             if s["faulted"]:
                 assert abs(s["reclaim_s"] - s["predicted_s"]) <= 0.3, (entry["name"], s)
+
+
+LOAD = """\
+name: load-redis-small
+about: >
+  100 Redis clients under Locust, a PING every 2 s; 20% behind a blackhole, reclaimed by
+  tcp-keepalive 2 (2 + 3 x 1 = 5 s after the last activity).
+target:
+  service: redis
+  settings:
+    tcp-keepalive: 2
+load:
+  users: 100
+  spawn_rate: 100
+  hold: 2s
+  activity:
+    every: 2s
+  workers: 1
+fault:
+  type: blackhole
+  sessions: 0.2
+expect:
+  reclaimed_within: 8s
+  survivors_untouched: true
+observe:
+  deadline: 12s
+  interval: 50ms
+"""
+
+
+@pytest.mark.slow      # Locust: a master, a worker, 100 users
+@pytest.mark.usefixtures("no_leftovers")
+def test_a_load_run_holds_redis_clients_as_locust_users(tmp_path: Path) -> None:
+    scenario = write_scenario(tmp_path, "load-redis", LOAD)
+    done = run_cli("run", "--backend", "local", "--report-dir", str(tmp_path / "r"), str(scenario), timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "20 of 20 faulted sessions reclaimed" in done.stdout and "80 of 80 survivors untouched" in done.stdout
