@@ -30,8 +30,14 @@ activity fell):
 ======================  ===================================  =========================
 settings                predicted                            measured
 ======================  ===================================  =========================
-tcp-keepalive 3         3 + 3 × 1 = 6 s (socket gone)        see README (redis)
-timeout 2 (frac 0.30)   2 + 0.70 + cron 0-0.1 = 2.70-2.80 s  2.769 s (loopback, idle)
+tcp-keepalive 2         2 + 3 × 1 = 5 s (socket gone)        5.03-5.07 s (runs, local
+                                                             and docker)
+tcp-keepalive 3         3 + 3 × 1 = 6 s                      6.142 s (a 3 s timer sits
+                                                             in the wheel's 256 ms level)
+timeout 2 (frac 0.30)   2 + 0.70 + cron 0-0.1 = 2.70-2.80 s  2.769 s (loopback)
+timeout 2 (runs)        the cron tick after the due second   within 0.02 s of it, local
+                                                             and docker
+timeout 1 (frac 0.34)   1 + 0.66 + cron = 1.66-1.76 s        1.679 s
 ======================  ===================================  =========================
 
 The socket options were read back from the server's own accepted socket (tests/targets/
