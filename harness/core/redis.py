@@ -30,7 +30,7 @@ activity fell):
 ======================  ===================================  =========================
 settings                predicted                            measured
 ======================  ===================================  =========================
-tcp-keepalive 2         2 + 3 × 1 = 5 s (socket gone)        5.03-5.07 s (runs, local
+tcp-keepalive 2         2 + 3 × 1 = 5 s (socket gone)        5.06-5.07 s (runs, local
                                                              and docker)
 tcp-keepalive 3         3 + 3 × 1 = 6 s                      6.142 s (a 3 s timer sits
                                                              in the wheel's 256 ms level)
