@@ -42,6 +42,10 @@ class Requirement:
         return MachineError(self.what, hint)
 
 
+# services whose server binary comes from the machine on the local backend ("X on local")
+SERVER_BINARIES = ("postgres", "ssh", "haproxy", "pgbouncer", "mqtt", "redis")
+
+
 def _root() -> str | None:
     return None if os.geteuid() == 0 else f"euid {os.geteuid()}"
 
@@ -162,6 +166,20 @@ def _mosquitto_version() -> str:
     command = find_mosquitto()
     out = _run([command, "-h"]) if command else None
     return out.stdout.splitlines()[0].strip() if out and out.stdout else ""
+
+
+def _redis() -> str | None:
+    from harness.targets.redis.config import find_redis_server
+
+    return None if find_redis_server() else "redis-server not found"
+
+
+def _redis_version() -> str:
+    from harness.targets.redis.config import find_redis_server
+
+    command = find_redis_server()
+    out = _run([command, "--version"]) if command else None
+    return out.stdout.strip() if out and out.stdout else ""
 
 
 def _sshd() -> str | None:
@@ -423,6 +441,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("Mosquitto", "the Mosquitto MQTT broker (mosquitto)", _mosquitto,
                 "apt-get install mosquitto, or set CONNCHAOS_MOSQUITTO", ("mqtt on local",),
                 seen=_mosquitto_version),
+    Requirement("Redis", "Redis (the redis-server command)", _redis,
+                "apt-get install redis-server, or set CONNCHAOS_REDIS_SERVER", ("redis on local",),
+                seen=_redis_version),
     Requirement("OpenSSH server", "the OpenSSH server (sshd)", _sshd, "apt-get install openssh-server",
                 ("ssh on local",), seen=_sshd_path),
     Requirement("HAProxy", "HAProxy (haproxy)", _haproxy, "apt-get install haproxy",
@@ -453,7 +474,7 @@ def needs_for(loaded: Sequence[LoadedScenario], backend: str) -> set[str]:
     for ls in loaded:
         spec = ls.scenario
         for t in (spec.target, *([spec.target.upstream] if spec.target.upstream else [])):
-            if backend == "local" and t.service in ("postgres", "ssh", "haproxy", "pgbouncer", "mqtt"):
+            if backend == "local" and t.service in SERVER_BINARIES:
                 needs.add(f"{t.service} on local")
         if backend == "local" and spec.target.service == "pgbouncer":
             needs.add("postgres on local")   # its backend

@@ -89,6 +89,7 @@ SERVICE_TYPES: dict[str, ServiceType] = {s.name: s for s in (
     ServiceType("pgbouncer", "harness.targets.pgbouncer:PgbouncerTarget", "PgbouncerUser", True,
                 tier=True, backend_service="postgres"),
     ServiceType("mqtt", "harness.targets.mqtt:MqttTarget", "MqttUser", True),
+    ServiceType("redis", "harness.targets.redis:RedisTarget", "RedisUser", True),
 )}
 """The services under test. ``locust_user`` is the User class in harness/load/users.py
 (Locust takes class names on its command line; users.py is never imported here)."""

@@ -39,7 +39,7 @@ from harness.errors import LabError, MachineError
 Progress = Callable[[str], None]
 Client = Any   # docker.DockerClient: the SDK ships no type hints
 
-NAMES = ("postgres", "ssh", "websocket", "haproxy", "pgbouncer", "mqtt", "client", "toxiproxy")
+NAMES = ("postgres", "ssh", "websocket", "haproxy", "pgbouncer", "mqtt", "redis", "client", "toxiproxy")
 BASE = "debian:bookworm-slim"
 TOXIPROXY_OFFICIAL = "ghcr.io/shopify/toxiproxy:2.12.0"
 REPOSITORY = "connchaos"

@@ -241,6 +241,37 @@ class PgbouncerUser(PostgresUser):
         return conn, address
 
 
+class RedisUser(SessionUser):
+    """A redis-py connection (one socket, no client keepalive); the request is ``PING``."""
+
+    protocol = "redis"
+
+    def connect(self) -> tuple[Any, str]:
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        # no retries: a reconnect would hide a session the server closed
+        conn = redis.Connection(host=HOST, port=PORT, socket_connect_timeout=OPEN_TIMEOUT,
+                                socket_timeout=None, socket_keepalive=False, driver_info=None,
+                                client_name="connchaos-load",
+                                retry=Retry(NoBackoff(), 0))  # type: ignore[no-untyped-call]
+        conn.connect()   # type: ignore[no-untyped-call]
+        sock = conn._sock
+        assert sock is not None
+        return conn, _address(sock)
+
+    def exchange(self) -> int:
+        self.handle.send_command("PING")
+        answer = self.handle.read_response()
+        if answer not in (b"PONG", "PONG", True):
+            raise ValueError(f"PING gave {answer!r}")
+        return 4
+
+    def close(self) -> None:
+        self.handle.disconnect()
+
+
 class WebSocketUser(SessionUser):
     """A websockets sync client; the request is a message and its echo."""
 

@@ -88,6 +88,9 @@ def _session_problems(loaded: LoadedScenario) -> list[Problem]:
         problems.append(loaded.problem(("sessions", "activity"),
                         "the mqtt target runs idle sessions only (its keepalive check reads only"
                         " what the broker hears from the client, not what it sends)"))
+    if service == "redis" and spec.sessions.activity == "in-flight":
+        problems.append(loaded.problem(("sessions", "activity"),
+                        "in-flight is not available for redis (its sessions are idle clients); use idle"))
     return problems
 
 

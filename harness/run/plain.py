@@ -172,8 +172,12 @@ def run_plain(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: No
         progress(f"{spec.name}: {spec.target.service} up in {lab.server_ns}{routing.shown()}")
         sessions = open_sessions(lab, target, count, routing)
         talking = None
-        if planned.middlebox is not None:
-            talking = KeepTalking(sessions.client, target, sessions, planned.middlebox.idle_timeout_s / 3)
+        # behind a middlebox, or for a target whose idle timeout would close the survivors
+        # too (redis's timeout), the sessions keep talking until the fault silences the faulted
+        every = (planned.middlebox.idle_timeout_s / 3 if planned.middlebox is not None
+                 else getattr(target, "keep_talking_s", lambda: None)())
+        if every is not None:
+            talking = KeepTalking(sessions.client, target, sessions, every)
             lab.on_close("sessions talking", talking.stop)
             talking.start()
         keys = routing.server_keys(target, sessions)
