@@ -25,6 +25,7 @@ EVENT_KINDS: tuple[str, ...] = (
     "server-error",  # the service reported an error; detail: "timeout", "reset", "heartbeat" or its text
     "alive-check",  # a query at the end; detail: "ok" or "failed: ..."
     "middlebox-expired",  # the middlebox's conntrack entry of the session's flow expired
+    "zero-window",  # the server's persist timer armed: the client's window closed with data waiting
 )
 
 LEG_KINDS: tuple[str, ...] = (

@@ -11,7 +11,7 @@ fault stops at the fault and continues at its revert.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from harness.core.assess import Heartbeat, SessionFacts
 from harness.core.prediction import Effective, Prediction
@@ -44,6 +44,7 @@ def answered_by_kernel(settings: Effective, facts: SessionFacts, heartbeat: Hear
 class ProcessPause:
     """Stop the process holding the faulted sessions; continue it at revert."""
 
+    peer: ClassVar[str] = "stopped, its kernel answering"     # for explain
     layer: str = field(default="packet", init=False)
     where: str = field(default="client", init=False)
     holds_sessions: bool = field(default=True, init=False)   # the runner opens them in a session host

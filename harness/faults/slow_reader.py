@@ -19,7 +19,7 @@ the abort lands on stamp + user timeout. The first run comes one RTO
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from harness.core.assess import Heartbeat, SessionFacts
 from harness.core.prediction import Effective, Prediction, combine, format_seconds, timer_slack_s
@@ -33,8 +33,14 @@ FILL_S = 0.05
 measured 3-20 ms for PostgreSQL's COPY), taken as slack rather than predicted."""
 
 
-def zero_window(settings: Effective, rto_s: float | None) -> Prediction:
-    """What the kernel does with a zero window whose probes the client's kernel ACKs."""
+def window_closed_s(facts: SessionFacts) -> float | None:
+    """When the observer saw the server's persist timer armed (the window closed), if it did."""
+    return next((e.t for e in facts.events if e.what == "zero-window" and e.t >= 0), None)
+
+
+def zero_window(settings: Effective, rto_s: float | None, closed_s: float | None = None) -> Prediction:
+    """What the kernel does with a zero window whose probes the client's kernel ACKs, the
+    window closed at ``closed_s`` (seen by the observer; None: not seen, taken as the fault)."""
     if settings.user_timeout_s <= 0:
         return Prediction(
             reclaim_s=None, mechanism="none",
@@ -44,20 +50,26 @@ def zero_window(settings: Effective, rto_s: float | None) -> Prediction:
                      " waiting to be sent; only TCP_USER_TIMEOUT would bound it"))
     rto = settings.rto_min_s if rto_s is None else max(rto_s, settings.rto_min_s)
     ut = settings.user_timeout_s
-    reclaim = rto + ut
+    if closed_s is None:
+        closed, head, fill = 0.0, "window full at the fault (not seen closing)", FILL_S
+    else:
+        closed, head, fill = closed_s, (f"window closed at {format_seconds(closed_s)} s (seen: the"
+                                        " persist timer armed)"), 0.0
+    reclaim = closed + rto + ut
     return Prediction(
         reclaim_s=round(reclaim, 6), mechanism="user-timeout",
-        formula=(f"window full at the fault; first zero-window probe after RTO {format_seconds(rto)} s"
-                 f" (it stamps the probe clock) + TCP_USER_TIMEOUT {format_seconds(ut)} s ="
+        formula=(f"{head} + first zero-window probe after RTO {format_seconds(rto)} s (it stamps"
+                 f" the probe clock) + TCP_USER_TIMEOUT {format_seconds(ut)} s ="
                  f" {format_seconds(reclaim)} s (the probes are ACKed, but since Linux 5.11 the"
                  " user timeout counts from the first probe)"),
-        slack_s=round(FILL_S + timer_slack_s(rto, settings.hz) + timer_slack_s(ut, settings.hz), 6))
+        slack_s=round(fill + timer_slack_s(rto, settings.hz) + timer_slack_s(ut, settings.hz), 6))
 
 
 @dataclass
 class SlowReader:
     """Ask for a stream on each faulted session, then stop reading (stop the session host)."""
 
+    peer: ClassVar[str] = "reading nothing, its kernel answering"     # for explain
     layer: str = field(default="packet", init=False)
     where: str = field(default="client", init=False)
     holds_sessions: bool = field(default=True, init=False)
@@ -83,6 +95,6 @@ class SlowReader:
     def predict(self, settings: Effective, facts: SessionFacts, heartbeat: Heartbeat) -> Prediction:
         """The user timeout's bound on the zero window, against the service's heartbeat
         (which is queued behind the data and so goes unanswered)."""
-        tcp = zero_window(settings, facts.rto_s)
+        tcp = zero_window(settings, facts.rto_s, window_closed_s(facts))
         app, first_send = heartbeat(facts.last_activity_s, facts.opened_s)
         return combine(tcp, app, app_first_send_s=first_send)

@@ -29,12 +29,15 @@ from harness.observe.sockdiag import (
     TableReader,
     address_int,
 )
+from harness.observe.sockdiag.wire import TIMER_NAMES
 
 MAX_LOCAL_ADDRESSES = 1 << 16       # a session's code has 16 bits for the server's address
 UNSEEN = np.uint64(1 << 63)          # a signature no row has
 NAMES = ROW.names or ()
 STATE, PROBES, RETRANSMITS = NAMES.index("state"), NAMES.index("probes"), NAMES.index("retransmits")
 UNACKED, LAST_DATA_SENT = NAMES.index("unacked"), NAMES.index("last_data_sent")
+TIMER, RTO = NAMES.index("timer"), NAMES.index("rto")
+PERSIST = TIMER_NAMES.index("persist")   # the zero-window probe timer
 
 
 class Last(NamedTuple):
@@ -44,6 +47,7 @@ class Last(NamedTuple):
     probes: int
     retransmits: int
     unacked: int
+    persist: bool = False      # the zero-window probe timer is armed
 
 
 @dataclass
@@ -137,7 +141,8 @@ class Observer:
         for i, code in enumerate(self._codes.tolist()):
             info = infos.get(code)
             self._last[i] = None if info is None else Last(
-                STATE_CODES.get(info.state, 0), info.probes, info.retransmits, info.unacked)
+                STATE_CODES.get(info.state, 0), info.probes, info.retransmits, info.unacked,
+                info.timer == "persist")
         self._last_sig[:] = UNSEEN
 
     def _event(self, s: Watched, at: float, what: str, detail: str = "") -> None:
@@ -165,8 +170,10 @@ class Observer:
         A session's socket missing from the dump is ``socket-gone``; present with no
         descriptor (inode 0: an orphan the kernel keeps retransmitting a FIN for, for up to
         ~100 s) or in TIME_WAIT, the service closed it: ``socket-released``. Either ends its
-        watch. Otherwise, against the previous row: ``state``, ``probe``, ``retransmit``, and
-        ``data-sent`` when data went out unanswered, at the time the kernel says it left.
+        watch. Otherwise, against the previous row: ``state``, ``probe``, ``retransmit``,
+        ``zero-window`` when the persist timer is armed (the client's window closed with data
+        waiting), and ``data-sent`` when data went out unanswered, at the time the kernel
+        says it left.
 
         numpy finds the sessions that may have one (gone, released, or a ``signature`` other
         than last time's); Python looks only at those."""
@@ -179,7 +186,8 @@ class Observer:
                        | ((rows["inode"] == 0).astype(np.uint64) << np.uint64(8))
                        | (rows["probes"].astype(np.uint64) << np.uint64(16))
                        | (rows["retransmits"].astype(np.uint64) << np.uint64(24))
-                       | ((rows["unacked"] != 0).astype(np.uint64) << np.uint64(32)))
+                       | ((rows["unacked"] != 0).astype(np.uint64) << np.uint64(32))
+                       | ((rows["timer"] == PERSIST).astype(np.uint64) << np.uint64(33)))
             closed = (rows["inode"] == 0) | (rows["state"] == TIME_WAIT)
             sig, released = row_sig[at], closed[at]
         else:
@@ -195,7 +203,7 @@ class Observer:
                 self._event(s, now, "socket-gone", STATE_NAMES[prev.state] if prev else "")
                 continue
             row = rows[at[i]].item()            # ROW's fields as Python ints
-            info = Last(row[STATE], row[PROBES], row[RETRANSMITS], row[UNACKED])
+            info = Last(row[STATE], row[PROBES], row[RETRANSMITS], row[UNACKED], row[TIMER] == PERSIST)
             self._last[i], self._last_sig[i] = info, sig[i]
             if released[i]:
                 self._gone[i] = True
@@ -210,6 +218,10 @@ class Observer:
                 self._event(s, now, "probe", str(info.probes))
             if info.retransmits > prev.retransmits:
                 self._event(s, now, "retransmit", str(info.retransmits))
+            if info.persist and not prev.persist:
+                # the window closed with data waiting: the persist timer's first run is one
+                # RTO after it was armed (tcp_probe0_base)
+                self._event(s, now, "zero-window", f"persist timer armed, rto {row[RTO] / 1e3:g} ms")
             if info.unacked and not prev.unacked and not info.retransmits:
                 # the kernel says how long ago the data left; more exact than this sample
                 self._event(s, now - row[LAST_DATA_SENT] / 1e3, "data-sent",

@@ -53,9 +53,10 @@ def _state(pid: int) -> str:
 
 @dataclass
 class SessionHost:
-    """A forked client process holding some sessions, in the network ``namespace``."""
+    """A forked client process holding some sessions, in the network ``namespace`` (None:
+    the harness's own, for tests)."""
 
-    namespace: str
+    namespace: str | None
     pid: int | None = None
     stopped: bool = False
     _sock: socket.socket | None = field(default=None, repr=False)
@@ -160,7 +161,7 @@ class SessionHost:
         return answer
 
 
-def _child(sock: socket.socket, parent: int, namespace: str, target: Any, lab: Any,
+def _child(sock: socket.socket, parent: int, namespace: str | None, target: Any, lab: Any,
            indices: list[int], vias: dict[int, tuple[str, int] | None]) -> None:
     """The host's whole life; ends the process, whatever happens."""
     code = 1
@@ -172,7 +173,8 @@ def _child(sock: socket.socket, parent: int, namespace: str, target: Any, lab: A
             return
         from harness.lab.netns import entered
 
-        with entered(namespace):    # this process's only thread now: the whole process moves
+        # this process's only thread now: the whole process moves into the namespace
+        with entered(namespace) if namespace else contextlib.nullcontext():
             asyncio.run(_serve(sock, target, lab, indices, vias))
         code = 0
     except BaseException:   # noqa: BLE001 - the child must end here, never unwind into the harness
