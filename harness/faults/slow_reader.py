@@ -34,8 +34,9 @@ measured 3-20 ms for PostgreSQL's COPY), taken as slack rather than predicted.""
 
 
 def window_closed_s(facts: SessionFacts) -> float | None:
-    """When the observer saw the server's persist timer armed (the window closed), if it did."""
-    return next((e.t for e in facts.events if e.what == "zero-window" and e.t >= 0), None)
+    """When the observer last saw the server's persist timer armed afresh (the window closed,
+    or closed again after opening), if it did: the user timeout's clock restarts each time."""
+    return max((e.t for e in facts.events if e.what == "zero-window" and e.t >= 0), default=None)
 
 
 def zero_window(settings: Effective, rto_s: float | None, closed_s: float | None = None) -> Prediction:
@@ -54,7 +55,7 @@ def zero_window(settings: Effective, rto_s: float | None, closed_s: float | None
         closed, head, fill = 0.0, "window full at the fault (not seen closing)", FILL_S
     else:
         closed, head, fill = closed_s, (f"window closed at {format_seconds(closed_s)} s (seen: the"
-                                        " persist timer armed)"), 0.0
+                                        " persist timer armed, the last time)"), 0.0
     reclaim = closed + rto + ut
     return Prediction(
         reclaim_s=round(reclaim, 6), mechanism="user-timeout",

@@ -36,7 +36,7 @@ UNSEEN = np.uint64(1 << 63)          # a signature no row has
 NAMES = ROW.names or ()
 STATE, PROBES, RETRANSMITS = NAMES.index("state"), NAMES.index("probes"), NAMES.index("retransmits")
 UNACKED, LAST_DATA_SENT = NAMES.index("unacked"), NAMES.index("last_data_sent")
-TIMER, RTO = NAMES.index("timer"), NAMES.index("rto")
+TIMER, RTO, BACKOFF = NAMES.index("timer"), NAMES.index("rto"), NAMES.index("backoff")
 PERSIST = TIMER_NAMES.index("persist")   # the zero-window probe timer
 
 
@@ -48,6 +48,7 @@ class Last(NamedTuple):
     retransmits: int
     unacked: int
     persist: bool = False      # the zero-window probe timer is armed
+    backoff: int = 0
 
 
 @dataclass
@@ -142,7 +143,7 @@ class Observer:
             info = infos.get(code)
             self._last[i] = None if info is None else Last(
                 STATE_CODES.get(info.state, 0), info.probes, info.retransmits, info.unacked,
-                info.timer == "persist")
+                info.timer == "persist", info.backoff)
         self._last_sig[:] = UNSEEN
 
     def _event(self, s: Watched, at: float, what: str, detail: str = "") -> None:
@@ -187,7 +188,8 @@ class Observer:
                        | (rows["probes"].astype(np.uint64) << np.uint64(16))
                        | (rows["retransmits"].astype(np.uint64) << np.uint64(24))
                        | ((rows["unacked"] != 0).astype(np.uint64) << np.uint64(32))
-                       | ((rows["timer"] == PERSIST).astype(np.uint64) << np.uint64(33)))
+                       | ((rows["timer"] == PERSIST).astype(np.uint64) << np.uint64(33))
+                       | ((rows["backoff"] == 0).astype(np.uint64) << np.uint64(34)))
             closed = (rows["inode"] == 0) | (rows["state"] == TIME_WAIT)
             sig, released = row_sig[at], closed[at]
         else:
@@ -203,7 +205,8 @@ class Observer:
                 self._event(s, now, "socket-gone", STATE_NAMES[prev.state] if prev else "")
                 continue
             row = rows[at[i]].item()            # ROW's fields as Python ints
-            info = Last(row[STATE], row[PROBES], row[RETRANSMITS], row[UNACKED], row[TIMER] == PERSIST)
+            info = Last(row[STATE], row[PROBES], row[RETRANSMITS], row[UNACKED], row[TIMER] == PERSIST,
+                        row[BACKOFF])
             self._last[i], self._last_sig[i] = info, sig[i]
             if released[i]:
                 self._gone[i] = True
@@ -218,10 +221,12 @@ class Observer:
                 self._event(s, now, "probe", str(info.probes))
             if info.retransmits > prev.retransmits:
                 self._event(s, now, "retransmit", str(info.retransmits))
-            if info.persist and not prev.persist:
+            if info.persist and (not prev.persist or (prev.backoff and not info.backoff)):
                 # the window closed with data waiting: the persist timer's first run is one
-                # RTO after it was armed (tcp_probe0_base)
-                self._event(s, now, "zero-window", f"persist timer armed, rto {row[RTO] / 1e3:g} ms")
+                # RTO after it was armed (tcp_probe0_base). Armed afresh (its backoff back to
+                # 0), the window had opened again in between
+                again = " again (the window had opened)" if prev.persist else ""
+                self._event(s, now, "zero-window", f"persist timer armed{again}, rto {row[RTO] / 1e3:g} ms")
             if info.unacked and not prev.unacked and not info.retransmits:
                 # the kernel says how long ago the data left; more exact than this sample
                 self._event(s, now - row[LAST_DATA_SENT] / 1e3, "data-sent",
