@@ -35,6 +35,7 @@ from typing import Any
 from harness import interrupts
 from harness.errors import LabError, MachineError
 from harness.faults.base import Flow
+from harness.lab import owner
 from harness.targets.base import Session
 
 PR_SET_PDEATHSIG = 1
@@ -57,6 +58,7 @@ class SessionHost:
     the harness's own, for tests)."""
 
     namespace: str | None
+    folder: str = ""            # the lab's: the host's pid is written down there for `clean`
     pid: int | None = None
     stopped: bool = False
     _sock: socket.socket | None = field(default=None, repr=False)
@@ -71,7 +73,7 @@ class SessionHost:
             raise MachineError("root, to hold the faulted sessions in a client process of their own"
                                " inside the client's network (process-pause, slow-reader)",
                                "run as root (sudo) on the docker backend, or use --backend local")
-        return cls(namespace=lab.client_ns)
+        return cls(namespace=lab.client_ns, folder=lab.tmpdir)
 
     def open(self, target: Any, lab: Any, indices: Sequence[int],
              via: Callable[[int], tuple[str, int] | None]) -> list[Session]:
@@ -86,6 +88,8 @@ class SessionHost:
                 ours.close()
                 _child(theirs, parent, self.namespace, target, lab, list(indices), vias)
             self.pid = pid
+            if self.folder:
+                owner.record_process(self.folder, pid, "session host")
         theirs.close()
         self._sock = ours
         answer = self._answer(OPEN_TIMEOUT_S, "opening the faulted sessions in the session host")
