@@ -6,8 +6,8 @@ success, on SIGTERM, and with the pytest fixture; on docker too."""
 from __future__ import annotations
 
 import json
+import os
 import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,23 @@ pytestmark = pytest.mark.usefixtures("no_leftovers")
 AGREE_S = 0.3
 
 
-def stopped_children_of(text: str) -> list[str]:
-    """Processes whose command line holds ``text`` (a forked session host keeps its harness's)."""
-    procs = subprocess.run(["ps", "-eo", "pid=,stat=,args="], capture_output=True, text=True,
-                           check=False).stdout
-    return [line for line in procs.splitlines() if text in line and "ps -eo" not in line]
+def processes_of(text: str) -> list[tuple[int, str]]:
+    """(pid, state) of each process whose command line holds ``text`` (a forked session host
+    keeps its harness's command line)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace")
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if text in argv:
+            found.append((int(entry), state))
+    return found
 
 
 @pytest.mark.slow   # a lab run, about 8 s
@@ -69,10 +81,14 @@ def test_sigterm_while_the_client_is_stopped_leaves_nothing(tmp_path: Path) -> N
     before = everything()
     run = Run(path, tmp_path)
     run.wait_for("watching up to")
-    (host,) = [line for line in stopped_children_of(str(path)) if line.split()[1].startswith("T")]
+    stopped = [pid for pid, state in processes_of(str(path)) if state == "T"]
+    if len(stopped) != 1:
+        run.proc.kill()
+        run.end()
+        raise AssertionError(f"one stopped session host expected: {processes_of(str(path))}")
     run.send(signal.SIGTERM)
     assert run.end() == 130, run.err
-    assert stopped_children_of(str(path)) == [], host    # continued and killed
+    assert processes_of(str(path)) == [], stopped    # continued and killed
     assert everything() - before == set()
 
 
