@@ -26,6 +26,7 @@ EVENT_KINDS: tuple[str, ...] = (
     "alive-check",  # a query at the end; detail: "ok" or "failed: ..."
     "middlebox-expired",  # the middlebox's conntrack entry of the session's flow expired
     "zero-window",  # the server's persist timer armed: the client's window closed with data waiting
+    "zero-window-probe",  # its first zero-window probe (backoff 0 -> 1): TCP_USER_TIMEOUT's clock starts
 )
 
 LEG_KINDS: tuple[str, ...] = (

@@ -13,7 +13,11 @@ window" (Linux 5.11, 2021) TCP_USER_TIMEOUT bounds it: the first persist timer r
 ``icsk_probes_tstamp``, later runs abort once ``user_timeout`` has passed since that stamp,
 and each re-arm is clamped to what is left of it (``tcp_clamp_probe0_to_user_timeout``), so
 the abort lands on stamp + user timeout. The first run comes one RTO
-(``tcp_probe0_base``) after the window closed, which is a few milliseconds after the request.
+(``tcp_probe0_base``) after the window closed (60-180 ms after the request here). Measured:
+that run sometimes finds the window open by a few bytes (the client's kernel announced zero
+with a little room left) and sends them instead of a probe, which resets the stamp: the
+clock then starts one RTO later. The observer sees which (the persist timer's backoff leaving
+0 is the stamping probe: ``zero-window-probe``), and the prediction counts from it.
 """
 
 from __future__ import annotations
@@ -30,18 +34,31 @@ if TYPE_CHECKING:
 
 FILL_S = 0.05
 """How long the server takes to fill the window after the request (a lab link: a few ms;
-measured 3-20 ms for PostgreSQL's COPY), taken as slack rather than predicted."""
+measured 60-180 ms for PostgreSQL's COPY), taken as slack when it was not seen."""
+PROBE_SEEN_S = 0.01
+"""How late the observer sees the first probe: one sample (10 ms by default)."""
 
 
-def window_closed_s(facts: SessionFacts) -> float | None:
-    """When the observer last saw the server's persist timer armed afresh (the window closed,
-    or closed again after opening), if it did: the user timeout's clock restarts each time."""
-    return max((e.t for e in facts.events if e.what == "zero-window" and e.t >= 0), default=None)
+def first_probe_s(facts: SessionFacts) -> tuple[float, str] | None:
+    """Where TCP_USER_TIMEOUT's clock starts, as the observer saw it: the last first
+    zero-window probe (``zero-window-probe``: the persist timer's backoff leaving 0), else one
+    RTO after the persist timer was last armed (``zero-window``); None if neither was seen."""
+    probes = [e.t for e in facts.events if e.what == "zero-window-probe" and e.t >= 0]
+    if probes:
+        return max(probes), f"first zero-window probe at {format_seconds(max(probes))} s (seen)"
+    armed = [e.t for e in facts.events if e.what == "zero-window" and e.t >= 0]
+    if armed:
+        rto = facts.rto_s or 0.2
+        at = max(armed) + rto
+        return at, (f"window closed at {format_seconds(max(armed))} s (seen: the persist timer armed)"
+                    f" + RTO {format_seconds(rto)} s = first zero-window probe at {format_seconds(at)} s")
+    return None
 
 
-def zero_window(settings: Effective, rto_s: float | None, closed_s: float | None = None) -> Prediction:
-    """What the kernel does with a zero window whose probes the client's kernel ACKs, the
-    window closed at ``closed_s`` (seen by the observer; None: not seen, taken as the fault)."""
+def zero_window(settings: Effective, rto_s: float | None,
+                probe: tuple[float, str] | None = None) -> Prediction:
+    """What the kernel does with a zero window whose probes the client's kernel ACKs;
+    ``probe``: when its first probe went out, as seen (None: one RTO after the fault)."""
     if settings.user_timeout_s <= 0:
         return Prediction(
             reclaim_s=None, mechanism="none",
@@ -49,21 +66,20 @@ def zero_window(settings: Effective, rto_s: float | None, closed_s: float | None
                      " timer), but the client's kernel ACKs every zero-window probe, which resets"
                      " the probe count (RFC 1122 4.2.2.17); keepalive does not fire with data"
                      " waiting to be sent; only TCP_USER_TIMEOUT would bound it"))
-    rto = settings.rto_min_s if rto_s is None else max(rto_s, settings.rto_min_s)
     ut = settings.user_timeout_s
-    if closed_s is None:
-        closed, head, fill = 0.0, "window full at the fault (not seen closing)", FILL_S
+    if probe is None:
+        rto = settings.rto_min_s if rto_s is None else max(rto_s, settings.rto_min_s)
+        at, head, slack = rto, (f"window full at the fault (not seen closing) + RTO {format_seconds(rto)} s ="
+                                f" first zero-window probe at {format_seconds(rto)} s"), FILL_S
     else:
-        closed, head, fill = closed_s, (f"window closed at {format_seconds(closed_s)} s (seen: the"
-                                        " persist timer armed, the last time)"), 0.0
-    reclaim = closed + rto + ut
+        (at, head), slack = probe, PROBE_SEEN_S
+    reclaim = at + ut
     return Prediction(
         reclaim_s=round(reclaim, 6), mechanism="user-timeout",
-        formula=(f"{head} + first zero-window probe after RTO {format_seconds(rto)} s (it stamps"
-                 f" the probe clock) + TCP_USER_TIMEOUT {format_seconds(ut)} s ="
+        formula=(f"{head} (it stamps the probe clock) + TCP_USER_TIMEOUT {format_seconds(ut)} s ="
                  f" {format_seconds(reclaim)} s (the probes are ACKed, but since Linux 5.11 the"
                  " user timeout counts from the first probe)"),
-        slack_s=round(fill + timer_slack_s(rto, settings.hz) + timer_slack_s(ut, settings.hz), 6))
+        slack_s=round(slack + timer_slack_s(ut, settings.hz), 6))
 
 
 @dataclass
@@ -96,6 +112,6 @@ class SlowReader:
     def predict(self, settings: Effective, facts: SessionFacts, heartbeat: Heartbeat) -> Prediction:
         """The user timeout's bound on the zero window, against the service's heartbeat
         (which is queued behind the data and so goes unanswered)."""
-        tcp = zero_window(settings, facts.rto_s, window_closed_s(facts))
+        tcp = zero_window(settings, facts.rto_s, first_probe_s(facts))
         app, first_send = heartbeat(facts.last_activity_s, facts.opened_s)
         return combine(tcp, app, app_first_send_s=first_send)

@@ -173,7 +173,8 @@ class Observer:
         ~100 s) or in TIME_WAIT, the service closed it: ``socket-released``. Either ends its
         watch. Otherwise, against the previous row: ``state``, ``probe``, ``retransmit``,
         ``zero-window`` when the persist timer is armed (the client's window closed with data
-        waiting), and ``data-sent`` when data went out unanswered, at the time the kernel
+        waiting), ``zero-window-probe`` at its first probe (its backoff leaves 0),
+        and ``data-sent`` when data went out unanswered, at the time the kernel
         says it left.
 
         numpy finds the sessions that may have one (gone, released, or a ``signature`` other
@@ -227,6 +228,11 @@ class Observer:
                 # 0), the window had opened again in between
                 again = " again (the window had opened)" if prev.persist else ""
                 self._event(s, now, "zero-window", f"persist timer armed{again}, rto {row[RTO] / 1e3:g} ms")
+            if info.persist and info.backoff and not (prev.persist and prev.backoff):
+                # the persist timer's first run that probed (its backoff 0 -> 1): the run that
+                # stamps TCP_USER_TIMEOUT's clock (one whose probe found the window open a
+                # little sent data instead, and did not)
+                self._event(s, now, "zero-window-probe", f"backoff {info.backoff}")
             if info.unacked and not prev.unacked and not info.retransmits:
                 # the kernel says how long ago the data left; more exact than this sample
                 self._event(s, now - row[LAST_DATA_SENT] / 1e3, "data-sent",

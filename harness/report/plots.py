@@ -47,6 +47,7 @@ EVENT_STYLE: dict[str, tuple[str, str, str, float]] = {
     "alive-check": ("survivor check", "*", "#1e8449", 60),
     "middlebox-expired": ("middlebox entry expired", "v", "#b03a2e", 40),
     "zero-window": ("window full (persist timer)", ">", "#d35400", 34),
+    "zero-window-probe": ("first zero-window probe", "<", "#d35400", 34),
 }
 OTHER = ("other event", ".", "#999999", 10)
 UPSTREAM_STYLE: dict[str, tuple[str, str, str, float]] = {

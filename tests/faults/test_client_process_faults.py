@@ -72,11 +72,17 @@ def test_slow_reader_without_user_timeout_is_held() -> None:
 
 
 def test_slow_reader_with_user_timeout_counts_from_the_first_zero_window_probe() -> None:
-    seen = SessionFacts(id=0, faulted=True, opened_s=-1.0, last_activity_s=-1.0, rto_s=0.204,
-                        events=(Event(0.1, "zero-window", "persist timer armed"),))
-    p = SlowReader().predict(eff(2.0), seen, no_heartbeat)
+    def facts(*events: Event) -> SessionFacts:
+        return SessionFacts(id=0, faulted=True, opened_s=-1.0, last_activity_s=-1.0, rto_s=0.204,
+                            events=events)
+    armed = Event(0.1, "zero-window", "persist timer armed")
+    p = SlowReader().predict(eff(2.0), facts(armed), no_heartbeat)
     assert p.mechanism == "user-timeout" and p.reclaim_s == pytest.approx(0.1 + 0.204 + 2.0)
     assert "window closed at 0.1 s" in p.formula
+    # the first run found the window open a little: the stamping probe came one RTO later
+    late = SlowReader().predict(eff(2.0), facts(armed, Event(0.512, "zero-window-probe", "backoff 1")),
+                                no_heartbeat)
+    assert late.reclaim_s == pytest.approx(2.512) and "first zero-window probe at 0.512 s (seen)" in late.formula
     unseen = SlowReader().predict(eff(2.0), FACTS, no_heartbeat)
     assert unseen.reclaim_s == pytest.approx(0.204 + 2.0) and unseen.slack_s >= FILL_S
 

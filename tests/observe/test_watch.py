@@ -80,6 +80,8 @@ class Reference:
                     again = " again (the window had opened)" if prev.timer == "persist" else ""
                     self.event(s, now, "zero-window",
                                f"persist timer armed{again}, rto {info.rto_s * 1e3:g} ms")
+                if info.timer == "persist" and info.backoff and not (prev.timer == "persist" and prev.backoff):
+                    self.event(s, now, "zero-window-probe", f"backoff {info.backoff}")
                 if info.unacked and not prev.unacked and not info.retransmits:
                     self.event(s, now - info.last_data_sent_s, "data-sent",
                                f"{info.unacked} segments")
@@ -166,7 +168,7 @@ def test_the_same_events_as_the_session_by_session_comparison(seed: int) -> None
     assert [s.socket_gone_at for s in ours] == [s.socket_gone_at for s in theirs]
     kinds = {e[2] for e in log}
     assert kinds == {"socket-gone", "socket-released", "state", "probe", "retransmit",
-                     "data-sent", "zero-window"}, kinds
+                     "data-sent", "zero-window", "zero-window-probe"}, kinds
 
 
 def test_sample_reads_the_table_and_counts_its_cost() -> None:
