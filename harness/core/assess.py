@@ -169,7 +169,8 @@ def assess(facts: SessionFacts, settings: Effective, fault: FaultModel, heartbea
     """One session: its timeline, what happened, and (faulted) what should have: its record
     and the full prediction behind it (``upstream``: a tier's model of its upstream legs)."""
     events = _timeline(facts, fault_type)
-    out = outcome(events, needs_process=needs_process, user_timeout_set=settings.user_timeout_s > 0)
+    out = outcome(events, needs_process=needs_process, user_timeout_set=settings.user_timeout_s > 0,
+                  zero_window=bool(getattr(fault, "zero_window", False)))
     pred = fault.predict(settings, facts, heartbeat) if facts.faulted else None
     leg = None
     if facts.upstream is not None:

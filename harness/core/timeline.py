@@ -25,6 +25,8 @@ EVENT_KINDS: tuple[str, ...] = (
     "server-error",  # the service reported an error; detail: "timeout", "reset", "heartbeat" or its text
     "alive-check",  # a query at the end; detail: "ok" or "failed: ..."
     "middlebox-expired",  # the middlebox's conntrack entry of the session's flow expired
+    "zero-window",  # the server's persist timer armed: the client's window closed with data waiting
+    "zero-window-probe",  # its first zero-window probe (backoff 0 -> 1): TCP_USER_TIMEOUT's clock starts
 )
 
 LEG_KINDS: tuple[str, ...] = (
@@ -74,7 +76,8 @@ def _first(events: Sequence[Event], what: str) -> float | None:
 
 
 def outcome(
-    events: Sequence[Event], *, needs_process: bool, user_timeout_set: bool = False
+    events: Sequence[Event], *, needs_process: bool, user_timeout_set: bool = False,
+    zero_window: bool = False,
 ) -> Outcome:
     """Decide a session's outcome from its events.
 
@@ -85,7 +88,9 @@ def outcome(
     exited while its socket stays in the table is not a reclaim.
 
     The mechanism comes from evidence at or after the fault only: probes and
-    retransmissions before it were answered by a live peer and explain nothing.
+    retransmissions before it were answered by a live peer and explain nothing. Under
+    ``zero_window`` (slow-reader) the probes are the persist timer's, not keepalive's, and a
+    timeout the service reports is TCP_USER_TIMEOUT's.
     """
     ordered = sort_events(events)
     gone_at = [t for t in (_first(ordered, "socket-gone"), _first(ordered, "socket-released"))
@@ -113,6 +118,8 @@ def outcome(
         mechanism = "heartbeat"
     elif retransmits:
         mechanism = "user-timeout" if user_timeout_set else "retransmission"
+    elif zero_window and (probes or "timeout" in errors):
+        mechanism = "user-timeout" if user_timeout_set else "zero-window"
     elif probes:
         mechanism = "keepalive"
     else:

@@ -270,3 +270,34 @@ def predict_heartbeat(settings: PingSettings, *, opened_s: float,
     # The reclaim is websockets letting go: an orphan socket is the kernel's, not the server's.
     return Prediction(reclaim_s=round(tl.released_s, 6), mechanism="heartbeat", formula=formula,
                       slack_s=round(periods + slack, 6)), tl.ping_s
+
+
+def predict_heartbeat_answered(settings: PingSettings, *,
+                               opened_s: float) -> tuple[Prediction | None, float | None]:
+    """The same keepalive against a client whose kernel is up but whose application answers
+    nothing (a stopped process, ``process-pause``): the kernel acknowledges the ping, the close
+    frame and the FIN, so no TCP timer fires and nothing is left to the kernel; only
+    websockets' own timeouts end it. ``(None, None)`` with pings off."""
+    if settings.interval_s is None:
+        return None, None
+    k, ping = first_ping_after(opened_s, settings.interval_s)
+    steps = (f"first ping after the fault: opened {_s(opened_s)} + {k} × ping_interval"
+             f" {_s(settings.interval_s)} = {_s(ping)}, acknowledged by the client's kernel but"
+             " never answered")
+    if settings.timeout_s is None:
+        return Prediction(reclaim_s=None, mechanism="none",
+                          formula=f"never: {steps}; ping_timeout is off, so websockets never waits"
+                                  " for the pong"), ping
+    give_up = ping + settings.timeout_s
+    steps += (f"; no pong: + ping_timeout {_s(settings.timeout_s)} = {_s(give_up)} (close frame"
+              " 1011 and FIN, both acknowledged: the socket goes to FIN_WAIT2)")
+    if settings.close_timeout_s is None:
+        return Prediction(reclaim_s=None, mechanism="none",
+                          formula=f"never: {steps}; close_timeout is off, so websockets waits for"
+                                  " the client's close forever"), ping
+    close = give_up + settings.close_timeout_s
+    return Prediction(
+        reclaim_s=round(close, 6), mechanism="heartbeat",
+        formula=(f"{steps}; + close_timeout {_s(settings.close_timeout_s)} = {_s(close)}: websockets"
+                 " aborts and lets go (its socket, orphaned in FIN_WAIT2, is no process's)"),
+        slack_s=round(k * PERIOD_SPREAD_S + 2 * TIMER_LATENESS_S, 6)), ping

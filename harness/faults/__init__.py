@@ -10,12 +10,14 @@ from __future__ import annotations
 from harness.faults.base import Flow, PacketFault
 from harness.faults.nat_idle_expiry import NatIdleExpiry
 from harness.faults.one_way_drop import OneWayDrop
+from harness.faults.process_pause import ProcessPause
 from harness.faults.proxy_base import ProxyControl, ProxyFault
+from harness.faults.slow_reader import SlowReader
 from harness.faults.toxic import Toxic
 from harness.registry import FAULT_TYPES
 from harness.scenario.model import Fault, Middlebox
 
-AnyFault = PacketFault | ProxyFault | NatIdleExpiry
+AnyFault = PacketFault | ProxyFault | NatIdleExpiry | ProcessPause | SlowReader
 FAULTS: dict[str, type[AnyFault]] = {name: kind.load() for name, kind in FAULT_TYPES.items()}
 
 
@@ -29,6 +31,8 @@ def build(spec: Fault, middlebox: Middlebox | None = None) -> AnyFault:
                              nat=middlebox.nat)
     if cls is OneWayDrop:
         return OneWayDrop(direction=spec.direction or "to-client")
+    if cls is ProcessPause or cls is SlowReader:
+        return cls()
     if issubclass(cls, ProxyFault):
         extra = {"kind": spec.type} if cls is Toxic else {}
         return cls(stream=spec.stream, toxicity=spec.toxicity, attributes=dict(spec.attributes), **extra)
@@ -36,5 +40,5 @@ def build(spec: Fault, middlebox: Middlebox | None = None) -> AnyFault:
     return cls()
 
 
-__all__ = ["FAULTS", "AnyFault", "Flow", "NatIdleExpiry", "PacketFault", "ProxyControl", "ProxyFault",
-           "build"]
+__all__ = ["FAULTS", "AnyFault", "Flow", "NatIdleExpiry", "PacketFault", "ProcessPause", "ProxyControl",
+           "ProxyFault", "SlowReader", "build"]

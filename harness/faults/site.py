@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from harness.core.assess import Heartbeat, SessionFacts
 from harness.core.prediction import Effective, Prediction
 from harness.faults import nft
 from harness.faults.base import Flow
 from harness.faults.proxy_base import ProxyControl
+
+if TYPE_CHECKING:
+    from harness.run.session_host import SessionHost
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class Site:
     flows: Sequence[Flow] = ()
     proxy: ProxyControl | None = None
     proxy_name: str = ""
+    host: SessionHost | None = None   # the faulted sessions' own client process (process-pause, slow-reader)
 
 
 class Fault(Protocol):

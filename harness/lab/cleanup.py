@@ -16,6 +16,7 @@ Images are a cache (``connchaos images``), not leftovers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import re
@@ -96,6 +97,9 @@ def clean(namespaces: bool = True) -> dict[str, list[str]]:
             found["docker"] = remove_labelled(client, keep=lambda lab: lab not in dead, proven=proven)
         finally:
             client.close()
+    ended = [_end_recorded(folder) for folder in found["folders"]]
+    if any(ended):
+        found["session_hosts"] = [p for e in ended for p in e]
     for ns in found["namespaces"]:
         _remove_namespace(ns)  # ends the processes inside first (a server of a killed run)
     with IPRoute() as ipr:
@@ -109,6 +113,22 @@ def clean(namespaces: bool = True) -> dict[str, list[str]]:
     for folder in found["folders"]:
         shutil.rmtree(folder, ignore_errors=True)
     return found
+
+
+def _end_recorded(folder: str) -> list[str]:
+    """Continue and kill the processes a dead lab wrote down (``owner.record_process``: a
+    session host, perhaps stopped) that still run: the same pid and start time."""
+    import signal
+
+    ended = []
+    for who, what in owner.recorded_processes(folder):
+        if not who.alive():
+            continue
+        for sig in (signal.SIGCONT, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(who.pid, sig)
+        ended.append(f"{who.pid} ({what})")
+    return ended
 
 
 def _owned_by_me(path: str) -> bool:

@@ -111,6 +111,42 @@ def make_folder(lab_id: str, run_id: str = "", **created: Any) -> str:
     return folder
 
 
+PROCESSES_FILE = "processes.json"
+
+
+def record_process(folder: str, pid: int, what: str) -> None:
+    """Add a process of the lab's own that may outlive its harness (a session host, which a
+    fault stops) to the lab's folder, told apart from any later holder of its pid."""
+    path = os.path.join(folder, PROCESSES_FILE)
+    found = _processes(path)
+    found.append({"pid": pid, "start_ticks": process_start(pid), "boot_id": _boot_id(), "what": what})
+    with os.fdopen(os.open(path + ".new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        json.dump(found, f)
+    os.replace(path + ".new", path)
+
+
+def recorded_processes(folder: str) -> list[tuple[Owner, str]]:
+    """The processes ``record_process`` wrote down in ``folder``, with what each was."""
+    found = []
+    for entry in _processes(os.path.join(folder, PROCESSES_FILE)):
+        try:
+            start = entry.get("start_ticks")
+            found.append((Owner(int(entry["pid"]), None if start is None else int(start),
+                                str(entry.get("boot_id", ""))), str(entry.get("what", ""))))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+    return found
+
+
+def _processes(path: str) -> list[dict[str, Any]]:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return []
+    return data if isinstance(data, list) else []
+
+
 def read(folder: str) -> Record | None:
     """The record in ``folder``, or None when it proves nothing: no ``owner.json``, not ours
     in shape, or naming another lab than the folder's name does."""

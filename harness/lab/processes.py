@@ -32,6 +32,9 @@ def end_processes(still_running: Callable[[], Iterable[int]], grace_s: float = 3
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
+                # a stopped process (a session host left by process-pause) takes SIGTERM only
+                # once continued
+                os.kill(pid, signal.SIGCONT)
         deadline = time.monotonic() + grace_s
         while pids and time.monotonic() < deadline:
             time.sleep(0.02)

@@ -29,12 +29,15 @@ from harness.observe.sockdiag import (
     TableReader,
     address_int,
 )
+from harness.observe.sockdiag.wire import TIMER_NAMES
 
 MAX_LOCAL_ADDRESSES = 1 << 16       # a session's code has 16 bits for the server's address
 UNSEEN = np.uint64(1 << 63)          # a signature no row has
 NAMES = ROW.names or ()
 STATE, PROBES, RETRANSMITS = NAMES.index("state"), NAMES.index("probes"), NAMES.index("retransmits")
 UNACKED, LAST_DATA_SENT = NAMES.index("unacked"), NAMES.index("last_data_sent")
+TIMER, RTO, BACKOFF = NAMES.index("timer"), NAMES.index("rto"), NAMES.index("backoff")
+PERSIST = TIMER_NAMES.index("persist")   # the zero-window probe timer
 
 
 class Last(NamedTuple):
@@ -44,6 +47,8 @@ class Last(NamedTuple):
     probes: int
     retransmits: int
     unacked: int
+    persist: bool = False      # the zero-window probe timer is armed
+    backoff: int = 0
 
 
 @dataclass
@@ -137,7 +142,8 @@ class Observer:
         for i, code in enumerate(self._codes.tolist()):
             info = infos.get(code)
             self._last[i] = None if info is None else Last(
-                STATE_CODES.get(info.state, 0), info.probes, info.retransmits, info.unacked)
+                STATE_CODES.get(info.state, 0), info.probes, info.retransmits, info.unacked,
+                info.timer == "persist", info.backoff)
         self._last_sig[:] = UNSEEN
 
     def _event(self, s: Watched, at: float, what: str, detail: str = "") -> None:
@@ -165,8 +171,11 @@ class Observer:
         A session's socket missing from the dump is ``socket-gone``; present with no
         descriptor (inode 0: an orphan the kernel keeps retransmitting a FIN for, for up to
         ~100 s) or in TIME_WAIT, the service closed it: ``socket-released``. Either ends its
-        watch. Otherwise, against the previous row: ``state``, ``probe``, ``retransmit``, and
-        ``data-sent`` when data went out unanswered, at the time the kernel says it left.
+        watch. Otherwise, against the previous row: ``state``, ``probe``, ``retransmit``,
+        ``zero-window`` when the persist timer is armed (the client's window closed with data
+        waiting), ``zero-window-probe`` at its first probe (its backoff leaves 0),
+        and ``data-sent`` when data went out unanswered, at the time the kernel
+        says it left.
 
         numpy finds the sessions that may have one (gone, released, or a ``signature`` other
         than last time's); Python looks only at those."""
@@ -179,7 +188,9 @@ class Observer:
                        | ((rows["inode"] == 0).astype(np.uint64) << np.uint64(8))
                        | (rows["probes"].astype(np.uint64) << np.uint64(16))
                        | (rows["retransmits"].astype(np.uint64) << np.uint64(24))
-                       | ((rows["unacked"] != 0).astype(np.uint64) << np.uint64(32)))
+                       | ((rows["unacked"] != 0).astype(np.uint64) << np.uint64(32))
+                       | ((rows["timer"] == PERSIST).astype(np.uint64) << np.uint64(33))
+                       | ((rows["backoff"] == 0).astype(np.uint64) << np.uint64(34)))
             closed = (rows["inode"] == 0) | (rows["state"] == TIME_WAIT)
             sig, released = row_sig[at], closed[at]
         else:
@@ -195,7 +206,8 @@ class Observer:
                 self._event(s, now, "socket-gone", STATE_NAMES[prev.state] if prev else "")
                 continue
             row = rows[at[i]].item()            # ROW's fields as Python ints
-            info = Last(row[STATE], row[PROBES], row[RETRANSMITS], row[UNACKED])
+            info = Last(row[STATE], row[PROBES], row[RETRANSMITS], row[UNACKED], row[TIMER] == PERSIST,
+                        row[BACKOFF])
             self._last[i], self._last_sig[i] = info, sig[i]
             if released[i]:
                 self._gone[i] = True
@@ -210,6 +222,17 @@ class Observer:
                 self._event(s, now, "probe", str(info.probes))
             if info.retransmits > prev.retransmits:
                 self._event(s, now, "retransmit", str(info.retransmits))
+            if info.persist and (not prev.persist or (prev.backoff and not info.backoff)):
+                # the window closed with data waiting: the persist timer's first run is one
+                # RTO after it was armed (tcp_probe0_base). Armed afresh (its backoff back to
+                # 0), the window had opened again in between
+                again = " again (the window had opened)" if prev.persist else ""
+                self._event(s, now, "zero-window", f"persist timer armed{again}, rto {row[RTO] / 1e3:g} ms")
+            if info.persist and info.backoff and not (prev.persist and prev.backoff):
+                # the persist timer's first run that probed (its backoff 0 -> 1): the run that
+                # stamps TCP_USER_TIMEOUT's clock (one whose probe found the window open a
+                # little sent data instead, and did not)
+                self._event(s, now, "zero-window-probe", f"backoff {info.backoff}")
             if info.unacked and not prev.unacked and not info.retransmits:
                 # the kernel says how long ago the data left; more exact than this sample
                 self._event(s, now - row[LAST_DATA_SENT] / 1e3, "data-sent",

@@ -46,6 +46,8 @@ EVENT_STYLE: dict[str, tuple[str, str, str, float]] = {
     "socket-released": ("socket released (orphan)", "d", "#27ae60", 30),
     "alive-check": ("survivor check", "*", "#1e8449", 60),
     "middlebox-expired": ("middlebox entry expired", "v", "#b03a2e", 40),
+    "zero-window": ("window full (persist timer)", ">", "#d35400", 34),
+    "zero-window-probe": ("first zero-window probe", "<", "#d35400", 34),
 }
 OTHER = ("other event", ".", "#999999", 10)
 UPSTREAM_STYLE: dict[str, tuple[str, str, str, float]] = {

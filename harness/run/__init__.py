@@ -108,7 +108,7 @@ def scenario_prediction(loaded: LoadedScenario, kernel: KernelDefaults | None = 
     facts = SessionFacts(id=0, faulted=True, opened_s=-hold, last_activity_s=-hold,
                          activity=spec.sessions.activity, data_sent_s=0.0)
     settings = effective(target.socket_settings(), kernel or KernelDefaults())
-    done = assess(facts, settings, planned.fault, heartbeat_of(target),
+    done = assess(facts, settings, planned.fault, heartbeat_of(target, planned.fault),
                   fault_type=spec.fault.type, needs_process=False)
     assert done.prediction is not None
     return done.prediction

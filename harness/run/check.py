@@ -49,6 +49,7 @@ def support_problems(loaded: LoadedScenario, backend: str | None = None) -> list
                         f"fault {spec.fault.type!r} is not available (available: {', '.join(FAULTS)})"))
     problems.extend(_toxic_problems(loaded))
     problems.extend(_session_problems(loaded))
+    problems.extend(_stream_problems(loaded))
     problems.extend(_backend_problems(loaded, backend))
     problems.extend(_load_problems(loaded))
     target = target_class(spec.target.service) if spec.target.service in services else None
@@ -92,6 +93,21 @@ def _session_problems(loaded: LoadedScenario) -> list[Problem]:
         problems.append(loaded.problem(("sessions", "activity"),
                         "in-flight is not available for redis (its sessions are idle clients); use idle"))
     return problems
+
+
+def _stream_problems(loaded: LoadedScenario) -> list[Problem]:
+    """slow-reader needs a target that can make its server stream to one session."""
+    spec = loaded.scenario
+    if spec.fault.type != "slow-reader" or spec.target.service not in available():
+        return []
+    cls = target_class(spec.target.service)
+    if SERVICE_TYPES[spec.target.service].tier or not hasattr(cls, "request_stream"):
+        able = [n for n in available() if not SERVICE_TYPES[n].tier
+                and hasattr(target_class(n), "request_stream")]
+        return [loaded.problem(("fault", "type"), f"slow-reader needs a service connchaos can make"
+                               f" stream to a session (available: {', '.join(able)});"
+                               f" {spec.target.service} cannot")]
+    return []
 
 
 def _backend_problems(loaded: LoadedScenario, backend: str | None) -> list[Problem]:

@@ -142,10 +142,16 @@ class Planned:
         return self.middlebox is not None and self.middlebox.nat
 
 
-def heartbeat_of(target: Any) -> Heartbeat:
-    """The target's own heartbeat, as assessment calls it."""
+def heartbeat_of(target: Any, fault: Any = None) -> Heartbeat:
+    """The target's own heartbeat, as assessment calls it. Under a fault whose client kernel
+    still answers (``kernel_answers``: process-pause, slow-reader), the target's rule for an
+    acknowledged but unanswered heartbeat (``heartbeat_answered``) where it has one."""
+    rule = target.heartbeat
+    if getattr(fault, "kernel_answers", False) and hasattr(target, "heartbeat_answered"):
+        rule = target.heartbeat_answered
+
     def heartbeat(last_activity_s: float, opened_s: float) -> tuple[Prediction | None, float | None]:
-        found: tuple[Prediction | None, float | None] = target.heartbeat(
+        found: tuple[Prediction | None, float | None] = rule(
             last_activity_s=last_activity_s, opened_s=opened_s)
         return found
     return heartbeat
@@ -286,7 +292,7 @@ def judge(planned: Planned, lab: Lab, facts: Sequence[SessionFacts], *, kernel: 
     spec, target, fault = planned.spec, planned.target, planned.fault
     eff: Effective = effective(target.socket_settings(), kernel)
     exp = spec.expect
-    conditions = Conditions(settings=eff, fault=fault, heartbeat=heartbeat_of(target),
+    conditions = Conditions(settings=eff, fault=fault, heartbeat=heartbeat_of(target, fault),
                             fault_type=spec.fault.type, needs_process=target.needs_process,
                             upstream=getattr(target, "predict_upstream", None))
     assessment = assess_all(facts, conditions,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -36,6 +37,7 @@ from harness.run.phases import (
     server_error,
 )
 from harness.run.routing import Routing, flow_tuple, setup_routing
+from harness.run.session_host import SessionHost
 from harness.scenario import LoadedScenario
 from harness.targets.base import Session
 
@@ -49,16 +51,17 @@ class OpenSessions(list[Session]):
     def __init__(self, client: LoopInNamespace, sessions: Sequence[Session]) -> None:
         super().__init__(sessions)
         self.client = client
+        self.host: SessionHost | None = None     # holds the faulted ones, for some faults
 
 
-async def _open_all(target: Any, lab: Lab, count: int, routing: Routing) -> list[Session]:
+async def _open_all(target: Any, lab: Lab, indices: Sequence[int], routing: Routing) -> list[Session]:
     gate = asyncio.Semaphore(OPEN_CONCURRENCY)
 
     async def one(i: int) -> Session:
         async with gate:
             s: Session = await target.open_session(lab, i, via=routing.via(i))
             return s
-    tasks = [asyncio.ensure_future(one(i)) for i in range(count)]
+    tasks = [asyncio.ensure_future(one(i)) for i in indices]
     try:
         return list(await asyncio.gather(*tasks))
     except BaseException:
@@ -77,12 +80,23 @@ async def _alive_all(target: Any, sessions: Sequence[Session]) -> list[tuple[boo
     return list(await asyncio.gather(*(target.alive(s) for s in sessions)))
 
 
-def open_sessions(lab: Lab, target: Any, count: int, routing: Routing) -> OpenSessions:
-    """Open ``count`` sessions from the client namespace; closing them is registered with the lab."""
+def open_sessions(lab: Lab, target: Any, count: int, routing: Routing,
+                  hosted: set[int] | None = None) -> OpenSessions:
+    """Open ``count`` sessions from the client namespace; closing them is registered with the
+    lab. ``hosted``: the ones a session host of their own opens and holds (faults that stop
+    the client's process), in a process forked before the harness's own sessions open."""
+    host = None
+    held: list[Session] = []
+    if hosted:
+        host = SessionHost.for_lab(lab)
+        lab.on_close("session host", host.close)
+        held = host.open(target, lab, sorted(hosted), routing.via)
     client = lab.reach.session_loop()
     lab.on_close("client event loop", client.close)
-    sessions = OpenSessions(client, client.run(_open_all(target, lab, count, routing)))
-    lab.on_close("sessions", lambda: client.run(_close_all(target, sessions), timeout=30))
+    own = client.run(_open_all(target, lab, [i for i in range(count) if i not in (hosted or ())], routing))
+    lab.on_close("sessions", lambda: client.run(_close_all(target, own), timeout=30))
+    sessions = OpenSessions(client, sorted([*own, *held], key=lambda s: s.id))
+    sessions.host = host
     return sessions
 
 
@@ -170,7 +184,8 @@ def run_plain(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: No
         routing = setup_routing(lab, target, spec.fault.layer or "packet", faulted_ids, proxy_command,
                                 nat=planned.conntrack if planned.nat else None)
         progress(f"{spec.name}: {spec.target.service} up in {lab.server_ns}{routing.shown()}")
-        sessions = open_sessions(lab, target, count, routing)
+        hosted = faulted_ids if getattr(fault, "holds_sessions", False) else None
+        sessions = open_sessions(lab, target, count, routing, hosted)
         talking = None
         # behind a middlebox, or for a target whose idle timeout would close the survivors
         # too (redis's timeout), the sessions keep talking until the fault silences the faulted
@@ -205,7 +220,8 @@ def run_plain(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: No
         missing = [s.id for s in sessions if keys[s.id] not in before]
         if missing:
             raise LabError("before the fault", f"the server holds no socket for sessions {missing}")
-        t0 = inject(lab, fault, routing.fault_site(lab, faulted, keys), observer, before, target)
+        site = dataclasses.replace(routing.fault_site(lab, faulted, keys), host=sessions.host)
+        t0 = inject(lab, fault, site, observer, before, target)
         if legs is not None:
             legs.start(t0)
         sent_at = None

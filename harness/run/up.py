@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
@@ -30,7 +31,8 @@ def hold_open(ls: LoadedScenario, *, inject: bool, show: Callable[[str], None],
         target.start(lab)
         routing = setup_routing(lab, target, spec.fault.layer or "packet", faulted_ids, proxy_command,
                                 nat=planned.conntrack if planned.nat else None)
-        sessions = open_sessions(lab, target, count, routing)
+        hosted = faulted_ids if getattr(planned.fault, "holds_sessions", False) else None
+        sessions = open_sessions(lab, target, count, routing, hosted)
         d = lab.describe()
         show(f"lab {lab.lab_id} is up ({lab.backend}): {spec.target.service} at"
              f" {d['server_addr']}:{target.port} in {d['server_ns']}; clients in {d['client_ns']}"
@@ -54,10 +56,15 @@ def hold_open(ls: LoadedScenario, *, inject: bool, show: Callable[[str], None],
             time.sleep(spec.sessions.hold)
             fault = planned.fault
             chosen = [s for s in sessions if s.id in faulted_ids]
-            fault.apply(routing.fault_site(lab, chosen, routing.server_keys(target, chosen)))
+            site = routing.fault_site(lab, chosen, routing.server_keys(target, chosen))
+            fault.apply(dataclasses.replace(site, host=sessions.host))
             lab.on_close("fault", fault.revert)
             if fault.layer == "proxy":
                 where = f"proxy {FAULTED}"
+            elif sessions.host is not None:
+                where = (f"session host pid {sessions.host.pid} stopped (state T in"
+                         f" /proc/{sessions.host.pid}/stat); its sockets: "
+                         + lab.reach.shell_hint("cli", "ss -tnoi"))
             elif getattr(fault, "silences_sessions", False):
                 where = ("nothing talks on any session here, so every entry expires: "
                          + lab.reach.shell_hint("rtr", "conntrack -L -p tcp"))

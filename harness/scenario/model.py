@@ -72,6 +72,8 @@ def _one_of(names: tuple[str, ...]) -> BeforeValidator:
 ServiceName = Annotated[str, _one_of(tuple(SERVICE_TYPES))]
 """A service of ``harness.registry.SERVICE_TYPES``."""
 FaultName = Annotated[str, _one_of(tuple(FAULT_TYPES))]
+CLIENT_PROCESS_FAULTS = ("process-pause", "slow-reader")
+"""Faults that act on the faulted sessions' own client process (a session host of theirs)."""
 """A fault type of ``harness.registry.FAULT_TYPES``."""
 
 
@@ -449,6 +451,7 @@ class Scenario(_Part):
         if self.load is not None:
             rules.extend(self._load_rules(self.load))
         rules.extend(self._middlebox_rules())
+        rules.extend(self._client_process_rules())
         picked = self.fault.sessions
         if isinstance(picked, int) and picked > self.sessions.count:
             message = f"asks for {picked} sessions but sessions.count is {self.sessions.count}"
@@ -502,6 +505,24 @@ class Scenario(_Part):
             rules.append((("load", "activity") if self.load.activity is not None else ("load",),
                           "with a middlebox the survivors must talk more often than its idle_timeout"
                           f" ({format_duration(mb.idle_timeout)}): activity: {{every: ...}} shorter"))
+        return rules
+
+    def _client_process_rules(self) -> list[tuple[tuple[str, ...], str]]:
+        """process-pause and slow-reader stop the faulted sessions' own client process."""
+        kind = self.fault.type
+        if kind not in CLIENT_PROCESS_FAULTS:
+            return []
+        rules: list[tuple[tuple[str, ...], str]] = []
+        if self.sessions.activity != "idle":
+            what = ("stops the client with its sessions idle" if kind == "process-pause"
+                    else "makes the server send itself (the stream the client asks for)")
+            rules.append((("sessions", "activity"), f"{kind} {what}; use activity: idle"))
+        if self.load is not None:
+            rules.append((("fault", "type"), f"{kind} stops the faulted sessions' own client process;"
+                                             " a load run's sessions are Locust's users, many to a"
+                                             " process: run it without load:"))
+        if self.middlebox is not None:
+            rules.append((("middlebox",), f"{kind} needs no middlebox; leave it out"))
         return rules
 
     def _load_rules(self, load: Load) -> list[tuple[tuple[str, ...], str]]:

@@ -52,6 +52,13 @@ _LOG = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+) UTC \[(\d+)\] \w+:\s+
                   r"(could not (?:receive|send) data (?:from|to) client: .*|unexpected EOF.*)$")
 
 
+STREAM_ROW_BYTES = 8192
+STREAM_BYTES = 800 * 1024 * 1024
+"""What a slow reader asks for: far more than a client's receive window (at most
+net.ipv4.tcp_rmem's, 6 MiB) and the server's send buffer (tcp_wmem, 4 MiB) hold."""
+STREAM_QUERY = (f"COPY (SELECT repeat('x', {STREAM_ROW_BYTES}) FROM generate_series(1,"
+                f" {STREAM_BYTES // STREAM_ROW_BYTES})) TO STDOUT")
+
 _BOOLEAN_WORDS = {"on", "off", "true", "false", "yes", "no", "1", "0"}
 
 def find_bindir() -> str | None:
@@ -433,6 +440,15 @@ class PostgresTarget:
         except psycopg.Error as exc:
             return False, (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return (row == (1,)), f"SELECT 1 -> {row}"
+
+    async def request_stream(self, session: Session) -> None:
+        """Ask for ``STREAM_BYTES`` (``COPY ... TO STDOUT``) and return once the query is
+        sent, reading none of the answer (``slow-reader``): the backend streams until the
+        client's window and its own send buffer are full, then blocks in its send."""
+        pgconn = session.handle.pgconn
+        pgconn.send_query(STREAM_QUERY.encode())
+        while pgconn.flush():   # a nonblocking connection may keep part of the query
+            await asyncio.sleep(0.001)
 
     def send_in_flight(self, sessions: Sequence[Session]) -> None:
         """One NOTIFY: every listening backend sends it to its client at once."""

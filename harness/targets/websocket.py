@@ -53,6 +53,7 @@ from harness.core.websocket import (
     WEBSOCKETS_DEFAULT_PING_TIMEOUT_S,
     PingSettings,
     predict_heartbeat,
+    predict_heartbeat_answered,
 )
 from harness.errors import LabError
 from harness.faults.base import Flow
@@ -219,6 +220,12 @@ class WebSocketTarget:
         ``opened_s``) whatever the traffic, so ``last_activity_s`` does not move them."""
         return predict_heartbeat(self.ping_settings(), opened_s=opened_s,
                                  in_flight_since_s=0.0 if self.in_flight else None)
+
+    def heartbeat_answered(self, *, last_activity_s: float,
+                           opened_s: float) -> tuple[Prediction | None, float | None]:
+        """The keepalive ping against a client whose kernel acknowledges it but whose
+        application never answers (``process-pause``): websockets' own timeouts decide."""
+        return predict_heartbeat_answered(self.ping_settings(), opened_s=opened_s)
 
     # -- running ----------------------------------------------------------------------------
 

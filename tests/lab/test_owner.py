@@ -131,3 +131,32 @@ def test_the_record_holds_a_secret_for_its_owner_only_and_proves_names_by_it(tmp
     assert not owner.proves(record, "cc-abc123-srv", "")
     old = owner.Record(record.lab_id, record.owner, folder)
     assert not owner.proves(old, "cc-abc123-srv", label)
+
+
+def test_clean_continues_and_kills_a_dead_labs_stopped_session_host(tmpdir_here: Path) -> None:
+    """A session host (process-pause) left stopped by a run that died: its record in the lab's
+    folder names it; a reused pid (another start time) is left alone."""
+    import signal
+
+    pid, start = _dead_pid()
+    folder = tmpdir_here / "connchaos-dddddd-1"
+    folder.mkdir()
+    (folder / naming.OWNER_FILE).write_text(json.dumps(
+        {"lab_id": "dddddd", "pid": pid, "start_ticks": start, "boot_id": owner.Owner.me().boot}))
+    host = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        os.kill(host.pid, signal.SIGSTOP)
+        owner.record_process(str(folder), host.pid, "session host")
+        owner.record_process(str(folder), bystander.pid, "session host")
+        entries = json.loads((folder / owner.PROCESSES_FILE).read_text())
+        entries[1]["start_ticks"] -= 1      # the bystander holds a recorded pid, but started later
+        (folder / owner.PROCESSES_FILE).write_text(json.dumps(entries))
+        removed = cleanup.clean(namespaces=False)
+        assert removed["session_hosts"] == [f"{host.pid} (session host)"]
+        assert host.wait(5) == -signal.SIGKILL
+        assert bystander.poll() is None
+    finally:
+        for p in (host, bystander):
+            p.kill()
+            p.wait()

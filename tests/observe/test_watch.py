@@ -75,6 +75,13 @@ class Reference:
                     self.event(s, now, "probe", str(info.probes))
                 if info.retransmits > prev.retransmits:
                     self.event(s, now, "retransmit", str(info.retransmits))
+                if info.timer == "persist" and (prev.timer != "persist"
+                                                or (prev.backoff and not info.backoff)):
+                    again = " again (the window had opened)" if prev.timer == "persist" else ""
+                    self.event(s, now, "zero-window",
+                               f"persist timer armed{again}, rto {info.rto_s * 1e3:g} ms")
+                if info.timer == "persist" and info.backoff and not (prev.timer == "persist" and prev.backoff):
+                    self.event(s, now, "zero-window-probe", f"backoff {info.backoff}")
                 if info.unacked and not prev.unacked and not info.retransmits:
                     self.event(s, now - info.last_data_sent_s, "data-sent",
                                f"{info.unacked} segments")
@@ -111,6 +118,10 @@ def step(state: dict[Key, tuple[int, ...] | None], rng: random.Random) -> None:
             state[key] = cur[:11] + (0 if un else rng.randint(1, 9), rng.randint(0, 500)) + cur[13:]
         elif roll < 0.65:
             state[key] = cur[:7] + (0,) + cur[8:]                       # acknowledged again
+        elif roll < 0.72:                                               # the window closes (again)
+            state[key] = cur[:1] + (4,) + cur[2:9] + (rng.choice([0, 1, 2]),) + cur[10:]
+        elif roll < 0.75:
+            state[key] = cur[:1] + (2,) + cur[2:]                       # and opens
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -157,7 +168,7 @@ def test_the_same_events_as_the_session_by_session_comparison(seed: int) -> None
     assert [s.socket_gone_at for s in ours] == [s.socket_gone_at for s in theirs]
     kinds = {e[2] for e in log}
     assert kinds == {"socket-gone", "socket-released", "state", "probe", "retransmit",
-                     "data-sent"}, kinds
+                     "data-sent", "zero-window", "zero-window-probe"}, kinds
 
 
 def test_sample_reads_the_table_and_counts_its_cost() -> None:
