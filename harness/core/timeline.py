@@ -25,6 +25,8 @@ EVENT_KINDS: tuple[str, ...] = (
     "server-error",  # the service reported an error; detail: "timeout", "reset", "heartbeat" or its text
     "alive-check",  # a query at the end; detail: "ok" or "failed: ..."
     "middlebox-expired",  # the middlebox's conntrack entry of the session's flow expired
+    "reconnect-started",  # syn-blackhole: the client connects again
+    "reconnect-ended",  # ... and the attempt ended; detail: timed-out | connected | failed, and why
 )
 
 LEG_KINDS: tuple[str, ...] = (
