@@ -257,7 +257,8 @@ def assess_all(facts: Sequence[SessionFacts], conditions: Conditions, expect: Ex
 def bound_record(bound: LossBound, deadline_s: float | None, faulted: int) -> JsonObject:
     """What results.json says of a bound: its kind, the earliest reclaim, and by the deadline
     the chance of a reclaim and the binomial range of reclaimed counts it allows."""
-    out: dict[str, Json] = {"kind": bound.kind, "loss": bound.loss, "earliest_s": None if bound.earliest_s is None else round(bound.earliest_s, 3),
+    earliest = None if bound.earliest_s is None else round(bound.earliest_s, 3)
+    out: dict[str, Json] = {"kind": bound.kind, "loss": bound.loss, "earliest_s": earliest,
                             "point": False, "text": bound.describe(deadline_s)}
     p = None if deadline_s is None else bound.p_by(deadline_s)
     if deadline_s is not None and p is not None:

@@ -33,8 +33,10 @@ class PacketLoss(PacketFault):
         return round(self.loss * SCALE)
 
     def rules(self, flows: Sequence[Flow]) -> str:
-        drop = f"numgen random mod {SCALE} < {self.threshold} drop"
-        return flow_set(flows) + chain("forward", "forward", f"{TO_SERVER} {drop}", f"{TO_CLIENT} {drop}")
+        # the counters (every packet of the flows, those dropped) let the loss be checked
+        drop = f"numgen random mod {SCALE} < {self.threshold} counter drop"
+        return flow_set(flows) + chain("forward", "forward", f"{TO_SERVER} counter", f"{TO_CLIENT} counter",
+                                       f"{TO_SERVER} {drop}", f"{TO_CLIENT} {drop}")
 
     def describe(self) -> str:
         return f"router drops {self.loss:.0%} of packets at random, each direction"

@@ -129,6 +129,7 @@ def test_event_kinds_are_the_documented_set() -> None:
     assert (
         "opened", "last-activity", "fault", "data-sent", "probe", "retransmit", "state",
         "socket-gone", "socket-released", "process-exit", "server-error", "alive-check", "middlebox-expired",
+        "reconnect-started", "reconnect-ended",
         *(f"upstream-{k}" for k in ("probe", "retransmit", "state", "socket-gone", "socket-released",
                                      "process-exit", "data-sent", "linked", "pooled", "tier-dropped")),
     ) == EVENT_KINDS
