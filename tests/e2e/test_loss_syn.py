@@ -96,3 +96,12 @@ def test_catalogue_scenarios_and_their_reports(tmp_path: Path) -> None:
     explained = run_cli("explain", *(f"scenarios/{n}.yaml" for n in names)).stdout
     assert "bound     a bound, not a point" in explained and "reconnect timed-out after 7 s" in explained
     assert (REPO / "scenarios" / f"{names[0]}.yaml").exists()
+
+
+@pytest.mark.slow   # Locust's processes start in seconds
+def test_packet_loss_in_a_load_run(connchaos_lab: Any) -> None:
+    run = connchaos_lab.run(service="postgres", settings=KEEPALIVE, faulted=0.5,
+                            load={"users": 10, "spawn_rate": 50, "hold": "1s"},
+                            fault={"type": "packet-loss", "loss": "50%"}, deadline="5s",
+                            expect={"still_held_after": "1.5s"}, backend="local")
+    check_loss(run)

@@ -81,3 +81,12 @@ def test_cli_exits_2_with_file_and_line(tmp_path: Path) -> None:
     done = run_cli("check", str(bad))
     assert done.returncode == 2
     assert f"{bad}:8" in done.stderr + done.stdout and "loss" in done.stderr + done.stdout
+
+
+def test_syn_blackhole_is_not_for_load_runs() -> None:
+    text = BASE.format(type="syn-blackhole", extra="").replace("sessions:\n  count: 2\n", "") \
+        + "load:\n  users: 2\n"
+    with pytest.raises(ScenarioError) as caught:
+        load_text(text, "s.yaml")
+    (p,) = caught.value.problems
+    assert p.field == "fault.type" and "without load" in p.message and p.line == 5
