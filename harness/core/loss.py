@@ -66,7 +66,7 @@ class LossBound:
         if self.earliest_s is None:
             return "never, whatever is lost"
         head = (f"a bound, not a point: no reclaim before {format_seconds(self.earliest_s)} s"
-                f" (every packet lost); {self.loss:.0%} loss each way")
+                f" (the fastest path the loss allows); {self.loss:.0%} loss each way")
         if deadline_s is None or self.kind == "earliest-only":
             return head + ("" if self.kind != "earliest-only" else "; the chance by a time is not modelled")
         p = self.p_by(deadline_s)
@@ -130,14 +130,20 @@ def _push(states: dict[tuple[float, float, int], float], queue: list[tuple[float
     states[key] += mass
 
 
-def in_flight_bound(earliest_s: float | None, transmissions: int, loss: float) -> LossBound:
-    """Data in flight: the silent-peer kill at ``earliest_s`` needs all ``transmissions`` (the
+def in_flight_bound(silent_s: float | None, transmissions: int, loss: float,
+                    idle_after_s: float | None = None) -> LossBound:
+    """Data in flight: the silent-peer kill at ``silent_s`` needs all ``transmissions`` (the
     original and every retransmission before it) to fail; its chance is a floor on the chance
-    of a reclaim by then (one that gets through leaves an idle socket, reclaimed later)."""
-    if earliest_s is None or loss <= 0:
-        return LossBound("lower-bound", loss, None if loss <= 0 else earliest_s)
+    of a reclaim by then. Data that gets through at once leaves an idle socket that keepalive
+    may kill sooner (``idle_after_s``: its silent-peer time counted from the send; with
+    TCP_USER_TIMEOUT that can come before the retransmission path's, as measured): the
+    earliest possible reclaim is the earlier of the two."""
+    times = [t for t in (silent_s, idle_after_s) if t is not None]
+    earliest = min(times) if times else None
+    if silent_s is None or loss <= 0:
+        return LossBound("lower-bound", loss, None if loss <= 0 else earliest)
     p = exchange_loss(loss) ** max(1, transmissions)
-    return LossBound("lower-bound", loss, earliest_s, ((earliest_s, p),))
+    return LossBound("lower-bound", loss, earliest, ((silent_s, p),))
 
 
 def binomial_range(n: int, p: float, alpha: float = 0.001) -> tuple[int, int]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from harness.core.assess import Heartbeat, SessionFacts
 from harness.core.loss import LossBound, in_flight_bound, keepalive_distribution
-from harness.core.prediction import Effective, Prediction, format_seconds
+from harness.core.prediction import Effective, Prediction, format_seconds, predict
 from harness.faults.base import TO_CLIENT, TO_SERVER, Flow, PacketFault, chain, flow_set
 
 SCALE = 10_000   # numgen's modulus: the share in hundredths of a percent
@@ -50,12 +50,19 @@ class PacketLoss(PacketFault):
         if app is None and facts.activity == "idle" and silent.mechanism == "keepalive":
             bound = keepalive_distribution(settings, self.loss, facts.last_activity_s)
         elif app is None and facts.activity == "in-flight" and silent.reclaim_s is not None:
-            bound = in_flight_bound(silent.reclaim_s, _transmissions(settings, facts, silent), self.loss)
+            # the data acknowledged at once: an idle socket from then, for keepalive
+            idle = predict(settings, activity="idle", peer="silent", last_activity_s=facts.data_sent_s)
+            bound = in_flight_bound(silent.reclaim_s, _transmissions(settings, facts, silent), self.loss,
+                                    idle.reclaim_s)
         else:
             bound = LossBound("earliest-only", self.loss, silent.reclaim_s)
         if silent.reclaim_s is None:
             return replace(silent, bound=bound)
-        formula = (f"at the earliest {silent.formula} (every packet lost); with {self.loss:.0%} loss"
+        sooner = ""
+        if bound.earliest_s is not None and bound.earliest_s < silent.reclaim_s - 1e-9:
+            sooner = (f"; sooner, {format_seconds(bound.earliest_s)} s, if the data is acknowledged at"
+                      " once and keepalive then finds the peer silent")
+        formula = (f"at the earliest {silent.formula} (every packet lost){sooner}; with {self.loss:.0%} loss"
                    f" each way a reclaim needs {_needs(silent.mechanism, settings)}, so it may come"
                    " later or not by the deadline")
         return replace(silent, reclaim_s=bound.earliest_s, formula=formula, bound=bound)

@@ -112,6 +112,13 @@ def test_the_distribution_is_a_distribution_and_matches_a_simulation(idle: int, 
     assert abs(hits / runs - p) <= 4 * math.sqrt(p * (1 - p) / runs) + 0.01
 
 
+def test_in_flight_data_acknowledged_at_once_may_die_sooner_by_keepalive() -> None:
+    # measured: user timeout 2 s, keepalive idle 1 s / interval 1 s, 50 % loss: two sessions
+    # reclaimed at 2.04 and 2.07 s, before the retransmission path's 2.2 s
+    b = in_flight_bound(2.2, transmissions=5, loss=0.5, idle_after_s=2.0)
+    assert b.earliest_s == 2.0 and b.atoms == ((2.2, pytest.approx(0.75 ** 5)),)
+
+
 def test_in_flight_is_a_floor() -> None:
     b = in_flight_bound(3.2, transmissions=4, loss=0.5)
     assert b.kind == "lower-bound"

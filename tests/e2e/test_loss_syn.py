@@ -105,3 +105,18 @@ def test_packet_loss_in_a_load_run(connchaos_lab: Any) -> None:
                             fault={"type": "packet-loss", "loss": "50%"}, deadline="5s",
                             expect={"still_held_after": "1.5s"}, backend="local")
     check_loss(run)
+
+
+def test_packet_loss_with_data_in_flight_is_a_floor(connchaos_lab: Any) -> None:
+    # data acknowledged at once leaves an idle socket that keepalive (with TCP_USER_TIMEOUT)
+    # kills before the retransmission path would: the earliest time is the earlier of the two
+    run = connchaos_lab.run(service="postgres", settings={**KEEPALIVE, "tcp_user_timeout": 2000},
+                            sessions=5, faulted=4, activity="in-flight",
+                            fault={"type": "packet-loss", "loss": "50%"}, deadline="5s",
+                            expect={"still_held_after": "1.5s"}, backend="local")
+    assert run.verdict == "pass", run.entry["reason"]
+    assert run.prediction.bound["kind"] == "lower-bound"
+    assert run.prediction.reclaim_s < 2.1     # not the retransmission path's 2.2 s
+    for s in run.faulted:
+        if s.reclaimed:
+            assert s.reclaim_s >= s.predicted_s - 0.05, (s.id, s.reclaim_s, s.predicted_s)
