@@ -55,7 +55,13 @@ class PacketLoss(PacketFault):
             bound = in_flight_bound(silent.reclaim_s, _transmissions(settings, facts, silent), self.loss,
                                     idle.reclaim_s)
         else:
-            bound = LossBound("earliest-only", self.loss, silent.reclaim_s)
+            # a heartbeat that gets through does not blind keepalive: the kernel's own path,
+            # unblinded, may come first
+            kernel = predict(settings, activity=facts.activity, peer="silent",
+                             last_activity_s=facts.last_activity_s, data_sent_s=facts.data_sent_s,
+                             rto_s=facts.rto_s)
+            times = [t for t in (silent.reclaim_s, kernel.reclaim_s) if t is not None]
+            bound = LossBound("earliest-only", self.loss, min(times) if times else None)
         if silent.reclaim_s is None:
             return replace(silent, bound=bound)
         sooner = ""
