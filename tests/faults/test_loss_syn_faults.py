@@ -86,7 +86,7 @@ def test_packet_loss_drops_its_share_of_the_faulted_flow_only(lab) -> None:  # t
         assert got == b"y" * sent      # the spared flow lost nothing
         up, down, dropped_up, dropped_down = counters(lab_)
         total, dropped = up + down, dropped_up + dropped_down
-        assert total >= 200
+        assert total >= 60     # TCP backs off under loss: fewer packets on a slow run
         share = dropped / total
         assert abs(share - 0.3) <= 4 * math.sqrt(0.3 * 0.7 / total), (dropped, total)
     finally:
