@@ -282,22 +282,56 @@ def cmd_explain(args: argparse.Namespace, out: Console, err: Console) -> int:
         out.print(f"  fault     {spec.fault.type} at the {spec.fault.layer} layer ({peer});"
                   f" {sessions}", markup=False)
         anchor = "the data went out" if spec.sessions.activity == "in-flight" else "the last activity"
-        if spec.fault.layer == "proxy" and pred.reclaim_s is not None:
+        if pred.mechanism == "closed" and spec.fault.layer == "packet" and pred.reclaim_s is not None:
+            out.print(f"  predicted {format_seconds(pred.reclaim_s)} s after the fault, by closed:"
+                      f" {pred.formula}", markup=False)
+        elif spec.fault.layer == "proxy" and pred.reclaim_s is not None:
             out.print(f"  predicted {format_seconds(pred.reclaim_s)} s after the fault, by {pred.mechanism}:"
                       f" {pred.formula}", markup=False)
         elif pred.reclaim_s is None:
             out.print(f"  predicted never ({pred.mechanism}): {pred.formula}", markup=False)
         else:
             since = pred.reclaim_s + (spec.sessions.hold if spec.sessions.activity == "idle" else 0.0)
-            out.print(f"  predicted {format_seconds(since)} s after {anchor}, by {pred.mechanism}"
+            earliest = "at the earliest " if pred.bound is not None else ""
+            out.print(f"  predicted {earliest}{format_seconds(since)} s after {anchor}, by {pred.mechanism}"
                       f" (about {format_seconds(pred.reclaim_s)} s after the fault)", markup=False)
             out.print(f"            {pred.formula}", markup=False)
+        _explain_packet_extras(out, spec, pred)
         up = upstream_prediction(ls, pred)
         if up is not None:
             at = "" if up.at_s is None else f" about {format_seconds(up.at_s)} s after the fault"
             out.print(f"  upstream  {up.outcome}{at} ({up.mechanism}): {up.formula}", markup=False)
         out.print(f"  expects   {_expect_text(spec, pred.reclaim_s)}", markup=False)
     return 0
+
+
+def _explain_packet_extras(out: Console, spec: Any, pred: Any) -> None:
+    """packet-loss: the bound behind the earliest time; syn-blackhole: the clients' reconnect."""
+    import os
+
+    from harness.core.loss import binomial_range
+    from harness.core.prediction import format_seconds
+    from harness.core.reconnect import predict_reconnect
+
+    if pred.bound is not None:
+        bound = pred.bound
+        faulted = spec.fault.pick_count(spec.sessions.count)
+        p = bound.p_by(spec.deadline_s)
+        line = f"  bound     {bound.describe(spec.deadline_s)}"
+        if p is not None:
+            lo, hi = binomial_range(faulted, p)
+            hi = hi if bound.kind == "distribution" else faulted
+            line += (f"; of {faulted} faulted sessions about {p * faulted:.1f} reclaimed by then"
+                     f" (the verdict allows {lo} to {hi}, binomial 99.9%)")
+        out.print(line, markup=False)
+    if spec.fault.type == "syn-blackhole":
+        # a fresh lab network starts from the kernel's built-in values (the run reads the real ones)
+        linear = 4 if os.path.exists("/proc/sys/net/ipv4/tcp_syn_linear_timeouts") else 0
+        retries = spec.fault.syn_retries or 6
+        again = predict_reconnect(retries, linear, spec.fault.connect_timeout)
+        where = "TCP_SYNCNT" if spec.fault.syn_retries else "the client's default tcp_syn_retries"
+        out.print(f"  reconnect {again.outcome} after {format_seconds(again.at_s or 0)} s"
+                  f" ({again.mechanism}, {where}): {again.formula}", markup=False)
 
 
 def _middlebox_decision(eff: Any, idle_timeout_s: float) -> str:
@@ -332,6 +366,8 @@ def _expect_text(spec: Any, predicted: float | None) -> str:
         parts.append(f"by {exp.mechanism}")
     if exp.upstream:
         parts.append(f"upstream legs {exp.upstream}")
+    if exp.reconnect_within is not None:
+        parts.append(f"each reconnect attempt ended within {format_seconds(exp.reconnect_within)} s")
     return "; ".join(parts)
 
 

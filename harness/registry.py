@@ -46,6 +46,8 @@ FAULT_TYPES: dict[str, FaultType] = {f.name: f for f in (
     FaultType("nat-idle-expiry", "packet", "harness.faults.nat_idle_expiry:NatIdleExpiry"),
     FaultType("process-pause", "packet", "harness.faults.process_pause:ProcessPause"),
     FaultType("slow-reader", "packet", "harness.faults.slow_reader:SlowReader"),
+    FaultType("packet-loss", "packet", "harness.faults.packet_loss:PacketLoss"),
+    FaultType("syn-blackhole", "packet", "harness.faults.syn_blackhole:SynBlackhole"),
     FaultType("proxy-stall", "proxy", "harness.faults.proxy_stall:ProxyStall", takes_stream=True),
     FaultType("proxy-down", "proxy", "harness.faults.proxy_down:ProxyDown"),
     FaultType("reset", "proxy", "harness.faults.reset:Reset", toxic="reset_peer", takes_stream=True),

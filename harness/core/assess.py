@@ -13,9 +13,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from harness.core.loss import LossBound, binomial_range
 from harness.core.prediction import Activity, Effective, Prediction, combine, format_seconds
+from harness.core.reconnect import ReconnectPrediction
 from harness.core.records import (
     EventRecord,
+    Json,
     JsonObject,
     KernelRecord,
     LegRecord,
@@ -79,6 +82,9 @@ class SessionFacts:
     client_error: str | None = None
     opened_detail: str | None = None   # the "opened" event's detail (default: the client)
     upstream: LegFacts | None = None   # a tier's session: its upstream leg
+    # syn-blackhole: the client's reconnect: (started, took, outcome, detail), seconds from the
+    # fault and from its start; outcome timed-out | connected | failed
+    reconnect: tuple[float, float, str, str] | None = None
 
 
 class FaultModel(Protocol):
@@ -152,6 +158,11 @@ def _timeline(facts: SessionFacts, fault_type: str) -> list[Event]:
     if facts.alive_check is not None:
         at, ok, detail = facts.alive_check
         events.append(Event(round(at, 4), "alive-check", "ok" if ok else f"failed: {detail}"))
+    if facts.reconnect is not None:
+        started, took, how, detail = facts.reconnect
+        events.append(Event(round(started, 4), "reconnect-started"))
+        events.append(Event(round(started + took, 4), "reconnect-ended",
+                            f"{how}: {detail}" if detail else how))
     return sort_events(events)
 
 
@@ -179,13 +190,19 @@ def assess(facts: SessionFacts, settings: Effective, fault: FaultModel, heartbea
             leg_pred = upstream(_anchor(pred, out), facts)
         leg = leg_record(facts.upstream, leg_pred)
     alive = None if facts.alive_check is None else facts.alive_check[1]
+    again = getattr(fault, "reconnect_prediction", None)
+    expected_again = again() if facts.reconnect is not None and again is not None else None
     record = SessionRecord(
         id=facts.id, faulted=facts.faulted, client=facts.client, server=facts.server,
         server_peer=facts.server_peer, server_pid=facts.pid, reclaimed=out.reclaimed,
         reclaim_s=out.reclaim_s, predicted_s=None if pred is None else pred.reclaim_s,
         mechanism=out.mechanism, predicted_mechanism=None if pred is None else pred.mechanism,
         alive_at_end=alive, events=tuple(EventRecord(e.t, e.what, e.detail) for e in events),
-        client_error=facts.client_error, upstream=leg)
+        client_error=facts.client_error, upstream=leg,
+        reconnect_s=None if facts.reconnect is None else round(facts.reconnect[1], 4),
+        reconnect_outcome=None if facts.reconnect is None else facts.reconnect[2],
+        predicted_reconnect_s=None if expected_again is None else expected_again.at_s,
+        predicted_reconnect_mechanism=None if expected_again is None else expected_again.mechanism)
     return Assessed(record, pred)
 
 
@@ -216,6 +233,8 @@ class Assessment:
     verdict: VerdictName
     reason: str
     summary: SummaryRecord
+    deadline_s: float | None = None
+    reconnect: ReconnectPrediction | None = None   # syn-blackhole: the clients' reconnects
 
     def records(self, listed: Callable[[SessionRecord], bool] = lambda _: True) -> tuple[SessionRecord, ...]:
         return tuple(a.record for a in self.sessions if listed(a.record))
@@ -229,16 +248,39 @@ def assess_all(facts: Sequence[SessionFacts], conditions: Conditions, expect: Ex
                         needs_process=c.needs_process, upstream=c.upstream) for f in facts)
     top = headline([a.prediction for a in done if a.prediction is not None])
     results = [a.record for a in done]
+    again = getattr(c.fault, "reconnect_prediction", None)
+    reconnect = again() if again is not None else None
     verdict = judge(expect, results, deadline_s=deadline_s, prediction=top)
     return Assessment(sessions=done, headline=top, verdict=verdict.verdict, reason=verdict.reason,
-                      summary=summarize(results))
+                      summary=summarize(results), deadline_s=deadline_s, reconnect=reconnect)
 
 
-def prediction_record(p: Prediction | None) -> PredictionRecord | None:
+def bound_record(bound: LossBound, deadline_s: float | None, faulted: int) -> JsonObject:
+    """What results.json says of a bound: its kind, the earliest reclaim, and by the deadline
+    the chance of a reclaim and the binomial range of reclaimed counts it allows."""
+    earliest = None if bound.earliest_s is None else round(bound.earliest_s, 3)
+    out: dict[str, Json] = {"kind": bound.kind, "loss": bound.loss, "earliest_s": earliest,
+                            "point": False, "text": bound.describe(deadline_s)}
+    p = None if deadline_s is None else bound.p_by(deadline_s)
+    if deadline_s is not None and p is not None:
+        lo, hi = binomial_range(faulted, p)
+        out.update({"deadline_s": deadline_s, "p_by_deadline": round(p, 4),
+                    "expected_by_deadline": round(p * faulted, 2), "faulted": faulted,
+                    "binomial_range": [lo, hi if bound.kind == "distribution" else faulted]})
+    return out
+
+
+def prediction_record(p: Prediction | None, deadline_s: float | None = None, faulted: int = 0,
+                      reconnect: ReconnectPrediction | None = None) -> PredictionRecord | None:
     if p is None:
         return None
     return PredictionRecord(reclaim_s=None if p.reclaim_s is None else round(p.reclaim_s, 3),
-                            mechanism=p.mechanism, formula=p.formula, slack_s=round(p.slack_s, 3))
+                            mechanism=p.mechanism, formula=p.formula, slack_s=round(p.slack_s, 3),
+                            bound=None if p.bound is None else bound_record(p.bound, deadline_s, faulted),
+                            reconnect=None if reconnect is None else {
+                                "outcome": reconnect.outcome, "at_s": reconnect.at_s,
+                                "mechanism": reconnect.mechanism, "formula": reconnect.formula,
+                                "slack_s": round(reconnect.slack_s, 3)})
 
 
 @dataclass(frozen=True)
@@ -272,6 +314,8 @@ def scenario_record(head: ScenarioHead, assessment: Assessment,
         reason=assessment.reason, backend=head.backend, layer=head.layer, fault=head.fault,
         fault_detail=head.fault_detail, target=head.target, activity=head.activity,
         expect=head.expect, deadline_s=head.deadline_s, observed_s=head.observed_s,
-        prediction=prediction_record(assessment.headline), kernel=head.kernel, lab=head.lab,
+        prediction=prediction_record(assessment.headline, assessment.deadline_s,
+                                     assessment.summary.faulted, assessment.reconnect),
+        kernel=head.kernel, lab=head.lab,
         observer=head.observer, duration_s=head.duration_s,
         sessions=assessment.records(listed), summary=assessment.summary, load=load)

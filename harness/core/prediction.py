@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from harness.core.loss import LossBound
 
 Activity = Literal["idle", "in-flight"]
 """What the server socket is doing at the fault: nothing, or waiting for an ACK of its data."""
@@ -133,6 +136,8 @@ class Prediction:
     mechanism: Mechanism
     formula: str  # human text with the numbers
     slack_s: float = 0.0  # how late the kernel timers on the predicted path may fire, in total
+    # random loss (packet-loss): reclaim_s is then the earliest possible time, and this the rest
+    bound: LossBound | None = None
 
 
 def retransmission_timeout_s(

@@ -118,6 +118,11 @@ class SessionRecord:
     alive_at_end: bool | None = None
     client_error: str | None = None
     upstream: LegRecord | None = None   # a tier's session: its upstream leg
+    # syn-blackhole: the client's reconnect attempt, from its start: how long, how it ended
+    reconnect_s: float | None = None
+    reconnect_outcome: str | None = None           # timed-out | connected | failed
+    predicted_reconnect_s: float | None = None
+    predicted_reconnect_mechanism: str | None = None   # syn-retries | connect-timeout
     extra: JsonObject = field(default_factory=dict)
 
     @property
@@ -147,6 +152,11 @@ class SessionRecord:
             out["client_error"] = self.client_error
         if self.upstream is not None:
             out["upstream"] = self.upstream.to_json()
+        if self.reconnect_outcome is not None:
+            out.update({"reconnect_s": _seconds(self.reconnect_s),
+                        "reconnect_outcome": self.reconnect_outcome,
+                        "predicted_reconnect_s": _seconds(self.predicted_reconnect_s),
+                        "predicted_reconnect_mechanism": self.predicted_reconnect_mechanism})
         return {**out, **self.extra}
 
     @classmethod
@@ -164,15 +174,31 @@ class PredictionRecord:
     mechanism: str
     formula: str
     slack_s: float = 0.0
+    # packet-loss: reclaim_s is the earliest possible reclaim and this says the rest (kind,
+    # loss, p_by_deadline, binomial_range...): a bound or a distribution, not a point
+    bound: JsonObject | None = None
+    # syn-blackhole: how the faulted clients' reconnect attempts end (outcome, at_s, mechanism, formula)
+    reconnect: JsonObject | None = None
+
+    @property
+    def is_bound(self) -> bool:
+        """The prediction is a bound or distribution (random loss), not a point."""
+        return self.bound is not None
 
     def to_json(self) -> dict[str, Json]:
-        return {"reclaim_s": _seconds(self.reclaim_s), "mechanism": self.mechanism,
-                "formula": self.formula, "slack_s": round(self.slack_s, 3)}
+        out: dict[str, Json] = {"reclaim_s": _seconds(self.reclaim_s), "mechanism": self.mechanism,
+                                "formula": self.formula, "slack_s": round(self.slack_s, 3)}
+        if self.bound is not None:
+            out["bound"] = dict(self.bound)
+        if self.reconnect is not None:
+            out["reconnect"] = dict(self.reconnect)
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PredictionRecord:
         return cls(reclaim_s=data.get("reclaim_s"), mechanism=str(data["mechanism"]),
-                   formula=str(data["formula"]), slack_s=float(data.get("slack_s") or 0.0))
+                   formula=str(data["formula"]), slack_s=float(data.get("slack_s") or 0.0),
+                   bound=data.get("bound"), reconnect=data.get("reconnect"))
 
 
 @dataclass(frozen=True)

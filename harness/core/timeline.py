@@ -27,6 +27,8 @@ EVENT_KINDS: tuple[str, ...] = (
     "middlebox-expired",  # the middlebox's conntrack entry of the session's flow expired
     "zero-window",  # the server's persist timer armed: the client's window closed with data waiting
     "zero-window-probe",  # its first zero-window probe (backoff 0 -> 1): TCP_USER_TIMEOUT's clock starts
+    "reconnect-started",  # syn-blackhole: the client connects again
+    "reconnect-ended",  # ... and the attempt ended; detail: timed-out | connected | failed, and why
 )
 
 LEG_KINDS: tuple[str, ...] = (

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from harness.core.loss import LossBound, binomial_range
 from harness.core.prediction import Prediction, format_seconds
 from harness.core.records import SessionRecord
 
@@ -28,6 +29,7 @@ class Expectations:
     survivors_untouched: bool = False
     mechanism: str | None = None
     upstream: str | None = None          # a tier's faulted sessions' upstream legs: closed | pooled | held
+    reconnect_within: float | None = None   # syn-blackhole: every reconnect attempt ended within this
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,58 @@ def _upstream(expected: str, faulted: Sequence[SessionRecord]) -> tuple[bool, st
                    + (f"; predicted: {why}" if why else ""))
 
 
+# Kernel timers fire late, never early; this covers the observer's sampling and clock reads.
+EARLY_TOLERANCE_S = 0.05
+
+
+def _within_bound(bound: LossBound, faulted: Sequence[SessionRecord], deadline_s: float) -> tuple[bool, str]:
+    """Random loss: no session reclaimed before its earliest possible time, and the count
+    reclaimed by the deadline inside the binomial range the chance of a reclaim allows."""
+    problems: list[str] = []
+    early = [s for s in faulted if s.reclaimed and s.reclaim_s is not None and s.predicted_s is not None
+             and s.reclaim_s < s.predicted_s - EARLY_TOLERANCE_S]
+    if early:
+        listed = ", ".join(f"session {s.id} {_at(s)} (earliest {format_seconds(s.predicted_s or 0)} s)"
+                           for s in early[:_MAX_LISTED])
+        problems.append(f"{len(early)} of {len(faulted)} faulted sessions reclaimed before the earliest"
+                        f" possible time under {bound.loss:.0%} loss: {listed}")
+    by = sum(1 for s in faulted if s.reclaimed and s.reclaim_s is not None and s.reclaim_s <= deadline_s)
+    p = bound.p_by(deadline_s)
+    if p is None:
+        share = f"{by} of {len(faulted)} reclaimed by the deadline (their chance is not modelled)"
+    else:
+        lo, hi = binomial_range(len(faulted), p)
+        if bound.kind != "distribution":
+            hi = len(faulted)
+        word = "P" if bound.kind == "distribution" else "P >="
+        share = (f"{by} of {len(faulted)} reclaimed by the deadline {format_seconds(deadline_s)} s,"
+                 f" {word} {p:.3f} each: the binomial 99.9% range is {lo} to {hi}")
+        if not lo <= by <= hi:
+            problems.append(f"{share}: outside it")
+    if problems:
+        return False, "; ".join(problems)
+    first = min((s.reclaim_s for s in faulted if s.reclaimed and s.reclaim_s is not None), default=None)
+    seen = "none reclaimed" if first is None else f"the first at {format_seconds(first)} s"
+    return True, (f"within the bound (not a point): none reclaimed before the earliest possible"
+                  f" {format_seconds(bound.earliest_s or 0)} s ({seen}); {share}")
+
+
+def _reconnect_within(limit: float, faulted: Sequence[SessionRecord]) -> tuple[bool, str]:
+    tried = [s for s in faulted if s.reconnect_outcome is not None]
+    if not tried:
+        return False, "reconnect_within: no faulted session made a reconnect attempt"
+    late = [s for s in tried if s.reconnect_s is None or s.reconnect_s > limit]
+    if late:
+        seen = ", ".join(f"session {s.id} {s.reconnect_outcome} after {format_seconds(s.reconnect_s or 0)} s"
+                         for s in late[:_MAX_LISTED])
+        return False, (f"{len(late)} of {len(tried)} reconnect attempts not ended within"
+                       f" {format_seconds(limit)} s: {seen}")
+    worst = max(s.reconnect_s or 0.0 for s in tried)
+    outcomes = ", ".join(sorted({s.reconnect_outcome or "" for s in tried}))
+    return True, (f"{len(tried)} of {len(tried)} reconnect attempts ended within {format_seconds(limit)} s"
+                  f" ({outcomes}; max {format_seconds(worst)} s)")
+
+
 def judge(
     exp: Expectations,
     sessions: Sequence[SessionRecord],
@@ -245,6 +299,10 @@ def judge(
         results.append(_mechanism(exp.mechanism, faulted, prediction))
     if exp.upstream is not None:
         results.append(_upstream(exp.upstream, faulted))
+    if exp.reconnect_within is not None:
+        results.append(_reconnect_within(exp.reconnect_within, faulted))
+    if prediction is not None and prediction.bound is not None:
+        results.append(_within_bound(prediction.bound, faulted, deadline_s))
     if not results:
         count = sum(1 for s in faulted if s.reclaimed)
         return Verdict(

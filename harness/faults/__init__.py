@@ -10,9 +10,11 @@ from __future__ import annotations
 from harness.faults.base import Flow, PacketFault
 from harness.faults.nat_idle_expiry import NatIdleExpiry
 from harness.faults.one_way_drop import OneWayDrop
+from harness.faults.packet_loss import PacketLoss
 from harness.faults.process_pause import ProcessPause
 from harness.faults.proxy_base import ProxyControl, ProxyFault
 from harness.faults.slow_reader import SlowReader
+from harness.faults.syn_blackhole import SynBlackhole
 from harness.faults.toxic import Toxic
 from harness.registry import FAULT_TYPES
 from harness.scenario.model import Fault, Middlebox
@@ -33,6 +35,11 @@ def build(spec: Fault, middlebox: Middlebox | None = None) -> AnyFault:
         return OneWayDrop(direction=spec.direction or "to-client")
     if cls is ProcessPause or cls is SlowReader:
         return cls()
+    if cls is PacketLoss:
+        assert spec.loss is not None
+        return PacketLoss(loss=spec.loss)
+    if cls is SynBlackhole:
+        return SynBlackhole(syn_retries=spec.syn_retries, connect_timeout_s=spec.connect_timeout)
     if issubclass(cls, ProxyFault):
         extra = {"kind": spec.type} if cls is Toxic else {}
         return cls(stream=spec.stream, toxicity=spec.toxicity, attributes=dict(spec.attributes), **extra)

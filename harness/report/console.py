@@ -8,6 +8,7 @@ from rich.table import Table
 
 from harness.core.prediction import format_seconds
 from harness.core.records import RunRecord
+from harness.report.messages import predicted_text
 
 STYLE = {"pass": "green", "fail": "red", "error": "yellow"}
 
@@ -30,7 +31,7 @@ def render(run: RunRecord, console: Console) -> None:
         table.add_row(
             sc.name, f"[{STYLE[sc.verdict]}]{sc.verdict}[/]", sc.layer, sc.fault,
             str(summ.faulted), str(summ.reclaimed), _s(summ.p50_s), _s(summ.max_s),
-            "-" if pred is None else "never" if pred.reclaim_s is None else _s(pred.reclaim_s),
+            predicted_text(pred),
             ", ".join(sc.mechanisms) or "-", str(summ.survivors_killed))
     console.print(table)
     for sc in run.scenarios:

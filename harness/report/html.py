@@ -16,7 +16,7 @@ from html import escape
 
 from harness.core.records import Json, RunRecord, ScenarioRecord
 from harness.report import plots
-from harness.report.messages import upstream_lines
+from harness.report.messages import bound_line, predicted_text, reconnect_lines, upstream_lines
 from harness.scenario.durations import parse_duration
 
 CSS = """
@@ -69,10 +69,7 @@ def _rows(pairs: Sequence[tuple[str, object]]) -> str:
 
 
 def _predicted(sc: ScenarioRecord) -> str:
-    pred = sc.prediction
-    if pred is None:
-        return "-"
-    return "never" if pred.reclaim_s is None else _s(pred.reclaim_s)
+    return escape(predicted_text(sc.prediction))
 
 
 def _mechanisms(sc: ScenarioRecord) -> str:
@@ -121,8 +118,19 @@ def _versus(sc: ScenarioRecord) -> str:
         f"<tr><th>mechanism</th><td>{escape('-' if pred is None else pred.mechanism)}</td>"
         f"<td>{escape(_mechanisms(sc))}</td></tr>"
         f"<tr><th>sessions</th><td></td><td>{escape(measured)};"
-        f" {summ.survivors_killed} survivor(s) killed</td></tr>{_upstream_row(sc)}</table>"
+        f" {summ.survivors_killed} survivor(s) killed</td></tr>{_upstream_row(sc)}"
+        f"{_reconnect_row(sc)}</table>"
+        + (f'<p class="formula"><b>Random loss:</b> {escape(bound_line(sc))}</p>'
+           if bound_line(sc) else "")
         + (f'<p class="formula">{escape(pred.formula)}</p>' if pred is not None and pred.formula else ""))
+
+
+def _reconnect_row(sc: ScenarioRecord) -> str:
+    """syn-blackhole: the clients' reconnect attempts, predicted and measured."""
+    predicted, measured = reconnect_lines(sc)
+    if not predicted and not measured:
+        return ""
+    return f"<tr><th>reconnect</th><td>{escape(predicted)}</td><td>{escape(measured)}</td></tr>"
 
 
 def _upstream_row(sc: ScenarioRecord) -> str:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 from harness.core.prediction import format_seconds
 from harness.core.records import BaselineRecord, RunRecord, ScenarioRecord, SessionRecord
-from harness.report.messages import failure_message, headline
+from harness.report.messages import bound_line, failure_message, headline, predicted_text, reconnect_lines
 
 
 def _s(value: float | None) -> str:
@@ -59,7 +59,23 @@ def _scenario_properties(sc: ScenarioRecord) -> dict[str, str]:
         "p95_s": _s(summ.p95_s),
         "max_s": _s(summ.max_s),
         "survivors_killed": str(summ.survivors_killed),
+        **_loss_and_reconnect(sc),
     }
+
+
+def _loss_and_reconnect(sc: ScenarioRecord) -> dict[str, str]:
+    """packet-loss: the prediction is a bound; syn-blackhole: the reconnect's figures."""
+    out = {}
+    pred = sc.prediction
+    if pred is not None and pred.bound is not None:
+        out["prediction_kind"] = f"bound ({pred.bound.get('kind')}), not a point"
+        out["predicted"] = predicted_text(pred)
+        out["bound"] = bound_line(sc)
+    predicted, measured = reconnect_lines(sc)
+    if predicted or measured:
+        out["predicted_reconnect"] = predicted or "-"
+        out["reconnect"] = measured or "-"
+    return out
 
 
 def session_line(s: SessionRecord) -> str:
@@ -71,7 +87,11 @@ def session_line(s: SessionRecord) -> str:
         what = "still held at the end"
     if s.faulted:
         pred = "never" if s.predicted_s is None else f"{_s(s.predicted_s)} s"
-        return f"session {s.id:>3} faulted {client:<21} {what} (predicted {pred})"
+        again = ""
+        if s.reconnect_outcome is not None:
+            expected = "-" if s.predicted_reconnect_s is None else f"{_s(s.predicted_reconnect_s)} s"
+            again = f"; reconnect {s.reconnect_outcome} after {_s(s.reconnect_s)} s (predicted {expected})"
+        return f"session {s.id:>3} faulted {client:<21} {what} (predicted {pred}){again}"
     alive = s.alive_at_end
     answered = "" if alive is None else "; answered a final query" if alive else "; FAILED its final query"
     return f"session {s.id:>3} spared  {client:<21} {what}{answered}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from harness.core.prediction import format_seconds
 from harness.core.records import RunRecord, ScenarioRecord
-from harness.report.messages import failure_message, headline, upstream_lines
+from harness.report.messages import failure_message, headline, predicted_text, reconnect_lines, upstream_lines
 
 MARK = {"pass": "✅ pass", "fail": "❌ fail", "error": "⚠️ error"}
 
@@ -27,15 +27,20 @@ def _upstream(sc: ScenarioRecord) -> str:
     return f" ({legs})" if legs else ""
 
 
+def _reconnect(sc: ScenarioRecord) -> str:
+    predicted, measured = reconnect_lines(sc)
+    return f"; reconnect: {measured} (predicted {predicted})" if measured else ""
+
+
 def _row(sc: ScenarioRecord) -> str:
     summ = sc.summary
     pred = sc.prediction
-    predicted = "–" if pred is None else ("never" if pred.reclaim_s is None else _s(pred.reclaim_s))
+    predicted = "–" if pred is None else predicted_text(pred)
     cells = [f"`{sc.name}`", MARK.get(sc.verdict, sc.verdict), sc.layer, sc.fault,
              f"{summ.reclaimed}/{summ.faulted}", _s(summ.p50_s),
              _s(summ.p95_s), _s(summ.max_s),
              f"{predicted} ({pred.mechanism})" if pred is not None else predicted,
-             (", ".join(sc.mechanisms) or "–") + _upstream(sc), summ.survivors_killed]
+             (", ".join(sc.mechanisms) or "–") + _upstream(sc) + _reconnect(sc), summ.survivors_killed]
     return "| " + " | ".join(_cell(c) for c in cells) + " |"
 
 

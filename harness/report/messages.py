@@ -173,3 +173,50 @@ def failure_message(sc: ScenarioRecord) -> str:
             f"seen: {_reason_without_prediction(sc)}\n"
             f"      ({seen(sc)})\n"
             f"why: {why(sc)}")
+
+
+def predicted_text(pred: PredictionRecord | None) -> str:
+    """The headline prediction in a table cell: a point (``4 s``), ``never``, or under random
+    loss a bound (``>= 2 s, P 0.95 by 6 s``), never passed off as a point."""
+    if pred is None:
+        return "-"
+    if pred.bound is None:
+        return _when(pred)
+    earliest = pred.bound.get("earliest_s")
+    text = "never" if earliest is None else f">= {_s(float(str(earliest)))} (bound)"
+    p, by = pred.bound.get("p_by_deadline"), pred.bound.get("deadline_s")
+    if p is not None and by is not None:
+        word = "P" if pred.bound.get("kind") == "distribution" else "P >="
+        text += f", {word} {float(str(p)):.2f} by {_s(float(str(by)))}"
+    return text
+
+
+def bound_line(sc: ScenarioRecord) -> str:
+    """Under random loss: what the prediction is (a bound, a distribution) and what it allows."""
+    pred = sc.prediction
+    if pred is None or pred.bound is None:
+        return ""
+    text = str(pred.bound.get("text") or "a bound, not a point")
+    span = pred.bound.get("binomial_range")
+    if isinstance(span, list) and len(span) == 2:
+        text += (f"; of {pred.bound.get('faulted')} faulted sessions about"
+                 f" {pred.bound.get('expected_by_deadline')} reclaimed by the deadline, {span[0]} to"
+                 f" {span[1]} allowed (binomial 99.9%)")
+    return text
+
+
+def reconnect_lines(sc: ScenarioRecord) -> tuple[str, str]:
+    """syn-blackhole: the clients' reconnect attempts, (predicted, measured); empty without."""
+    tried = [s for s in sc.faulted if s.reconnect_outcome is not None]
+    pred = None if sc.prediction is None else sc.prediction.reconnect
+    if not tried and pred is None:
+        return "", ""
+    predicted = "" if pred is None else (
+        f"{pred.get('outcome')} after {_s(float(str(pred.get('at_s'))))} ({pred.get('mechanism')})")
+    outcomes: dict[str, list[float]] = {}
+    for s in tried:
+        outcomes.setdefault(s.reconnect_outcome or "", []).append(s.reconnect_s or 0.0)
+    measured = "; ".join(f"{len(ts)} {how} after {_s(min(ts))}"
+                         + ("" if len(ts) == 1 else f" to {_s(max(ts))}")
+                         for how, ts in sorted(outcomes.items()))
+    return predicted, measured

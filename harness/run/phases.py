@@ -299,7 +299,8 @@ def judge(planned: Planned, lab: Lab, facts: Sequence[SessionFacts], *, kernel: 
                             Expectations(reclaimed_within=exp.reclaimed_within,
                                          still_held_after=exp.still_held_after,
                                          survivors_untouched=exp.survivors_untouched,
-                                         mechanism=exp.mechanism, upstream=exp.upstream),
+                                         mechanism=exp.mechanism, upstream=exp.upstream,
+                                         reconnect_within=exp.reconnect_within),
                             deadline_s=spec.deadline_s)
     head = ScenarioHead(
         name=spec.name, file=planned.loaded.path, about=spec.about.strip(), backend=lab.backend,

@@ -16,6 +16,7 @@ from harness.core.assess import SessionFacts
 from harness.core.prediction import format_seconds
 from harness.core.records import ScenarioRecord
 from harness.errors import LabError
+from harness.faults.syn_blackhole import SynBlackhole
 from harness.lab.netns import LoopInNamespace
 from harness.observe.sockdiag import Key, TableReader
 from harness.observe.watch import Observer, Watched
@@ -36,6 +37,7 @@ from harness.run.phases import (
     observe,
     server_error,
 )
+from harness.run.reconnect import Reconnects, client_syn
 from harness.run.routing import Routing, flow_tuple, setup_routing
 from harness.run.session_host import SessionHost
 from harness.scenario import LoadedScenario
@@ -220,8 +222,17 @@ def run_plain(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: No
         missing = [s.id for s in sessions if keys[s.id] not in before]
         if missing:
             raise LabError("before the fault", f"the server holds no socket for sessions {missing}")
+        reconnects = None
+        if isinstance(fault, SynBlackhole):
+            if not lab.reach.enters_networks:
+                raise LabError("syn-blackhole", "the clients' reconnects run in the client's network,"
+                                                " which needs root on the docker backend")
+            fault.client = client_syn(lab)
+            reconnects = Reconnects(sessions.client, target, fault)
         site = dataclasses.replace(routing.fault_site(lab, faulted, keys), host=sessions.host)
         t0 = inject(lab, fault, site, observer, before, target)
+        if reconnects is not None:
+            reconnects.start(faulted, t0)
         if legs is not None:
             legs.start(t0)
         sent_at = None
@@ -233,6 +244,8 @@ def run_plain(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: No
         observed_for = observe(observer, planned, t0, [watched[s.id] for s in faulted], on_observe,
                                legs=legs,
                                also=None if expiry is None else lambda: expiry.poll(now=False))
+        again = {} if reconnects is None else reconnects.results(until=t0 + spec.deadline_s)
+        observed_for = max(observed_for, max((a[0] + a[1] for a in again.values()), default=0.0))
         if talking is not None:
             talking.stop()
         checks = dict(zip((s.id for s in survivors),
@@ -256,7 +269,7 @@ def run_plain(ls: LoadedScenario, run_id: str, progress: Progress = lambda _: No
             alive_check=None if check is None else (observed_for, check[0], check[1]),
             client=f"{s.flow.client_addr}:{s.flow.client_port}", server=f"{w.key[0]}:{w.key[1]}",
             server_peer=f"{w.key[2]}:{w.key[3]}", opened_detail=str(s.flow),
-            upstream=None if legs is None else legs.facts(s.id)))
+            upstream=None if legs is None else legs.facts(s.id), reconnect=again.get(s.id)))
     fault_text = fault.describe() + (f" ({spec.fault.direction})" if spec.fault.direction else "")
     extra = {**routing.describe(), **middlebox_extra(planned)}
     return judge(planned, lab, facts, kernel=kernel, observer=observer, observed_for=observed_for,

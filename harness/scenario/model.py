@@ -228,6 +228,32 @@ def _fault_sessions(value: object) -> object:
 FaultSessions = Annotated[Literal["all"] | StrictInt | float, BeforeValidator(_fault_sessions)]
 """Which sessions a fault hits: ``"all"``, a fraction (float in (0, 1]) or a count (int >= 1)."""
 
+_LOSS = "expected a share of packets like 30% or 0.3 (above 0, at most 100%)"
+
+
+def _loss(value: object) -> object:
+    # "30%" or 0.3; a bare integer is refused: is 1 all packets or one percent?
+    share: float
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            share = float(value.strip()[:-1]) / 100
+        except ValueError:
+            raise ValueError(f"{_LOSS}; got {as_yaml(value)}") from None
+    elif isinstance(value, float):
+        share = value
+    else:
+        raise ValueError(f"{_LOSS}; got {as_yaml(value)}")
+    if not 0 < share <= 1 or math.isnan(share):
+        raise ValueError(f"{_LOSS}; got {as_yaml(value)}")
+    if share * 10_000 != round(share * 10_000):
+        raise ValueError(f"{_LOSS} in steps of 0.01% (nftables numgen draws 0 to 9999);"
+                         f" got {as_yaml(value)}")
+    return share
+
+
+LossShare = Annotated[float, BeforeValidator(_loss)]
+"""``packet-loss``: the share of packets dropped in each direction, 0 < share <= 1."""
+
 
 class Fault(_Part):
     """What happens to some of the sessions, and where it acts."""
@@ -240,6 +266,10 @@ class Fault(_Part):
     stream: Literal["upstream", "downstream"] | None = None
     toxicity: float | None = Field(default=None, ge=0, le=1)  # proxy faults: share of connections affected
     attributes: dict[str, StrictInt | float] = {}              # the toxic's own attributes (Toxiproxy units)
+    loss: LossShare | None = None                             # packet-loss: share dropped each way
+    # syn-blackhole: the reconnecting socket's TCP_SYNCNT (default: the client's tcp_syn_retries)
+    syn_retries: StrictInt | None = Field(default=None, ge=1, le=127)
+    connect_timeout: Duration | None = None                   # syn-blackhole: the client's own connect timer
 
     @model_validator(mode="after")
     def _fields_fit_type(self) -> Fault:
@@ -261,6 +291,15 @@ class Fault(_Part):
                     rules.append(((name,), f"only toxics at the proxy layer take {name}, not {self.type}"))
         if self.attributes and kind.toxic is None:
             rules.append((("attributes",), f"{self.type} takes no attributes"))
+        if self.type == "packet-loss" and self.loss is None:
+            rules.append((("type",), "packet-loss needs loss: the share of packets dropped (like loss: 30%)"))
+        if self.type != "packet-loss" and self.loss is not None:
+            rules.append((("loss",), f"only packet-loss takes loss, not {self.type}"))
+        for name in ("syn_retries", "connect_timeout"):
+            if self.type != "syn-blackhole" and getattr(self, name) is not None:
+                rules.append(((name,), f"only syn-blackhole takes {name}, not {self.type}"))
+        if self.connect_timeout is not None and self.connect_timeout <= 0:
+            rules.append((("connect_timeout",), "must be longer than 0s"))
         if rules:
             raise _rules_error(rules)
         if self.layer is None:
@@ -294,8 +333,10 @@ class Expect(_Part):
                        "heartbeat"] | None = None
     # a tier's faulted sessions (pgbouncer, haproxy): what became of their upstream legs
     upstream: Literal["closed", "pooled", "held"] | None = None
+    # syn-blackhole: every faulted client's reconnect attempt has its outcome within this
+    reconnect_within: Duration | None = None
 
-    @field_validator("reclaimed_within", "still_held_after")
+    @field_validator("reclaimed_within", "still_held_after", "reconnect_within")
     @classmethod
     def _longer_than_zero(cls, value: float | None) -> float | None:
         return _positive(value)
@@ -456,6 +497,9 @@ class Scenario(_Part):
         if isinstance(picked, int) and picked > self.sessions.count:
             message = f"asks for {picked} sessions but sessions.count is {self.sessions.count}"
             rules.append((("fault", "sessions"), message))
+        if self.expect.reconnect_within is not None and self.fault.type != "syn-blackhole":
+            rules.append((("expect", "reconnect_within"), "is for syn-blackhole, whose clients reconnect;"
+                                                          f" {self.fault.type} has no reconnect"))
         if self.expect.upstream is not None and not SERVICE_TYPES[self.target.service].tier:
             tiers = ", ".join(n for n, t in SERVICE_TYPES.items() if t.tier)
             rules.append((("expect", "upstream"), f"is for tiers ({tiers}), which have an upstream leg;"
@@ -536,6 +580,9 @@ class Scenario(_Part):
         if self.fault.type not in PACKET_FAULTS:
             rules.append((("fault", "type"), f"load runs take packet faults ({', '.join(PACKET_FAULTS)});"
                                              f" got {self.fault.type}"))
+        elif self.fault.type == "syn-blackhole":
+            rules.append((("fault", "type"), "syn-blackhole has the harness's own clients reconnect;"
+                                             " Locust's users do not: run it without load:"))
         return rules
 
     def _gate_end(self) -> float:

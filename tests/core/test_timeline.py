@@ -130,6 +130,7 @@ def test_event_kinds_are_the_documented_set() -> None:
         "opened", "last-activity", "fault", "data-sent", "probe", "retransmit", "state",
         "socket-gone", "socket-released", "process-exit", "server-error", "alive-check", "middlebox-expired",
         "zero-window", "zero-window-probe",
+        "reconnect-started", "reconnect-ended",
         *(f"upstream-{k}" for k in ("probe", "retransmit", "state", "socket-gone", "socket-released",
                                      "process-exit", "data-sent", "linked", "pooled", "tier-dropped")),
     ) == EVENT_KINDS

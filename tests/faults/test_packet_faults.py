@@ -130,7 +130,8 @@ def test_revert_lets_the_flow_recover(lab) -> None:
 
 def test_every_registered_packet_fault_acts_outside_the_server() -> None:
     packet = {name: cls for name, cls in FAULTS.items() if issubclass(cls, PacketFault)}
-    assert set(packet) == {"blackhole", "client-vanish", "one-way-drop", "peer-reboot"}
+    assert set(packet) == {"blackhole", "client-vanish", "one-way-drop", "peer-reboot", "packet-loss",
+                           "syn-blackhole"}
     for name, cls in packet.items():
         assert cls.where in ("router", "client"), name
         assert cls.peer in ("silent", "reset"), name

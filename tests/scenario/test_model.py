@@ -289,7 +289,9 @@ def test_the_schema_reads_the_registries() -> None:
     from harness.targets import available
 
     for name, kind in FAULT_TYPES.items():
-        extra = {"direction": "to-client"} if name == "one-way-drop" else {}
+        extra: dict[str, object] = {"direction": "to-client"} if name == "one-way-drop" else {}
+        if name == "packet-loss":
+            extra = {"loss": 0.3}
         assert Fault(type=name, **extra).layer == kind.layer
     assert set(FAULTS) == set(FAULT_TYPES)
     for name in SERVICE_TYPES:
