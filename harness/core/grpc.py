@@ -68,14 +68,22 @@ GRPC_DEFAULT_SERVER_USER_TIMEOUT_S = 20.0
 INT_MAX_MS = 2**31 - 1
 """``grpc.keepalive_time_ms`` INT_MAX is grpc's "infinite": no pings, no TCP_USER_TIMEOUT."""
 
-PERIOD_LATENESS_S = 0.002
-"""How much later than ``keepalive_time`` after the last read a ping goes out (measured
-1.5-3 ms: the event engine's timer and the combiner's turn)."""
-CLOSE_LATENESS_S = 0.004
-"""How late the close after a ping timeout may come (measured 1.5-2 ms past the timer)."""
-LONE_SEGMENT_PROBE_S = 0.2
+PERIOD_LATENESS_S = 0.0
+"""How much later than ``keepalive_time`` after the last read a ping goes out, counted from
+the socket's own last receive as sock_diag gives it: measured -2.5 to +1.2 ms (mean -0.7 ms;
+the socket's stamp is in jiffies, 4 ms at HZ 250). grpc's own trace puts the ping 1.5-3 ms
+after the ack it read."""
+PERIOD_SPREAD_S = 0.004
+CLOSE_LATENESS_S = 0.002
+"""The close after a ping timeout, past the timer: measured 1.500-1.502 s after the ping for
+1.5 s."""
+ERROR_LATENESS_S = 0.02
+"""The socket leaving the table after TCP_USER_TIMEOUT, past the kernel's deadline (its timer
+at HZ 250, then grpc reading the error and closing): measured 10-30 ms."""
+LONE_SEGMENT_PROBE_S = 0.22
 """A ping alone in flight is first re-sent as a tail loss probe about 200 ms later, which
-the kernel does not count as a retransmission (see ``harness.core.websocket``)."""
+the kernel does not count as a retransmission (see ``harness.core.websocket``); the first
+counted one came 0.424-0.428 s after the ping in the lab (RTO 0.2 s): 0.22 s + one RTO."""
 
 
 @dataclass(frozen=True)
@@ -134,24 +142,32 @@ def _s(value: float) -> str:
 
 def predict_heartbeat(settings: KeepaliveSettings, *, last_read_s: float,
                       in_flight_since_s: float | None = None, kernel: KernelDefaults | None = None,
-                      rto_s: float | None = None) -> tuple[Prediction | None, float | None]:
+                      rto_s: float | None = None,
+                      peer_kernel_answers: bool = False) -> tuple[Prediction | None, float | None]:
     """When the server lets go of a stream whose client went silent at 0, and when its first
     unanswered ping goes out; ``(None, None)`` with keepalive off (a socket with data in
-    flight is then the kernel's alone: ``socket_settings`` carries its TCP_USER_TIMEOUT)."""
+    flight is then the kernel's alone: ``socket_settings`` carries its TCP_USER_TIMEOUT).
+
+    ``peer_kernel_answers``: something still acknowledges the server's segments (a proxy that
+    stalled, a client process that stopped): no retransmission, so TCP_USER_TIMEOUT never
+    fires and only the ping timeout ends the stream."""
     if settings.time_s is None:
         return None, None
     kernel = kernel or KernelDefaults()
     k, ping = first_ping_after(last_read_s, settings.time_s)
     steps = (f"first keepalive ping after the fault: last read {_s(last_read_s)} + {k} × "
              f"keepalive_time {_s(settings.time_s)} = {_s(ping)}")
-    app = ping + settings.ping_timeout_s
+    app = ping + settings.ping_timeout_s + CLOSE_LATENESS_S
     app_text = (f"no ack: + ping_timeout {_s(settings.ping_timeout_s)} (grpc.http2.ping_timeout_ms;"
                 f" keepalive_timeout_ms is not the ack timer in grpc-core 1.85) = {_s(app)}: GOAWAY"
                 f" \"ping_timeout\" and close")
     ut = settings.user_timeout_s
-    if ut is None:
-        return Prediction(reclaim_s=round(app, 6), mechanism="heartbeat", formula=f"{steps}; {app_text}",
-                          slack_s=round(k * 0.001 + CLOSE_LATENESS_S, 6)), ping
+    slack = PERIOD_SPREAD_S + k * 0.001 + CLOSE_LATENESS_S
+    if ut is None or peer_kernel_answers:
+        why = ("" if ut is None else "; the peer's kernel (or a proxy's) acknowledges the ping, so"
+               f" TCP_USER_TIMEOUT {_s(ut)} never fires")
+        return Prediction(reclaim_s=round(app, 6), mechanism="heartbeat",
+                          formula=f"{steps}{why}; {app_text}", slack_s=round(slack, 6)), ping
     sent, why = ping + LONE_SEGMENT_PROBE_S, (f"the ping's tail loss probe {_s(LONE_SEGMENT_PROBE_S)}"
                                                f" after it")
     if in_flight_since_s is not None and in_flight_since_s < ping:
@@ -159,18 +175,20 @@ def predict_heartbeat(settings: KeepaliveSettings, *, last_read_s: float,
     held = predict(effective(SocketSettings(keepalive=False, user_timeout_s=ut), kernel),
                    activity="in-flight", peer="silent", data_sent_s=sent, rto_s=rto_s)
     assert held.reclaim_s is not None
+    gone = held.reclaim_s + ERROR_LATENESS_S
     rto = kernel.rto_min_s if rto_s is None else rto_s
     kernel_text = (f"TCP_USER_TIMEOUT {_s(ut)} (grpc sets keepalive_timeout_ms, default 20 s, on"
                    f" its sockets) after the first retransmission at {_s(sent + rto)} ({why},"
-                   f" then one RTO {_s(rto)}) = {_s(held.reclaim_s)}")
-    if held.reclaim_s <= app:
+                   f" then one RTO {_s(rto)}) = {_s(held.reclaim_s)}, + {_s(ERROR_LATENESS_S)} for grpc"
+                   f" to read the error and close = {_s(gone)}")
+    if gone <= app:
         return Prediction(
-            reclaim_s=round(held.reclaim_s, 6), mechanism="user-timeout",
+            reclaim_s=round(gone, 6), mechanism="user-timeout",
             formula=f"{steps}; the kernel ends it first: {kernel_text}; grpc reads the error and"
                     f" closes (its own ping timeout {_s(settings.ping_timeout_s)}, at {_s(app)},"
                     f" would come later)",
-            slack_s=round(k * 0.001 + held.slack_s + CLOSE_LATENESS_S, 6)), ping
+            slack_s=round(PERIOD_SPREAD_S + k * 0.001 + held.slack_s + ERROR_LATENESS_S, 6)), ping
     return Prediction(
         reclaim_s=round(app, 6), mechanism="heartbeat",
         formula=f"{steps}; {app_text}, before the kernel would ({kernel_text})",
-        slack_s=round(k * 0.001 + CLOSE_LATENESS_S, 6)), ping
+        slack_s=round(slack, 6)), ping

@@ -53,6 +53,9 @@ DEFAULT_PORT = 50051
 ALIVE_TIMEOUT_S = 5.0
 OPEN_TIMEOUT_S = 10.0
 IN_FLIGHT_BYTES = 4000
+PEER_KERNEL_ANSWERS = {"process-pause"}
+"""Packet-layer faults after which the client's kernel still acknowledges the server's data
+(proxy faults all do: the proxy's kernel does)."""
 HEARTBEAT_MARGIN_S = 0.1
 """A close this near the ping timeout after the unanswered ping is the ping timeout's."""
 
@@ -98,6 +101,7 @@ class GrpcTarget:
 
     settings: dict[str, Scalar] = field(default_factory=dict)
     in_flight: bool = False
+    peer_kernel_answers: bool = False   # the fault leaves something acking (a proxy, a paused client)
     port: int = DEFAULT_PORT
     service: ClassVar[str] = "grpc"
     needs_process: ClassVar[bool] = False
@@ -111,7 +115,9 @@ class GrpcTarget:
     @classmethod
     def from_scenario(cls, spec: Any) -> GrpcTarget:
         t = spec.target
-        return cls(settings=dict(t.settings), in_flight=spec.sessions.activity == "in-flight")
+        f = spec.fault
+        return cls(settings=dict(t.settings), in_flight=spec.sessions.activity == "in-flight",
+                   peer_kernel_answers=f.layer == "proxy" or f.type in PEER_KERNEL_ANSWERS)
 
     # -- settings and prediction ------------------------------------------------------------
 
@@ -154,7 +160,8 @@ class GrpcTarget:
         """grpc's keepalive ping: it goes ``keepalive_time`` after the last byte the server
         read (the last ping's ack on an idle stream), so ``last_activity_s`` sets it."""
         return predict_heartbeat(self.keepalive(), last_read_s=last_activity_s,
-                                 in_flight_since_s=0.0 if self.in_flight else None)
+                                 in_flight_since_s=0.0 if self.in_flight else None,
+                                 peer_kernel_answers=self.peer_kernel_answers)
 
     # -- running ----------------------------------------------------------------------------
 

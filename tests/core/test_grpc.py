@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 from harness.core.grpc import (
+    CLOSE_LATENESS_S,
+    ERROR_LATENESS_S,
     GRPC_DEFAULT_PING_TIMEOUT_S,
     INT_MAX_MS,
     LONE_SEGMENT_PROBE_S,
@@ -57,7 +59,7 @@ def test_blackholed_stream_is_ended_by_the_kernel_after_the_ping() -> None:
     assert ping == pytest.approx(0.6 + D)
     assert pred is not None and pred.mechanism == "user-timeout"
     # the ping's tail loss probe, one RTO to the first retransmission, then 1 s
-    assert pred.reclaim_s == pytest.approx(0.6 + D + LONE_SEGMENT_PROBE_S + RTO + 1.0)
+    assert pred.reclaim_s == pytest.approx(0.6 + D + LONE_SEGMENT_PROBE_S + RTO + 1.0 + ERROR_LATENESS_S)
     assert "TCP_USER_TIMEOUT 1 s" in pred.formula and "ping timeout 60 s" in pred.formula
 
 
@@ -66,7 +68,17 @@ def test_a_short_ping_timeout_wins_over_the_kernel() -> None:
                      "grpc.http2.ping_timeout_ms": 1500})
     pred, ping = predict_heartbeat(ka, last_read_s=-0.5)
     assert pred is not None and ping is not None
-    assert pred.mechanism == "heartbeat" and pred.reclaim_s == pytest.approx(ping + 1.5)
+    assert pred.mechanism == "heartbeat" and pred.reclaim_s == pytest.approx(ping + 1.5 + CLOSE_LATENESS_S)
+
+
+def test_behind_a_peer_that_still_acks_only_the_ping_timeout_can_tell() -> None:
+    # a stalled proxy's kernel acknowledges the ping: no retransmission, no TCP_USER_TIMEOUT
+    ka = settings(**{"grpc.keepalive_time_ms": 1000, "grpc.keepalive_timeout_ms": 1000,
+                     "grpc.http2.ping_timeout_ms": 1500})
+    pred, ping = predict_heartbeat(ka, last_read_s=-0.5, peer_kernel_answers=True)
+    assert pred is not None and ping is not None and pred.mechanism == "heartbeat"
+    assert pred.reclaim_s == pytest.approx(ping + 1.5 + CLOSE_LATENESS_S)
+    assert "never fires" in pred.formula
 
 
 def test_keepalive_timeout_alone_does_not_bound_the_ack_wait() -> None:
@@ -76,7 +88,7 @@ def test_keepalive_timeout_alone_does_not_bound_the_ack_wait() -> None:
     pred, ping = predict_heartbeat(ka, last_read_s=-0.5)
     assert pred is not None and ping is not None
     assert pred.mechanism == "user-timeout"
-    assert pred.reclaim_s == pytest.approx(ping + LONE_SEGMENT_PROBE_S + RTO + 20.0)
+    assert pred.reclaim_s == pytest.approx(ping + LONE_SEGMENT_PROBE_S + RTO + 20.0 + ERROR_LATENESS_S)
 
 
 def test_defaults_hold_a_dead_stream_for_two_hours() -> None:
@@ -95,7 +107,7 @@ def test_keepalive_off_has_no_heartbeat_and_an_idle_socket_is_held() -> None:
 def test_data_in_flight_starts_the_kernels_clock_before_the_ping() -> None:
     ka = settings(**{"grpc.keepalive_time_ms": 1000, "grpc.keepalive_timeout_ms": 1000})
     pred, _ = predict_heartbeat(ka, last_read_s=-0.1, in_flight_since_s=0.0)
-    assert pred is not None and pred.reclaim_s == pytest.approx(0.0 + RTO + 1.0)
+    assert pred is not None and pred.reclaim_s == pytest.approx(0.0 + RTO + 1.0 + ERROR_LATENESS_S)
 
 
 def test_the_heartbeat_is_taken_over_a_never_firing_kernel() -> None:
@@ -163,4 +175,4 @@ def test_target_describes_and_predicts_from_its_settings() -> None:
     assert shown["keepalive_time"] == "1 s" and shown["tcp_user_timeout"] == "1 s"
     assert t.socket_settings().user_timeout_s == 1.0
     pred, _ = t.heartbeat(last_activity_s=-0.5, opened_s=-1.0)
-    assert pred is not None and pred.reclaim_s == pytest.approx(0.5 + D + 0.2 + RTO + 1.0)
+    assert pred is not None and pred.reclaim_s == pytest.approx(0.5 + D + LONE_SEGMENT_PROBE_S + RTO + 1.0 + ERROR_LATENESS_S)
