@@ -83,7 +83,7 @@ SERVICE_TYPES: dict[str, ServiceType] = {s.name: s for s in (
     ServiceType("ssh", "harness.targets.ssh:SshTarget", "SshUser", True),
     ServiceType("websocket", "harness.targets.websocket:WebSocketTarget", "WebSocketUser", False),
     ServiceType("tcp", "harness.targets.tcp:TcpTarget", "TcpUser", False),
-    ServiceType("grpc", "harness.targets.grpc:GrpcTarget", "GrpcUser", True),
+    ServiceType("grpc", "harness.targets.grpc:GrpcTarget", None, True),
     # in front of another service: its sessions (and Locust users) are its upstream's, through its port
     ServiceType("haproxy", "harness.targets.haproxy:HaproxyTarget", None, True, tier=True, fronts=True),
     # in front of its own backend (PostgreSQL), whose settings are target.backend_settings

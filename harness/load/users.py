@@ -7,7 +7,7 @@ all become greenlets. Nothing here may run inside the harness's asyncio process.
 
 What a user does, configured by environment variables (``harness.load.locust`` sets them):
 
-- on start, opens its session (postgres, websocket, ssh, grpc or raw tcp) (reported to Locust's
+- on start, opens its session (postgres, websocket, ssh or raw tcp) (reported to Locust's
   statistics as ``open``) and writes an ``opened`` line with its client address to the events file;
 - then holds it: idle, or one small request every ``CONNCHAOS_LOAD_EVERY`` seconds
   (``SELECT 1``, a WebSocket message and its echo, a byte and its echo), each reported as
@@ -266,50 +266,6 @@ class WebSocketUser(SessionUser):
         return len(message)
 
     def close(self) -> None:
-        self.handle.close()
-
-
-class GrpcUser(SessionUser):
-    """A grpcio channel of its own holding one server stream to connchaos's reference gRPC
-    server; the request is an echo on the same channel (its one connection). grpcio runs on
-    gevent through its own integration (``grpc.experimental.gevent``)."""
-
-    protocol = "grpc"
-    _sent = 0
-
-    def connect(self) -> tuple[Any, str]:
-        import grpc
-        from grpc.experimental import gevent as grpc_gevent
-
-        grpc_gevent.init_gevent()
-        channel = grpc.insecure_channel(f"{HOST}:{PORT}", options=[
-            ("grpc.use_local_subchannel_pool", 1), ("grpc.enable_retries", 0),
-            ("connchaos.session", id(self))])
-        try:
-            stream = channel.unary_stream("/connchaos.Hold/Stream")(b"load", timeout=None)
-            first = next(stream)
-        except Exception:
-            channel.close()
-            raise
-        if not first.startswith(b"peer "):
-            channel.close()
-            raise ValueError(f"unexpected first message {first[:40]!r}")
-        self._stream = stream
-        # the server's view of the client: the session's address (no proxy in load runs)
-        return channel, first[5:].decode()
-
-    def exchange(self) -> int:
-        self._sent += 1
-        token = f"connchaos-load-{self._sent}".encode()
-        got = self.handle.unary_unary("/connchaos.Hold/Echo")(token, timeout=TIMEOUT)
-        if got != token:
-            raise ValueError("echo answered something else")
-        if self._stream.done():
-            raise ConnectionError("the stream ended")
-        return len(got)
-
-    def close(self) -> None:
-        self._stream.cancel()
         self.handle.close()
 
 
