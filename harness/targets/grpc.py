@@ -311,7 +311,7 @@ class GrpcTarget:
                 continue
             if record.get("event") != "closed" or record.get("cause") != "cancelled":
                 continue
-            kind, text = classify_close(record, ka.ping_timeout_s)
+            kind, text = classify_close(record, ka.ping_timeout_s, ka.user_timeout_s)
             addr, _, port = str(record.get("peer", "")).rpartition(":")
             if kind is not None and addr and port.isdigit():
                 found.setdefault((addr, int(port)), ServerError(float(record["at"]), kind, text))
@@ -328,16 +328,21 @@ class GrpcTarget:
         return addr, int(port)
 
 
-def classify_close(record: Mapping[str, Any], ping_timeout_s: float) -> tuple[str | None, str]:
+def classify_close(record: Mapping[str, Any], ping_timeout_s: float,
+                   user_timeout_s: float | None) -> tuple[str | None, str]:
     """(kind, text) of one ``closed`` line whose call was cancelled under the server; kind
-    None when no keepalive ping was waiting (the client went away itself)."""
+    None when no keepalive ping had waited long enough to explain it (the client went away
+    itself, perhaps with a ping just sent)."""
     unanswered = record.get("unanswered_ping_s")
     if not isinstance(unanswered, (int, float)):
         return None, "cancelled"
     text = f"keepalive ping unanswered for {unanswered:.3f} s"
     if unanswered >= ping_timeout_s - HEARTBEAT_MARGIN_S:
         return "heartbeat", text + " (ping timeout)"
-    return "timeout", text + " (the connection failed first: TCP_USER_TIMEOUT)"
+    # the kernel gives up no sooner than TCP_USER_TIMEOUT after the ping
+    if user_timeout_s is not None and unanswered >= user_timeout_s - HEARTBEAT_MARGIN_S:
+        return "timeout", text + " (the connection failed first: TCP_USER_TIMEOUT)"
+    return None, text
 
 
 __all__ = ["INT_MAX_MS", "GrpcTarget", "classify_close", "established_to"]

@@ -164,9 +164,11 @@ def test_core_trace_lines_are_read_for_pings_and_acks() -> None:
 
 
 def test_a_close_is_classified_by_how_long_its_ping_waited() -> None:
-    assert classify_close({"unanswered_ping_s": 1.502}, 1.5)[0] == "heartbeat"
-    assert classify_close({"unanswered_ping_s": 1.42}, 60.0)[0] == "timeout"
-    assert classify_close({"unanswered_ping_s": None}, 60.0)[0] is None
+    assert classify_close({"unanswered_ping_s": 1.502}, 1.5, 1.0)[0] == "heartbeat"
+    assert classify_close({"unanswered_ping_s": 1.42}, 60.0, 1.0)[0] == "timeout"
+    # a ping just sent when the client cancelled explains nothing
+    assert classify_close({"unanswered_ping_s": 0.009}, 60.0, 1.0)[0] is None
+    assert classify_close({"unanswered_ping_s": None}, 60.0, 1.0)[0] is None
 
 
 def test_target_describes_and_predicts_from_its_settings() -> None:
