@@ -83,12 +83,13 @@ SERVICE_TYPES: dict[str, ServiceType] = {s.name: s for s in (
     ServiceType("ssh", "harness.targets.ssh:SshTarget", "SshUser", True),
     ServiceType("websocket", "harness.targets.websocket:WebSocketTarget", "WebSocketUser", False),
     ServiceType("tcp", "harness.targets.tcp:TcpTarget", "TcpUser", False),
-    ServiceType("grpc", "harness.targets.grpc:GrpcTarget", None, True),
     # in front of another service: its sessions (and Locust users) are its upstream's, through its port
     ServiceType("haproxy", "harness.targets.haproxy:HaproxyTarget", None, True, tier=True, fronts=True),
     # in front of its own backend (PostgreSQL), whose settings are target.backend_settings
     ServiceType("pgbouncer", "harness.targets.pgbouncer:PgbouncerTarget", "PgbouncerUser", True,
                 tier=True, backend_service="postgres"),
+    # connchaos's reference grpcio server; no Locust user yet
+    ServiceType("grpc", "harness.targets.grpc:GrpcTarget", None, True),
 )}
 """The services under test. ``locust_user`` is the User class in harness/load/users.py
 (Locust takes class names on its command line; users.py is never imported here)."""

@@ -152,7 +152,7 @@ def test_wrong_literal() -> None:
     assert one_problem(edited({4: "  service: postgress"})) == (
         4,
         "target.service",
-        "expected one of: postgres, ssh, websocket, tcp, haproxy, pgbouncer; got 'postgress'",
+        "expected one of: postgres, ssh, websocket, tcp, haproxy, pgbouncer, grpc; got 'postgress'",
     )
 
 
@@ -392,7 +392,7 @@ def test_error_text_is_file_line_field_message() -> None:
     with pytest.raises(ScenarioError) as caught:
         load_text(edited({4: "  service: postgress", 13: "  hold: 8"}), "pg.yaml")
     assert str(caught.value).splitlines() == [
-        "pg.yaml:4: target.service: expected one of: postgres, ssh, websocket, tcp, haproxy, pgbouncer; got 'postgress'",
+        "pg.yaml:4: target.service: expected one of: postgres, ssh, websocket, tcp, haproxy, pgbouncer, grpc; got 'postgress'",
         "pg.yaml:13: sessions.hold: expected a duration like 250ms, 5s or 2m; got 8 (add a unit, such as s or ms)",
     ]
 
