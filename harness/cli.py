@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     isub = i.add_subparsers(dest="images_command", required=True, metavar="ACTION")
     ib = isub.add_parser("build", help="build what is missing or out of date (the base image first)")
     ib.add_argument("names", nargs="*", metavar="NAME",
-                    help="postgres, ssh, websocket, client, toxiproxy (default: all)")
+                    help="postgres, ssh, websocket, client, toxiproxy, grpc (default: all)")
     ib.add_argument("--rebuild", action="store_true",
                     help="build even the images that are up to date, without the layer cache")
     ib.add_argument("-v", "--verbose", action="store_true", help="show the build output")

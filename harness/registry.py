@@ -94,6 +94,8 @@ SERVICE_TYPES: dict[str, ServiceType] = {s.name: s for s in (
                 tier=True, backend_service="postgres"),
     ServiceType("mqtt", "harness.targets.mqtt:MqttTarget", "MqttUser", True),
     ServiceType("redis", "harness.targets.redis:RedisTarget", "RedisUser", True),
+    # connchaos's reference grpcio server; no Locust user yet
+    ServiceType("grpc", "harness.targets.grpc:GrpcTarget", None, True),
 )}
 """The services under test. ``locust_user`` is the User class in harness/load/users.py
 (Locust takes class names on its command line; users.py is never imported here)."""

@@ -39,7 +39,8 @@ from harness.errors import LabError, MachineError
 Progress = Callable[[str], None]
 Client = Any   # docker.DockerClient: the SDK ships no type hints
 
-NAMES = ("postgres", "ssh", "websocket", "haproxy", "pgbouncer", "mqtt", "redis", "client", "toxiproxy")
+NAMES = ("postgres", "ssh", "websocket", "haproxy", "pgbouncer", "mqtt", "redis", "client", "toxiproxy",
+         "grpc")
 BASE = "debian:bookworm-slim"
 TOXIPROXY_OFFICIAL = "ghcr.io/shopify/toxiproxy:2.12.0"
 REPOSITORY = "connchaos"
@@ -52,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 COMPOSE = ROOT / "compose"
 # The images that run this project's own code get the package in their build context.
 PROJECT_FILES = ("pyproject.toml", "README.md")
-WITH_PROJECT = {"websocket", "toxiproxy"}
+WITH_PROJECT = {"websocket", "toxiproxy", "grpc"}
 # The machine's own CAs (a TLS-inspecting proxy's, say): pip in the image must trust what the
 # machine's pip trusts, or it cannot reach the package index the machine reaches.
 SITE_CA = Path("/usr/local/share/ca-certificates")

@@ -33,7 +33,7 @@ def test_the_shipped_catalogue_passes(tmp_path: Path) -> None:
 
 # The scenarios issue 12 added: each measured reclaim (and upstream leg) within 0.3 s of its
 # prediction. (The older ones are gated by their expectations only.)
-AGREES_WITHIN_0_3_S = ("nat-", "pgbouncer-", "haproxy-", "mqtt-", "redis-",
+AGREES_WITHIN_0_3_S = ("nat-", "pgbouncer-", "haproxy-", "mqtt-", "redis-", "grpc-",
                        # issue 13: the faults that stop the client's process
                        "websocket-process-pause-", "postgres-process-pause-", "postgres-slow-reader-")
 

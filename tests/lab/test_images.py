@@ -71,7 +71,7 @@ def test_context_of_project_images_carries_the_package_and_site_cas(tmp_path: Pa
         "compose/postgres/Dockerfile", "compose/postgres/docker-entrypoint.sh"]
 
 
-@pytest.mark.parametrize("target", ["postgres", "ssh", "websocket"])
+@pytest.mark.parametrize("target", ["postgres", "ssh", "websocket", "grpc"])
 def test_compose_file_has_target_proxy_and_client(target: str) -> None:
     import yaml
 
@@ -103,7 +103,7 @@ def _compose() -> list[str] | None:
 
 
 @pytest.mark.docker
-@pytest.mark.parametrize("target", ["postgres", "ssh", "websocket"])
+@pytest.mark.parametrize("target", ["postgres", "ssh", "websocket", "grpc"])
 def test_compose_file_is_valid_for_compose(target: str) -> None:
     compose = _compose()
     if compose is None:

@@ -301,6 +301,7 @@ def test_the_schema_reads_the_registries() -> None:
         assert Target(service=name, **extra).service == name
     # a tier in front of another service: its Locust users are its upstream's
     assert set(available()) <= set(SERVICE_TYPES)
-    assert set(USERS) == {name for name, s in SERVICE_TYPES.items() if not s.fronts}
+    # grpc has no Locust user yet: grpcio's sync client under Locust's gevent hung its requests
+    assert set(USERS) == {name for name, s in SERVICE_TYPES.items() if not s.fronts} - {"grpc"}
     with pytest.raises(ValueError, match="literal_error|Input should be"):
         Target(service="mysql")
