@@ -236,13 +236,21 @@ class RedisTarget:
     def _watch(self) -> None:
         """Which client went when, at POLL_S: Redis's log lines name none."""
         while not self._stop.wait(POLL_S):
-            try:
-                listed = self._client_list()
-            except LabError:
-                continue
-            now = time.time()
+            self._poll()
+
+    def _poll(self) -> None:
+        # the list is the server's state somewhere between asking and hearing back: a
+        # sighting counts from the asking, a miss from the answer (a loaded machine's
+        # round trip must not push a log line out of its client's window)
+        asked = time.time()
+        try:
+            listed = self._client_list()
+        except LabError:
+            return
+        now = time.time()
+        with self._lock:
             for key in listed:
-                self._seen[key] = now
+                self._seen[key] = asked
             for key, last in list(self._seen.items()):
                 if key not in listed and key not in self._vanished:
                     self._vanished[key] = _Vanished(last, now)
@@ -334,6 +342,7 @@ class RedisTarget:
         """Why Redis dropped each client, by its (addr, port): a line that names the client
         ("Client closed connection ... addr=..."), else the line logged while that client
         vanished from CLIENT LIST (between its last sighting and the poll that missed it)."""
+        self._poll()   # a client the socket table saw go a moment ago: the poll's next turn, now
         lines: list[tuple[float, str, str]] = []
         found: dict[int | tuple[str, int], ServerError] = {}
         for line in self._log_lines():
@@ -347,7 +356,9 @@ class RedisTarget:
             else:
                 lines.append((at, kind, m.group(2)))
         used: set[int] = set()
-        for key, gone in sorted(self._vanished.items(), key=lambda kv: kv[1].last_seen):
+        with self._lock:
+            vanished = dict(self._vanished)
+        for key, gone in sorted(vanished.items(), key=lambda kv: kv[1].last_seen):
             if key in found:
                 continue
             for i, (at, kind, text) in enumerate(lines):
