@@ -41,6 +41,7 @@ from harness.errors import LabError
 from harness.faults.base import Flow
 from harness.lab.processes import stop_process_group, wait_ready
 from harness.lab.server import ServerProcess, ServerSpec
+from harness.targets import control
 from harness.targets.base import LabView, Scalar, ServerError, Session
 from harness.targets.grpc_reference import (
     ECHO_METHOD,
@@ -206,16 +207,7 @@ class GrpcTarget:
     def _ask(self, request: dict[str, Any], timeout_s: float = 5.0) -> dict[str, Any] | None:
         if not self._control:
             return None
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(timeout_s)
-                s.connect(self._control)
-                s.sendall((json.dumps(request) + "\n").encode())
-                line = s.makefile("rb").readline()
-            answer: dict[str, Any] = json.loads(line)
-            return answer
-        except (OSError, ValueError):
-            return None
+        return control.ask(self._control, request, timeout_s)
 
     def _peers_by_name(self) -> dict[str, str]:
         status = self._ask({"op": "status"}) or {}

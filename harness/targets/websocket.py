@@ -36,7 +36,6 @@ import difflib
 import itertools
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -60,6 +59,7 @@ from harness.faults.base import Flow
 from harness.lab.processes import log_tail, stop_process_group, wait_ready
 from harness.lab.server import ServerProcess, ServerSpec
 from harness.scenario.durations import parse_duration
+from harness.targets import control
 from harness.targets.base import (
     LabView,
     Scalar,
@@ -303,16 +303,7 @@ class WebSocketTarget:
         """One request to the reference server's control socket; None if it does not answer."""
         if not self.reference or not self._control:
             return None
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(timeout_s)
-                s.connect(self._control)
-                s.sendall((json.dumps(request) + "\n").encode())
-                line = s.makefile("rb").readline()
-            answer: dict[str, Any] = json.loads(line)
-            return answer
-        except (OSError, ValueError):
-            return None
+        return control.ask(self._control, request, timeout_s)
 
     def _peers_by_path(self) -> dict[str, str]:
         status = self._ask({"op": "status"}) or {}

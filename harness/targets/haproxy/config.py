@@ -26,9 +26,9 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from harness.errors import MachineError
 from harness.lab import naming, owner
 from harness.targets.base import Scalar
+from harness.targets.commands import find_command, require_command
 
 TIMEOUTS = {"timeout_client": "timeout client", "timeout_server": "timeout server",
             "timeout_tunnel": "timeout tunnel", "timeout_connect": "timeout connect",
@@ -49,17 +49,11 @@ _ALERT = re.compile(r"\[ALERT\].*?parsing \[[^\]]*?:(\d+)\]\s*:\s*(.*)$")
 
 def find_haproxy() -> str | None:
     """Debian's /usr/sbin/haproxy, else ``haproxy`` on the PATH."""
-    for candidate in ("/usr/sbin/haproxy", shutil.which("haproxy")):
-        if candidate and os.access(candidate, os.X_OK):
-            return os.path.abspath(candidate)
-    return None
+    return find_command("/usr/sbin/haproxy", shutil.which("haproxy"))
 
 
 def require_haproxy() -> str:
-    found = find_haproxy()
-    if found is None:
-        raise MachineError("HAProxy (haproxy)", "apt-get install haproxy")
-    return found
+    return require_command(find_haproxy(), "HAProxy (haproxy)", "apt-get install haproxy")
 
 
 def seconds_of(value: Scalar) -> float:

@@ -22,8 +22,8 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
 
-from harness.errors import MachineError
 from harness.targets.base import Scalar
+from harness.targets.commands import find_command, require_command
 
 CLIENT_KEEPALIVE = "keepalive"     # the clients' own, not a mosquitto.conf option
 DEFAULT_KEEPALIVE = 60             # paho-mqtt's default
@@ -61,20 +61,13 @@ def broker_settings(settings: Mapping[str, Scalar]) -> list[tuple[str, str]]:
 def find_mosquitto() -> str | None:
     """The broker: $CONNCHAOS_MOSQUITTO (only it, when set), Debian's /usr/sbin/mosquitto, or
     the PATH."""
-    chosen = os.environ.get("CONNCHAOS_MOSQUITTO")
-    for candidate in ([chosen] if chosen else ["/usr/sbin/mosquitto", shutil.which("mosquitto")]):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    return find_command("/usr/sbin/mosquitto", shutil.which("mosquitto"), env="CONNCHAOS_MOSQUITTO")
 
 
 def require_mosquitto() -> str:
     """The broker's command, or exit 3 naming it."""
-    found = find_mosquitto()
-    if found is None:
-        raise MachineError("the Mosquitto MQTT broker (mosquitto)",
+    return require_command(find_mosquitto(), "the Mosquitto MQTT broker (mosquitto)",
                            "apt-get install mosquitto, or set CONNCHAOS_MOSQUITTO")
-    return found
 
 
 def write_conf(path: str, fixed: Iterable[str], settings: Iterable[tuple[str, str]],

@@ -25,8 +25,8 @@ import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from harness.errors import MachineError
 from harness.targets.base import Scalar
+from harness.targets.commands import find_command, require_command
 
 JANITOR_PERIOD_S = 1 / 3          # src/janitor.c: full_maint_period = {0, USEC / 3}
 # The lab decides these: where pgbouncer listens, who may log in, its logs, its backend.
@@ -139,20 +139,13 @@ def own_problems(settings: Mapping[str, Scalar]) -> dict[str, str]:
 def find_pgbouncer() -> str | None:
     """The pgbouncer command: $CONNCHAOS_PGBOUNCER (only it, when set), Debian's
     /usr/sbin/pgbouncer, or the PATH."""
-    chosen = os.environ.get("CONNCHAOS_PGBOUNCER")
-    for candidate in ([chosen] if chosen else ["/usr/sbin/pgbouncer", shutil.which("pgbouncer")]):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    return find_command("/usr/sbin/pgbouncer", shutil.which("pgbouncer"), env="CONNCHAOS_PGBOUNCER")
 
 
 def require_pgbouncer() -> str:
     """The pgbouncer command, or exit 3 naming it."""
-    found = find_pgbouncer()
-    if found is None:
-        raise MachineError("PgBouncer (the pgbouncer command)",
+    return require_command(find_pgbouncer(), "PgBouncer (the pgbouncer command)",
                            "apt-get install pgbouncer, or set CONNCHAOS_PGBOUNCER")
-    return found
 
 
 def write_ini(path: str, fixed: Mapping[str, str], settings: Iterable[tuple[str, str]],

@@ -19,8 +19,8 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
 
-from harness.errors import MachineError
 from harness.targets.base import Scalar
+from harness.targets.commands import find_command, require_command
 
 # The lab decides these: where Redis listens, its files and logs, that it stays in the
 # foreground, and what the harness needs to talk to it (no password, its own commands).
@@ -48,20 +48,13 @@ def conf_text(value: Scalar) -> str:
 def find_redis_server() -> str | None:
     """The redis-server command: $CONNCHAOS_REDIS_SERVER (only it, when set), Debian's
     /usr/bin/redis-server, or the PATH."""
-    chosen = os.environ.get("CONNCHAOS_REDIS_SERVER")
-    for candidate in ([chosen] if chosen else ["/usr/bin/redis-server", shutil.which("redis-server")]):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    return find_command("/usr/bin/redis-server", shutil.which("redis-server"), env="CONNCHAOS_REDIS_SERVER")
 
 
 def require_redis_server() -> str:
     """The redis-server command, or exit 3 naming it."""
-    found = find_redis_server()
-    if found is None:
-        raise MachineError("Redis (the redis-server command)",
+    return require_command(find_redis_server(), "Redis (the redis-server command)",
                            "apt-get install redis-server, or set CONNCHAOS_REDIS_SERVER")
-    return found
 
 
 def own_problems(settings: Mapping[str, Scalar]) -> dict[str, str]:

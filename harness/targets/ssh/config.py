@@ -14,9 +14,9 @@ from collections.abc import Mapping
 
 import asyncssh
 
-from harness.errors import MachineError
 from harness.lab import naming, owner
 from harness.targets.base import Scalar
+from harness.targets.commands import find_command, require_command
 
 # The lab decides these: where sshd listens, its keys and files, who may log in and how.
 # A scenario setting one of them would cut the harness off from its own sessions.
@@ -45,17 +45,11 @@ SHOWN = ("ClientAliveInterval", "ClientAliveCountMax", "TCPKeepAlive")
 def find_sshd() -> str | None:
     """OpenSSH's server: Debian's /usr/sbin/sshd, else ``sshd`` on the PATH (absolute: sshd
     re-executes itself for every connection and refuses a relative path)."""
-    for candidate in ("/usr/sbin/sshd", shutil.which("sshd")):
-        if candidate and os.access(candidate, os.X_OK):
-            return os.path.abspath(candidate)
-    return None
+    return find_command("/usr/sbin/sshd", shutil.which("sshd"))
 
 
 def require_sshd() -> str:
-    found = find_sshd()
-    if found is None:
-        raise MachineError("the OpenSSH server (sshd)", "apt-get install openssh-server")
-    return found
+    return require_command(find_sshd(), "the OpenSSH server (sshd)", "apt-get install openssh-server")
 
 
 def sshd_text(value: Scalar) -> str:
